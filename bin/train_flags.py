@@ -1,0 +1,65 @@
+"""absl flags of a training configuration, shared by bin/train and bin/benchmark."""
+
+from absl import flags
+
+from qagan_tf import config as config_lib
+from qagan_tf import models
+from qagan_tf.data import sources
+from qagan_tf.train import penalties
+
+_D = config_lib.TrainConfig()
+
+# Data.
+flags.DEFINE_string("dataset", _D.dataset,
+                    f"Training images: {', '.join(sources.dataset_names())}. TFDS datasets are "
+                    "read from --data_dir; 'embedded' needs no download.")
+flags.DEFINE_string("data_dir", _D.data_dir, "TFDS data directory (default ~/tensorflow_datasets).")
+flags.DEFINE_integer("num_examples", _D.num_examples,
+                     "Use only the first N training images (0: all; embedded: number of crops, "
+                     "default 4096).")
+flags.DEFINE_enum("resolution", str(_D.resolution), [str(r) for r in models.SUPPORTED_RESOLUTIONS],
+                  "Image size in pixels (cifar10: 32, stl10: 48 or 96, celeb_a: 64).")
+# Networks.
+flags.DEFINE_integer("width", _D.width, "Channels of every residual block in G and D (paper: 128).")
+flags.DEFINE_integer("z_dim", _D.z_dim, "Latent dimension (paper: 128).")
+# Optimisation.
+flags.DEFINE_integer("batch_size", _D.batch_size, "Global real batch per D update (paper: 64).")
+flags.DEFINE_integer("g_batch_multiplier", _D.g_batch_multiplier,
+                     "The G update uses this many times --batch_size samples (authors: 2).")
+flags.DEFINE_integer("max_steps", _D.max_steps, "Generator iterations (paper: 100000).")
+flags.DEFINE_integer("disc_iters", _D.disc_iters, "D updates per G update (paper: 5).")
+flags.DEFINE_float("lr", _D.lr, "Adam learning rate (paper: 2e-4; CelebA 1e-4).")
+flags.DEFINE_float("beta1", _D.beta1, "Adam beta1 (paper: 0).")
+flags.DEFINE_float("beta2", _D.beta2, "Adam beta2 (paper: 0.9).")
+flags.DEFINE_enum("lr_decay", _D.lr_decay, ["linear", "constant"],
+                  "linear: lr * max(0, 1 - step / max_steps) as the authors; constant: no decay.")
+# Losses and penalties.
+flags.DEFINE_string("penalty", _D.penalty,
+                    f"Quality-aware penalty added to the 1-GP: one of "
+                    f"{', '.join(penalties.penalty_names())} (wgan_gp: none, the baseline).")
+flags.DEFINE_float("gp_weight", _D.gp_weight,
+                   "Weight of the 1-GP (QAGAN paper: 1; WGAN-GP baseline: 10).")
+flags.DEFINE_float("qa_weight", _D.qa_weight, "Weight of the quality-aware penalty (paper: 0.1).")
+flags.DEFINE_float("drift_weight", _D.drift_weight,
+                   "Weight of the drift term mean(D(x)^2) (authors: 1e-5; 0 disables).")
+flags.DEFINE_float("ema_decay", _D.ema_decay, "Decay of the generator's EMA copy (authors: 0.99).")
+# Bookkeeping.
+flags.DEFINE_integer("seed", _D.seed, "Seed of initialisation, data order, noise and latents.")
+flags.DEFINE_bool("deterministic", _D.deterministic,
+                  "Enable TF op determinism (bit-identical reruns on the same hardware).")
+flags.DEFINE_enum("on_nonfinite", _D.on_nonfinite, ["stop", "skip"],
+                  "What to do when a loss becomes NaN/Inf: stop (keep the last good checkpoint).")
+flags.DEFINE_integer("save_every", _D.save_every, "Checkpoint interval in steps.")
+flags.DEFINE_integer("keep_checkpoints", _D.keep_checkpoints, "Checkpoints kept in --model_dir.")
+flags.DEFINE_integer("log_every", _D.log_every, "Console/TensorBoard scalar interval in steps.")
+flags.DEFINE_integer("sample_every", _D.sample_every, "Sample-grid interval in steps.")
+flags.DEFINE_integer("histogram_every", _D.histogram_every, "D weight-histogram interval in steps.")
+flags.DEFINE_integer("num_sample_images", _D.num_sample_images, "Images in each sample grid.")
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+  """The `TrainConfig` the parsed flags describe (validated)."""
+  names = config_lib.TrainConfig.__dataclass_fields__
+  values = {name: getattr(flag_values, name) for name in names}
+  values["resolution"] = int(values["resolution"])
+  return config_lib.TrainConfig(**values).validate()

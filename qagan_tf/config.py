@@ -1,0 +1,117 @@
+"""The frozen training configuration shared by the library, the scripts and model_dir/config.json."""
+
+import dataclasses
+import json
+import os
+
+CONFIG_FILENAME = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Every hyperparameter of a run. Defaults follow the paper (QAGAN on CIFAR-10).
+
+  Attributes are documented where `bin/train` defines the matching flags.
+  """
+  # Data.
+  dataset: str = "cifar10"
+  data_dir: str = ""
+  num_examples: int = 0
+  resolution: int = 32
+  # Networks.
+  width: int = 128
+  z_dim: int = 128
+  # Optimisation.
+  batch_size: int = 64
+  g_batch_multiplier: int = 2
+  max_steps: int = 100_000
+  disc_iters: int = 5
+  lr: float = 2e-4
+  beta1: float = 0.0
+  beta2: float = 0.9
+  lr_decay: str = "linear"
+  # Losses and penalties.
+  penalty: str = "wgan_gp"
+  gp_weight: float = 1.0
+  qa_weight: float = 0.1
+  drift_weight: float = 1e-5
+  # Generator EMA.
+  ema_decay: float = 0.99
+  # Bookkeeping.
+  seed: int = 0
+  deterministic: bool = False
+  on_nonfinite: str = "stop"
+  save_every: int = 1000
+  keep_checkpoints: int = 3
+  log_every: int = 100
+  sample_every: int = 1000
+  histogram_every: int = 1000
+  num_sample_images: int = 64
+
+  def validate(self):
+    """Checks value ranges that the flags cannot express.
+
+    Raises:
+      ValueError: naming the offending field and the fix.
+    """
+    positive = ("width", "z_dim", "batch_size", "g_batch_multiplier", "max_steps",
+                "disc_iters", "save_every", "keep_checkpoints", "log_every", "sample_every",
+                "histogram_every", "num_sample_images")
+    for name in positive:
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name}={getattr(self, name)} must be a positive integer.")
+    for name in ("gp_weight", "qa_weight", "drift_weight", "lr"):
+      if not getattr(self, name) >= 0:
+        raise ValueError(f"{name}={getattr(self, name)} must be >= 0.")
+    for name in ("beta1", "beta2", "ema_decay"):
+      if not 0 <= getattr(self, name) < 1:
+        raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1).")
+    if self.num_examples < 0:
+      raise ValueError(f"num_examples={self.num_examples} must be >= 0 (0: all).")
+    if self.lr_decay not in ("linear", "constant"):
+      raise ValueError(f"lr_decay={self.lr_decay!r}: use 'linear' or 'constant'.")
+    if self.on_nonfinite not in ("stop", "skip"):
+      raise ValueError(f"on_nonfinite={self.on_nonfinite!r}: use 'stop' or 'skip'.")
+    return self
+
+  def replace(self, **changes):
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values):
+    """Builds a config from a dict, ignoring unknown keys (from newer versions) and filling defaults."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def save_config(config, model_dir):
+  """Writes model_dir/config.json atomically (write to a temporary file, then rename)."""
+  os.makedirs(model_dir, exist_ok=True)
+  path = os.path.join(model_dir, CONFIG_FILENAME)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+  return path
+
+
+def load_config(model_dir):
+  """Reads model_dir/config.json.
+
+  Raises:
+    FileNotFoundError: with a message that names the directory when it holds no run.
+    ValueError: when the file is not valid JSON.
+  """
+  path = os.path.join(model_dir, CONFIG_FILENAME)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} not found: --model_dir={model_dir} is not a qagan_tf run "
+                            "directory (bin/train writes config.json there).")
+  try:
+    with open(path) as f:
+      return TrainConfig.from_dict(json.load(f))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}).") from None

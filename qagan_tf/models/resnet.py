@@ -1,0 +1,164 @@
+"""The paper's ResNet generator and discriminator (WGAN-GP ResNet, QAGAN supplementary Tables 1-2)."""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+# resolution -> (generator start size s0, generator up-blocks, discriminator down-blocks,
+# discriminator plain blocks). DESIGN §2: CIFAR-10 D is down, down, plain, plain; STL-10 48 is
+# down x3, plain; CelebA 64 and STL-10 96 add one down block to those.
+_LAYOUTS = {
+    32: (4, 3, 2, 2),
+    48: (6, 3, 3, 1),
+    64: (4, 4, 3, 2),
+    96: (6, 4, 4, 1),
+}
+SUPPORTED_RESOLUTIONS = tuple(sorted(_LAYOUTS))
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """Block layout of the generator and discriminator for one resolution."""
+  resolution: int
+  start_size: int
+  up_blocks: int
+  down_blocks: int
+  plain_blocks: int
+
+
+def architecture_for_resolution(resolution):
+  """Returns the `Architecture` for an image size.
+
+  Args:
+    resolution: image height = width in pixels; one of 32, 48, 64, 96.
+
+  Raises:
+    ValueError: for any other resolution (the message lists the supported ones).
+  """
+  if resolution not in _LAYOUTS:
+    raise ValueError(
+        f"resolution={resolution!r} is not supported; use one of "
+        f"{', '.join(map(str, SUPPORTED_RESOLUTIONS))}.")
+  return Architecture(resolution, *_LAYOUTS[resolution])
+
+
+def _conv(filters, kernel_size, initializer, name):
+  return keras.layers.Conv2D(filters, kernel_size, padding="same",
+                             kernel_initializer=initializer, name=name)
+
+
+def _mean_pool(x):
+  return tf.nn.avg_pool2d(x, 2, 2, "VALID")
+
+
+def _upsample(x):
+  return tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class GeneratorBlock(keras.layers.Layer):
+  """Pre-activation residual up-block: BN, ReLU, 2x nearest up, conv3x3, BN, ReLU, conv3x3."""
+
+  def __init__(self, filters, name=None):
+    super().__init__(name=name)
+    self.bn1 = keras.layers.BatchNormalization(synchronized=True, name="bn1")
+    self.conv1 = _conv(filters, 3, "he_uniform", "conv1")
+    self.bn2 = keras.layers.BatchNormalization(synchronized=True, name="bn2")
+    self.conv2 = _conv(filters, 3, "he_uniform", "conv2")
+    self.shortcut = _conv(filters, 1, "glorot_uniform", "shortcut")
+
+  def call(self, x, training=False):
+    h = tf.nn.relu(self.bn1(x, training=training))
+    h = self.conv1(_upsample(h))
+    h = tf.nn.relu(self.bn2(h, training=training))
+    h = self.conv2(h)
+    return self.shortcut(_upsample(x)) + h
+
+
+class DiscriminatorBlock(keras.layers.Layer):
+  """Residual block without normalisation; optionally the 'optimized' first block or 2x down.
+
+  `optimized=True` (first block): conv3x3, ReLU, conv3x3, mean pool; shortcut mean pool then
+  conv1x1. Otherwise: ReLU, conv3x3, ReLU, conv3x3 [, mean pool]; shortcut conv1x1 then mean pool
+  when downsampling, identity otherwise.
+  """
+
+  def __init__(self, filters, downsample, optimized=False, name=None):
+    super().__init__(name=name)
+    self.downsample = downsample
+    self.optimized = optimized
+    self.conv1 = _conv(filters, 3, "he_uniform", "conv1")
+    self.conv2 = _conv(filters, 3, "he_uniform", "conv2")
+    self.shortcut = (_conv(filters, 1, "glorot_uniform", "shortcut")
+                     if downsample or optimized else None)
+
+  def call(self, x):
+    h = x if self.optimized else tf.nn.relu(x)
+    h = self.conv2(tf.nn.relu(self.conv1(h)))
+    if self.downsample:
+      h = _mean_pool(h)
+    if self.optimized:
+      skip = self.shortcut(_mean_pool(x))
+    elif self.downsample:
+      skip = _mean_pool(self.shortcut(x))
+    else:
+      skip = x
+    return skip + h
+
+
+class Generator(keras.Model):
+  """z (N, z_dim) float -> images (N, R, R, 3) float32 in [-1, 1] (tanh)."""
+
+  def __init__(self, resolution=32, width=128, z_dim=128, name="generator"):
+    super().__init__(name=name)
+    self.architecture = architecture_for_resolution(resolution)
+    self.width = width
+    self.z_dim = z_dim
+    s0 = self.architecture.start_size
+    self.dense = keras.layers.Dense(s0 * s0 * width, kernel_initializer="glorot_uniform",
+                                    name="dense")
+    self.blocks = [GeneratorBlock(width, name=f"block{i}")
+                   for i in range(self.architecture.up_blocks)]
+    self.bn_out = keras.layers.BatchNormalization(synchronized=True, name="bn_out")
+    self.conv_out = _conv(3, 3, "glorot_uniform", "conv_out")
+
+  def call(self, z, training=False):
+    s0 = self.architecture.start_size
+    h = tf.reshape(self.dense(z), [-1, s0, s0, self.width])
+    for block in self.blocks:
+      h = block(h, training=training)
+    h = tf.nn.relu(self.bn_out(h, training=training))
+    return tf.tanh(self.conv_out(h))
+
+  def build_for_inference(self):
+    """Creates all variables by one call on a dummy batch."""
+    self(tf.zeros([1, self.z_dim]), training=False)
+
+
+class Discriminator(keras.Model):
+  """Images (N, R, R, 3) float in [-1, 1] -> critic scores (N,) float32. No normalisation."""
+
+  def __init__(self, resolution=32, width=128, name="discriminator"):
+    super().__init__(name=name)
+    self.architecture = architecture_for_resolution(resolution)
+    self.width = width
+    arch = self.architecture
+    blocks = [DiscriminatorBlock(width, downsample=True, optimized=True, name="block0")]
+    for _ in range(arch.down_blocks - 1):
+      blocks.append(DiscriminatorBlock(width, downsample=True, name=f"block{len(blocks)}"))
+    for _ in range(arch.plain_blocks):
+      blocks.append(DiscriminatorBlock(width, downsample=False, name=f"block{len(blocks)}"))
+    self.blocks = blocks
+    self.dense = keras.layers.Dense(1, kernel_initializer="glorot_uniform", name="dense")
+
+  def call(self, x):
+    h = x
+    for block in self.blocks:
+      h = block(h)
+    h = tf.reduce_mean(tf.nn.relu(h), axis=[1, 2])
+    return tf.squeeze(self.dense(h), axis=-1)
+
+  def build_for_inference(self):
+    """Creates all variables by one call on a dummy batch."""
+    r = self.architecture.resolution
+    self(tf.zeros([1, r, r, 3]))

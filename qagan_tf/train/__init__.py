@@ -1,0 +1,1 @@
+"""Training: losses, penalties, the update steps and the distributed loop."""

@@ -1,0 +1,87 @@
+"""One discriminator update, one generator update and the EMA update (replica-context functions).
+
+Losses are per-example vectors averaged over the GLOBAL batch (`tf.nn.compute_average_loss`), so
+gradients summed across replicas (what Keras optimizers do under tf.distribute) equal the
+single-device gradients of the same global batch.
+"""
+
+import tensorflow as tf
+
+from qagan_tf.train import losses
+from qagan_tf.train import penalties as penalties_lib
+
+
+def _average(per_example, global_batch_size):
+  return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+
+
+def discriminator_update(generator, discriminator, optimizer, real, z, eps, *, global_batch_size,
+                         gp_weight, drift_weight, qa_weight=0.0, quality_penalty=None):
+  """Computes the critic loss with its penalties and applies one optimizer update.
+
+  Args:
+    generator, discriminator: Keras models.
+    optimizer: Keras optimizer built on discriminator.trainable_variables.
+    real: float32 (B, H, W, 3) in [-1, 1]; z: float32 (B, z_dim); eps: float32 (B,) in [0, 1].
+    global_batch_size: batch summed over replicas (B times the number of replicas).
+    gp_weight, drift_weight, qa_weight: weights, applied here once each.
+    quality_penalty: optional `penalties.QualityPenalty`.
+
+  Returns:
+    dict of scalar float32 tensors, each this replica's share of the global mean (sum them over
+    replicas): d_loss, wasserstein, gp, drift, d_real, d_fake, grad_norm and, with a quality
+    penalty, its summary tag.
+  """
+  fake = generator(z, training=True)
+  e = eps[:, None, None, None]
+  x_hat = e * fake + (1.0 - e) * real
+  variables = discriminator.trainable_variables
+  # The outer tape records the trainable variables D touches (G ran before it); the inner one
+  # only x_hat, so grad_x_hat stays differentiable w.r.t. D's variables.
+  with tf.GradientTape() as tape:
+    with tf.GradientTape(watch_accessed_variables=False) as inner:
+      inner.watch(x_hat)
+      d_hat = discriminator(x_hat)
+    grad_x_hat = inner.gradient(d_hat, x_hat)
+    scores = discriminator(tf.concat([real, fake], axis=0))
+    d_real, d_fake = tf.split(scores, 2)
+    gp = penalties_lib.gradient_penalty(grad_x_hat)
+    drift = losses.drift_penalty(d_real)
+    per_example = (losses.wasserstein_discriminator_loss(d_real, d_fake)
+                   + gp_weight * gp + drift_weight * drift)
+    metrics = {}
+    if quality_penalty is not None:
+      qa = quality_penalty.fn(penalties_lib.PenaltyInputs(
+          real=real, fake=fake, x_hat=x_hat, d_real=d_real, d_fake=d_fake,
+          grad_x_hat=grad_x_hat))
+      per_example += qa_weight * qa
+      metrics[quality_penalty.summary_tag] = _average(qa, global_batch_size)
+    loss = _average(per_example, global_batch_size)
+  grads = tape.gradient(loss, variables)
+  optimizer.apply_gradients(zip(grads, variables))
+  metrics.update(
+      d_loss=loss,
+      wasserstein=_average(d_real - d_fake, global_batch_size),
+      gp=_average(gp, global_batch_size),
+      drift=_average(drift, global_batch_size),
+      d_real=_average(d_real, global_batch_size),
+      d_fake=_average(d_fake, global_batch_size),
+      grad_norm=_average(penalties_lib.safe_norm(grad_x_hat, [1, 2, 3]), global_batch_size))
+  return metrics
+
+
+def generator_update(generator, discriminator, optimizer, z, *, global_batch_size):
+  """One generator update on -D(G(z)); z float32 (B', z_dim). Returns {"g_loss": share}."""
+  variables = generator.trainable_variables
+  with tf.GradientTape() as tape:
+    fake = generator(z, training=True)
+    loss = _average(losses.wasserstein_generator_loss(discriminator(fake)), global_batch_size)
+  grads = tape.gradient(loss, variables)
+  optimizer.apply_gradients(zip(grads, variables))
+  return {"g_loss": loss}
+
+
+def ema_update(ema_variables, variables, decay):
+  """ema <- decay * ema + (1 - decay) * value for paired variables (BN moving stats included)."""
+  for ema, value in zip(ema_variables, variables):
+    ema.assign(decay * ema + (1.0 - decay) * value)

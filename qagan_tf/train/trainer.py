@@ -1,0 +1,317 @@
+"""The distributed training loop: models, optimizers, checkpoints, TensorBoard and progress."""
+
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from qagan_tf import config as config_lib
+from qagan_tf import data as data_lib
+from qagan_tf import models
+from qagan_tf.train import penalties as penalties_lib
+from qagan_tf.train import schedule
+from qagan_tf.train import step as step_lib
+from qagan_tf.utils import images as images_lib
+
+# A resume that changes one of these would load weights into a different model or continue a
+# different experiment; bin/train refuses it unless --allow_config_change.
+INCOMPATIBLE_KEYS = ("dataset", "resolution", "width", "z_dim", "penalty", "seed",
+                     "g_batch_multiplier", "disc_iters", "batch_size")
+_SAMPLE_SEED = 20191208
+
+
+def make_strategy(name="auto"):
+  """Returns a tf.distribute strategy.
+
+  Args:
+    name: "auto" (MirroredStrategy over all GPUs when there are several, else the default
+      strategy), "default", or "mirrored" (all local GPUs, or the CPU).
+
+  Raises:
+    ValueError: for an unknown name.
+  """
+  if name == "auto":
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  raise ValueError(f"Unknown strategy {name!r}; use auto, default or mirrored.")
+
+
+def build_models(config):
+  """Builds (generator, discriminator, ema_generator) with all variables created.
+
+  The EMA generator starts as a copy of the generator.
+  """
+  generator = models.Generator(config.resolution, config.width, config.z_dim)
+  discriminator = models.Discriminator(config.resolution, config.width)
+  ema_generator = models.Generator(config.resolution, config.width, config.z_dim,
+                                   name="ema_generator")
+  for model in (generator, discriminator, ema_generator):
+    model.build_for_inference()
+  for ema, value in zip(ema_generator.variables, generator.variables):
+    ema.assign(value)
+  return generator, discriminator, ema_generator
+
+
+def check_config_change(old, new, allow_change=False):
+  """Compares a saved run config with the requested one.
+
+  Returns:
+    list of (key, old, new) for every differing key.
+
+  Raises:
+    ValueError: naming the differing incompatible keys, unless allow_change.
+  """
+  old_d, new_d = old.to_dict(), new.to_dict()
+  changes = [(k, old_d[k], new_d[k]) for k in sorted(new_d) if old_d.get(k) != new_d[k]]
+  bad = [c for c in changes if c[0] in INCOMPATIBLE_KEYS]
+  if bad and not allow_change:
+    listed = ", ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in bad)
+    raise ValueError(f"The run in this model_dir was started with a different configuration "
+                     f"({listed}). Use a new --model_dir, restore the original values, or pass "
+                     "--allow_config_change if the change is deliberate.")
+  return changes
+
+
+class Trainer:
+  """Trains a generator/discriminator pair under a tf.distribute strategy.
+
+  Everything random in a run (data order, flips, dequantisation noise, latent codes, interpolation
+  weights) is a pure function of (config.seed, step), so a checkpoint with the models, the EMA
+  generator, both optimizers and the step resumes exactly.
+  """
+
+  def __init__(self, config, model_dir, strategy=None, images=None):
+    """Args:
+      config: `TrainConfig`.
+      model_dir: run directory (checkpoints, TensorBoard events, samples, config.json).
+      strategy: tf.distribute strategy (default: `make_strategy("auto")`).
+      images: optional uint8 (N, R, R, 3) training images; loaded from config.dataset if None.
+    """
+    self.config = config.validate()
+    self.model_dir = model_dir
+    self.strategy = strategy or make_strategy("auto")
+    self.quality_penalty = penalties_lib.make_quality_penalty(config.penalty, config)
+    self._images = images
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+      tf.config.experimental.enable_op_determinism()
+    with self.strategy.scope():
+      self.generator, self.discriminator, self.ema_generator = build_models(config)
+      self.g_optimizer = self._make_optimizer(config.max_steps)
+      self.d_optimizer = self._make_optimizer(config.max_steps * config.disc_iters)
+      self.g_optimizer.build(self.generator.trainable_variables)
+      self.d_optimizer.build(self.discriminator.trainable_variables)
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    self.checkpoint = tf.train.Checkpoint(
+        step=self.step, generator=self.generator, discriminator=self.discriminator,
+        ema_generator=self.ema_generator, g_optimizer=self.g_optimizer,
+        d_optimizer=self.d_optimizer)
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, model_dir, max_to_keep=config.keep_checkpoints, step_counter=self.step,
+        checkpoint_name="ckpt")
+    self._metric_sums = None
+    self._iteration_fn = None
+
+  def _make_optimizer(self, decay_steps):
+    c = self.config
+    lr = schedule.LinearDecay(c.lr, decay_steps if c.lr_decay == "linear" else 0)
+    return keras.optimizers.Adam(learning_rate=lr, beta_1=c.beta1, beta_2=c.beta2, epsilon=1e-8)
+
+  @property
+  def input_spec(self):
+    c = self.config
+    return data_lib.InputSpec(batch_size=c.batch_size, disc_iters=c.disc_iters, z_dim=c.z_dim,
+                              g_batch_multiplier=c.g_batch_multiplier, seed=c.seed)
+
+  def restore(self):
+    """Restores the latest checkpoint in model_dir, if any. Returns the restored step."""
+    latest = self.manager.latest_checkpoint
+    if latest:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      logging.info("Restored %s (step %d).", latest, int(self.step.numpy()))
+    return int(self.step.numpy())
+
+  def save(self):
+    """Writes a checkpoint at the current step (atomically, through the CheckpointManager)."""
+    return self.manager.save(checkpoint_number=self.step)
+
+  # --- the compiled iteration -------------------------------------------------------------
+
+  def _replica_iteration(self, inputs):
+    c = self.config
+    gb = c.batch_size
+    d_metrics = []
+    for i in range(c.disc_iters):  # Unrolled: optimizer updates call merge_call.
+      d_metrics.append(step_lib.discriminator_update(
+          self.generator, self.discriminator, self.d_optimizer, inputs["real"][i],
+          inputs["z"][i], inputs["eps"][i], global_batch_size=gb, gp_weight=c.gp_weight,
+          drift_weight=c.drift_weight, qa_weight=c.qa_weight,
+          quality_penalty=self.quality_penalty))
+    metrics = {k: tf.add_n([m[k] for m in d_metrics]) / c.disc_iters for k in d_metrics[0]}
+    metrics.update(step_lib.generator_update(
+        self.generator, self.discriminator, self.g_optimizer, inputs["z_gen"],
+        global_batch_size=gb * c.g_batch_multiplier))
+    return metrics
+
+  def _build_iteration_fn(self):
+    strategy = self.strategy
+
+    @tf.function
+    def iteration(inputs):
+      per_replica = strategy.run(self._replica_iteration, args=(inputs,))
+      metrics = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                 for k, v in per_replica.items()}
+      step_lib.ema_update(self.ema_generator.variables, self.generator.variables,
+                          self.config.ema_decay)
+      self.step.assign_add(1)
+      for k, v in metrics.items():
+        self._metric_sums[k].assign_add(v)
+      self._metric_sums["_count"].assign_add(1.0)
+      return metrics
+    return iteration
+
+  def _init_metric_sums(self):
+    names = ["d_loss", "g_loss", "wasserstein", "gp", "drift", "d_real", "d_fake", "grad_norm"]
+    if self.quality_penalty is not None:
+      names.append(self.quality_penalty.summary_tag)
+    with tf.init_scope():
+      self._metric_sums = {k: tf.Variable(0.0, trainable=False) for k in names + ["_count"]}
+
+  def _pop_metric_means(self):
+    count = max(float(self._metric_sums["_count"].numpy()), 1.0)
+    means = {k: float(v.numpy()) / count for k, v in self._metric_sums.items() if k != "_count"}
+    for v in self._metric_sums.values():
+      v.assign(0.0)
+    return means
+
+  def train_iterations(self, dataset_iterator, count):
+    """Runs `count` iterations (disc_iters D updates + 1 G update each). Returns last metrics."""
+    if self._iteration_fn is None:
+      self._init_metric_sums()
+      self._iteration_fn = self._build_iteration_fn()
+    metrics = None
+    for _ in range(count):
+      metrics = self._iteration_fn(next(dataset_iterator))
+    return metrics
+
+  def distributed_dataset(self, start_iteration):
+    if self._images is None:
+      c = self.config
+      logging.info("Loading dataset %s at %d px ...", c.dataset, c.resolution)
+      self._images = data_lib.load_images(c.dataset, c.resolution, c.data_dir or None,
+                                          c.num_examples, c.seed)
+      logging.info("Loaded %d images.", len(self._images))
+    images, spec = self._images, self.input_spec
+    return self.strategy.distribute_datasets_from_function(
+        lambda ctx: data_lib.make_dataset(images, spec, start_iteration, ctx))
+
+  # --- sampling and summaries --------------------------------------------------------------
+
+  def sample(self, num, ema=True, seed=_SAMPLE_SEED):
+    """Generates `num` images with fixed latent codes; float32 numpy (num, R, R, 3) in [-1, 1]."""
+    z = tf.random.stateless_normal([num, self.config.z_dim], [seed, 0])
+    model = self.ema_generator if ema else self.generator
+    return model(z, training=False).numpy()
+
+  def _write_samples(self, step):
+    for tag, ema in (("ema", True), ("raw", False)):
+      grid = images_lib.make_grid(images_lib.to_uint8(
+          self.sample(self.config.num_sample_images, ema=ema)))
+      images_lib.save_png(os.path.join(self.model_dir, "samples", f"step_{step:07d}_{tag}.png"),
+                          grid)
+      tf.summary.image(f"samples/{tag}", grid[None], step=step)
+
+  def _write_histograms(self, step):
+    for v in self.discriminator.trainable_variables:
+      tf.summary.histogram(f"discriminator/{v.path}", v, step=step)
+
+  # --- the loop ----------------------------------------------------------------------------
+
+  def train(self):
+    """Trains from the latest checkpoint (or from scratch) to config.max_steps.
+
+    Returns:
+      the final step.
+    """
+    c = self.config
+    start = self.restore()
+    if start >= c.max_steps:
+      logging.info("Step %d >= max_steps=%d: nothing to train.", start, c.max_steps)
+      return start
+    iterator = iter(self.distributed_dataset(start))
+    writer = tf.summary.create_file_writer(self.model_dir)
+    progress = Progress(start, c.max_steps)
+    step = start
+    with writer.as_default():
+      while step < c.max_steps:
+        step += 1
+        self.train_iterations(iterator, 1)
+        if step % c.log_every == 0 or step == c.max_steps:
+          means = self._pop_metric_means()
+          self._check_finite(means, step)
+          rate = progress.update(step)
+          for k, v in means.items():
+            tf.summary.scalar(f"train/{k}", v, step=step)
+          tf.summary.scalar("train/lr_generator", self.g_optimizer.learning_rate, step=step)
+          tf.summary.scalar("train/lr_discriminator", self.d_optimizer.learning_rate, step=step)
+          tf.summary.scalar("train/steps_per_sec", rate, step=step)
+          logging.info("%s | %s", progress.describe(step),
+                       " ".join(f"{k}={means[k]:.4g}" for k in ("d_loss", "g_loss",
+                                                                  "wasserstein", "gp")))
+        if step % c.sample_every == 0 or step == c.max_steps:
+          self._write_samples(step)
+        if step % c.histogram_every == 0 or step == c.max_steps:
+          self._write_histograms(step)
+        if step % c.save_every == 0 or step == c.max_steps:
+          path = self.save()
+          logging.info("Saved checkpoint %s", path)
+        writer.flush()
+    return step
+
+  def _check_finite(self, means, step):
+    bad = sorted(k for k, v in means.items() if not np.isfinite(v))
+    if bad:
+      raise FloatingPointError(
+          f"Non-finite training values at step {step}: {', '.join(bad)}. The latest checkpoint "
+          f"in {self.model_dir} is the last good one; lower --lr or check the data.")
+
+
+class Progress:
+  """Steps per second (over the last interval) and ETA."""
+
+  def __init__(self, start, total):
+    self.start, self.total = start, total
+    self._t0 = self._last_t = time.time()
+    self._last_step = start
+    self.rate = 0.0
+
+  def update(self, step):
+    now = time.time()
+    if step > self._last_step:
+      self.rate = (step - self._last_step) / max(now - self._last_t, 1e-9)
+    self._last_t, self._last_step = now, step
+    return self.rate
+
+  def describe(self, step):
+    eta = (self.total - step) / self.rate if self.rate > 0 else float("nan")
+    return (f"step {step}/{self.total} ({100.0 * step / self.total:.1f}%) "
+            f"{self.rate:.2f} it/s ETA {format_duration(eta)}")
+
+
+def format_duration(seconds):
+  """Seconds -> '1h02m03s' / '2m03s' / '3s' ('?' when unknown)."""
+  if not np.isfinite(seconds):
+    return "?"
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  if h:
+    return f"{h}h{m:02d}m{s:02d}s"
+  return f"{m}m{s:02d}s" if m else f"{s}s"
