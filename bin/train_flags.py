@@ -14,6 +14,8 @@ flags.DEFINE_string("dataset", _D.dataset,
                     f"Training images: {', '.join(sources.dataset_names())}. TFDS datasets are "
                     "read from --data_dir; 'embedded' needs no download.")
 flags.DEFINE_string("data_dir", _D.data_dir, "TFDS data directory (default ~/tensorflow_datasets).")
+flags.DEFINE_bool("download", _D.download,
+                  "Let TFDS download and prepare a missing dataset (--nodownload: fail at once).")
 flags.DEFINE_integer("num_examples", _D.num_examples,
                      "Use only the first N training images (0: all; embedded: number of crops, "
                      "default 4096).")

@@ -17,6 +17,7 @@ class TrainConfig:
   dataset: str = "cifar10"
   data_dir: str = ""
   num_examples: int = 0
+  download: bool = True
   resolution: int = 32
   # Networks.
   width: int = 128
@@ -66,6 +67,11 @@ class TrainConfig:
     for name in ("beta1", "beta2", "ema_decay"):
       if not 0 <= getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1).")
+    from qagan_tf.data import sources  # Local: keep config importable without TF.
+    try:
+      sources.check_dataset_name(self.dataset)
+    except sources.DataError as e:
+      raise ValueError(str(e)) from None
     if self.num_examples < 0:
       raise ValueError(f"num_examples={self.num_examples} must be >= 0 (0: all).")
     if self.lr_decay not in ("linear", "constant"):

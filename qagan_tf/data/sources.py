@@ -17,12 +17,22 @@ class DataError(ValueError):
   """A dataset argument or file that cannot be used; the message names it and the fix."""
 
 
+def check_dataset_name(dataset):
+  """Raises DataError unless `dataset` has one of the accepted forms (no file access)."""
+  ok = isinstance(dataset, str) and (
+      dataset in TFDS_SOURCES + ("embedded",)
+      or (dataset.startswith(("npz:", "folder:")) and dataset.split(":", 1)[1]))
+  if not ok:
+    raise DataError(f"Unknown dataset {dataset!r}; use one of {', '.join(dataset_names())}.")
+  return dataset
+
+
 def dataset_names():
   """The accepted forms of the `dataset` argument, for help texts and errors."""
   return ("cifar10", "stl10", "celeb_a", "folder:PATH", "npz:PATH", "embedded")
 
 
-def load_images(dataset, resolution, data_dir=None, num_examples=0, seed=0):
+def load_images(dataset, resolution, data_dir=None, num_examples=0, seed=0, download=True):
   """Loads a training set.
 
   Args:
@@ -35,6 +45,7 @@ def load_images(dataset, resolution, data_dir=None, num_examples=0, seed=0):
     num_examples: keep only the first N images (0: all; for "embedded", how many crops, default
       4096).
     seed: seed of the embedded crops.
+    download: let TFDS download and prepare a missing dataset (False: fail at once).
 
   Returns:
     uint8 numpy array (N, resolution, resolution, 3), N >= 1.
@@ -42,18 +53,15 @@ def load_images(dataset, resolution, data_dir=None, num_examples=0, seed=0):
   Raises:
     DataError: for an unknown name, a missing/empty/corrupt source or incompatible images.
   """
-  if not isinstance(dataset, str) or not dataset:
-    raise DataError(f"dataset={dataset!r}: expected one of {', '.join(dataset_names())}.")
+  check_dataset_name(dataset)
   if dataset == "embedded":
     images = embedded_images(resolution, num_examples or 4096, seed)
   elif dataset.startswith("npz:"):
     images = _load_npz(dataset[4:], resolution)
   elif dataset.startswith("folder:"):
     images = _load_folder(dataset[7:], resolution)
-  elif dataset in TFDS_SOURCES:
-    images = _load_tfds(dataset, resolution, data_dir, num_examples)
   else:
-    raise DataError(f"Unknown dataset {dataset!r}; use one of {', '.join(dataset_names())}.")
+    images = _load_tfds(dataset, resolution, data_dir, num_examples, download)
   if num_examples:
     images = images[:num_examples]
   return images
@@ -169,14 +177,15 @@ def _tfds_image_fn(name, resolution):
   return "train", celeb_a
 
 
-def _load_tfds(name, resolution, data_dir, num_examples):
+def _load_tfds(name, resolution, data_dir, num_examples, download):
   import tensorflow as tf
   import tensorflow_datasets as tfds
   split, fn = _tfds_image_fn(name, resolution)
   if num_examples:
     split = f"{split}[:{num_examples}]"
   try:
-    ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
+    ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False,
+                   download=download)
   except Exception as e:  # TFDS raises many types (download errors, missing files, ...).
     raise DataError(
         f"dataset={name}: TFDS could not load split {split!r} ({type(e).__name__}: {e}). "

@@ -52,6 +52,21 @@ def _mean_pool(x):
   return tf.nn.avg_pool2d(x, 2, 2, "VALID")
 
 
+def _set_blocks(model, blocks):
+  """Stores blocks as attributes block0, block1, ...
+
+  Keras 3 tracks list attributes for `model.variables` but tf.train.Checkpoint does not see
+  inside them, so blocks held in a list would silently be missing from checkpoints.
+  """
+  for i, block in enumerate(blocks):
+    setattr(model, f"block{i}", block)
+  model.num_blocks = len(blocks)
+
+
+def _get_blocks(model):
+  return [getattr(model, f"block{i}") for i in range(model.num_blocks)]
+
+
 def _upsample(x):
   return tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
 
@@ -117,8 +132,8 @@ class Generator(keras.Model):
     s0 = self.architecture.start_size
     self.dense = keras.layers.Dense(s0 * s0 * width, kernel_initializer="glorot_uniform",
                                     name="dense")
-    self.blocks = [GeneratorBlock(width, name=f"block{i}")
-                   for i in range(self.architecture.up_blocks)]
+    _set_blocks(self, [GeneratorBlock(width, name=f"block{i}")
+                       for i in range(self.architecture.up_blocks)])
     self.bn_out = keras.layers.BatchNormalization(synchronized=True, name="bn_out")
     self.conv_out = _conv(3, 3, "glorot_uniform", "conv_out")
 
@@ -129,6 +144,10 @@ class Generator(keras.Model):
       h = block(h, training=training)
     h = tf.nn.relu(self.bn_out(h, training=training))
     return tf.tanh(self.conv_out(h))
+
+  @property
+  def blocks(self):
+    return _get_blocks(self)
 
   def build_for_inference(self):
     """Creates all variables by one call on a dummy batch."""
@@ -148,7 +167,7 @@ class Discriminator(keras.Model):
       blocks.append(DiscriminatorBlock(width, downsample=True, name=f"block{len(blocks)}"))
     for _ in range(arch.plain_blocks):
       blocks.append(DiscriminatorBlock(width, downsample=False, name=f"block{len(blocks)}"))
-    self.blocks = blocks
+    _set_blocks(self, blocks)
     self.dense = keras.layers.Dense(1, kernel_initializer="glorot_uniform", name="dense")
 
   def call(self, x):
@@ -157,6 +176,10 @@ class Discriminator(keras.Model):
       h = block(h)
     h = tf.reduce_mean(tf.nn.relu(h), axis=[1, 2])
     return tf.squeeze(self.dense(h), axis=-1)
+
+  @property
+  def blocks(self):
+    return _get_blocks(self)
 
   def build_for_inference(self):
     """Creates all variables by one call on a dummy batch."""

@@ -206,7 +206,7 @@ class Trainer:
       c = self.config
       logging.info("Loading dataset %s at %d px ...", c.dataset, c.resolution)
       self._images = data_lib.load_images(c.dataset, c.resolution, c.data_dir or None,
-                                          c.num_examples, c.seed)
+                                          c.num_examples, c.seed, c.download)
       logging.info("Loaded %d images.", len(self._images))
     images, spec = self._images, self.input_spec
     return self.strategy.distribute_datasets_from_function(
@@ -234,26 +234,31 @@ class Trainer:
 
   # --- the loop ----------------------------------------------------------------------------
 
-  def train(self):
+  def train(self, stop_at=None):
     """Trains from the latest checkpoint (or from scratch) to config.max_steps.
+
+    Args:
+      stop_at: optional step at which to stop early (with a checkpoint), e.g. to split a run.
 
     Returns:
       the final step.
     """
     c = self.config
     start = self.restore()
-    if start >= c.max_steps:
-      logging.info("Step %d >= max_steps=%d: nothing to train.", start, c.max_steps)
+    end = min(c.max_steps, stop_at or c.max_steps)
+    if start >= end:
+      logging.info("Step %d >= %d: nothing to train.", start, end)
       return start
     iterator = iter(self.distributed_dataset(start))
     writer = tf.summary.create_file_writer(self.model_dir)
     progress = Progress(start, c.max_steps)
     step = start
     with writer.as_default():
-      while step < c.max_steps:
+      while step < end:
         step += 1
         self.train_iterations(iterator, 1)
-        if step % c.log_every == 0 or step == c.max_steps:
+        last = step == end
+        if step % c.log_every == 0 or last:
           means = self._pop_metric_means()
           self._check_finite(means, step)
           rate = progress.update(step)
@@ -265,11 +270,11 @@ class Trainer:
           logging.info("%s | %s", progress.describe(step),
                        " ".join(f"{k}={means[k]:.4g}" for k in ("d_loss", "g_loss",
                                                                   "wasserstein", "gp")))
-        if step % c.sample_every == 0 or step == c.max_steps:
+        if step % c.sample_every == 0 or last:
           self._write_samples(step)
-        if step % c.histogram_every == 0 or step == c.max_steps:
+        if step % c.histogram_every == 0 or last:
           self._write_histograms(step)
-        if step % c.save_every == 0 or step == c.max_steps:
+        if step % c.save_every == 0 or last:
           path = self.save()
           logging.info("Saved checkpoint %s", path)
         writer.flush()

@@ -1,0 +1,114 @@
+"""Tests of the image sources: embedded, npz, folder and the TFDS datasets (mocked, offline)."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from qagan_tf import data
+from qagan_tf.data import sources
+
+
+def test_embedded_is_deterministic_natural_and_seeded():
+  a = data.load_images("embedded", 48, num_examples=16, seed=0)
+  b = data.load_images("embedded", 48, num_examples=16, seed=0)
+  c = data.load_images("embedded", 48, num_examples=16, seed=1)
+  assert a.shape == (16, 48, 48, 3) and a.dtype == np.uint8
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+  # Natural crops: neither constant nor noise (neighbouring pixels are strongly correlated).
+  x = a.astype(np.float64)
+  corr = np.corrcoef(x[:, :, :-1].ravel(), x[:, :, 1:].ravel())[0, 1]
+  assert x.std() > 20 and corr > 0.8
+
+
+def test_npz_source(tmp_path):
+  images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+  path = tmp_path / "x.npz"
+  np.savez(path, images=images)
+  np.testing.assert_array_equal(data.load_images(f"npz:{path}", 32), images)
+  assert data.load_images(f"npz:{path}", 64).shape == (5, 64, 64, 3)
+  assert data.load_images(f"npz:{path}", 32, num_examples=2).shape[0] == 2
+
+
+@pytest.mark.parametrize("content,match", [
+    ({"pixels": np.zeros((2, 8, 8, 3), np.uint8)}, "has no array 'images'.*pixels"),
+    ({"images": np.zeros((2, 8, 8, 3), np.float32)}, "uint8"),
+    ({"images": np.zeros((8, 8, 3), np.uint8)}, r"\(N, H, W, 3\)"),
+    ({"images": np.zeros((0, 8, 8, 3), np.uint8)}, "N >= 1"),
+])
+def test_npz_source_errors(tmp_path, content, match):
+  path = tmp_path / "bad.npz"
+  np.savez(path, **content)
+  with pytest.raises(data.DataError, match=match):
+    data.load_images(f"npz:{path}", 32)
+
+
+def test_npz_missing_or_corrupt(tmp_path):
+  with pytest.raises(data.DataError, match="no such file"):
+    data.load_images(f"npz:{tmp_path}/none.npz", 32)
+  bad = tmp_path / "corrupt.npz"
+  bad.write_bytes(b"not a zip file")
+  with pytest.raises(data.DataError, match="cannot be read"):
+    data.load_images(f"npz:{bad}", 32)
+
+
+def test_folder_source_recursive_mixed_sizes(tmp_path):
+  rng = np.random.default_rng(1)
+  (tmp_path / "sub").mkdir()
+  Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+  Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "sub/b.jpg")
+  Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(tmp_path / "sub/c.PNG")
+  (tmp_path / "notes.txt").write_text("ignored")
+  images = data.load_images(f"folder:{tmp_path}", 32)
+  assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
+  first = np.asarray(Image.open(tmp_path / "a.png"))
+  np.testing.assert_array_equal(images[0], first)
+
+
+def test_folder_errors(tmp_path):
+  with pytest.raises(data.DataError, match="no such directory"):
+    data.load_images(f"folder:{tmp_path}/missing", 32)
+  with pytest.raises(data.DataError, match="no .png"):
+    data.load_images(f"folder:{tmp_path}", 32)
+  (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
+  with pytest.raises(data.DataError, match="broken.png"):
+    data.load_images(f"folder:{tmp_path}", 32)
+
+
+def test_unknown_dataset_lists_valid_names():
+  with pytest.raises(data.DataError, match="cifar10, stl10, celeb_a, folder:PATH, npz:PATH, embedded"):
+    data.load_images("imagenet", 32)
+
+
+@pytest.mark.parametrize("name,resolution", [("cifar10", 32), ("stl10", 48), ("stl10", 96),
+                                             ("celeb_a", 64)])
+def test_tfds_sources_with_mock_data(name, resolution):
+  with tfds.testing.mock_data(num_examples=6):
+    images = data.load_images(name, resolution)
+  assert images.shape == (6, resolution, resolution, 3) and images.dtype == np.uint8
+  assert images.std() > 0
+
+
+def test_celeb_a_centre_crop():
+  # An aligned 218x178 image whose centre 108x108 square is white and the rest black.
+  image = np.zeros((218, 178, 3), np.uint8)
+  image[55:163, 35:143] = 255
+  _, fn = sources._tfds_image_fn("celeb_a", 64)
+  out = fn(image).numpy()
+  assert out.shape == (64, 64, 3)
+  assert out.min() >= 250
+
+
+@pytest.mark.parametrize("name,resolution", [("cifar10", 64), ("stl10", 32), ("celeb_a", 32)])
+def test_tfds_wrong_resolution(name, resolution):
+  with pytest.raises(data.DataError, match=f"resolution={resolution}"):
+    data.load_images(name, resolution)
+
+
+def test_tfds_missing_dataset_explains_download(tmp_path):
+  os.environ.pop("TFDS_DATA_DIR", None)
+  with pytest.raises(data.DataError, match="tfds build cifar10"):
+    data.load_images("cifar10", 32, data_dir=str(tmp_path), download=False)

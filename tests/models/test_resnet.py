@@ -1,0 +1,120 @@
+"""Tests of the ResNet generator and discriminator against DESIGN §2."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from qagan_tf import models
+from qagan_tf.models import resnet
+
+# resolution -> (G start size, G up-blocks, D downsampling pattern, D final feature-map size)
+EXPECTED = {
+    32: (4, 3, [True, True, False, False], 8),
+    48: (6, 3, [True, True, True, False], 6),
+    64: (4, 4, [True, True, True, False, False], 8),
+    96: (6, 4, [True, True, True, True, False], 6),
+}
+
+
+@pytest.mark.parametrize("resolution", sorted(EXPECTED))
+def test_shapes_and_layout(resolution):
+  start, ups, downs, final = EXPECTED[resolution]
+  g = models.Generator(resolution, width=8, z_dim=16)
+  d = models.Discriminator(resolution, width=8)
+  images = g(tf.random.normal([2, 16]), training=True)
+  assert images.shape == (2, resolution, resolution, 3)
+  assert float(tf.reduce_max(tf.abs(images))) <= 1.0
+  assert d(images).shape == (2,)
+  assert g.architecture.start_size == start and len(g.blocks) == ups
+  assert [b.downsample for b in d.blocks] == downs
+  assert d.blocks[0].optimized and not any(b.optimized for b in d.blocks[1:])
+  h = images
+  for block in d.blocks:
+    h = block(h)
+  assert h.shape == (2, final, final, 8)
+
+
+def test_unsupported_resolution_lists_valid_ones():
+  with pytest.raises(ValueError, match="32, 48, 64, 96"):
+    models.Generator(128)
+
+
+def _count(layer_type, model):
+  return sum(isinstance(l, layer_type) for l in model._flatten_layers())
+
+
+def test_batch_norm_in_generator_only_and_synchronized():
+  g = models.Generator(32, width=8, z_dim=4)
+  d = models.Discriminator(32, width=8)
+  g.build_for_inference()
+  d.build_for_inference()
+  bns = [l for l in g._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+  assert len(bns) == 2 * 3 + 1
+  assert all(bn.synchronized for bn in bns)
+  assert _count(keras.layers.BatchNormalization, d) == 0
+
+
+def _conv_params(k, cin, cout):
+  return k * k * cin * cout + cout
+
+
+def test_parameter_counts_match_the_paper_layout():
+  w, z = 16, 32
+  g = models.Generator(32, width=w, z_dim=z)
+  d = models.Discriminator(32, width=w)
+  g.build_for_inference()
+  d.build_for_inference()
+  g_block = 2 * (2 * w) + 2 * _conv_params(3, w, w) + _conv_params(1, w, w)  # 2 BN (gamma, beta)
+  g_expected = (z * 16 * w + 16 * w) + 3 * g_block + 2 * w + _conv_params(3, w, 3)
+  d_first = _conv_params(3, 3, w) + _conv_params(3, w, w) + _conv_params(1, 3, w)
+  d_down = 2 * _conv_params(3, w, w) + _conv_params(1, w, w)
+  d_plain = 2 * _conv_params(3, w, w)
+  d_expected = d_first + d_down + 2 * d_plain + (w + 1)
+  count = lambda m: sum(int(np.prod(v.shape)) for v in m.trainable_variables)
+  assert count(g) == g_expected
+  assert count(d) == d_expected
+
+
+def test_initializers_follow_the_authors():
+  tf.random.set_seed(0)
+  d = models.Discriminator(32, width=64)
+  d.build_for_inference()
+  g = models.Generator(32, width=64, z_dim=8)
+  g.build_for_inference()
+  for block in d.blocks[1:]:
+    kernel = block.conv2.kernel.numpy()  # 3x3, fan_in 576: He uniform, limit sqrt(6 / fan_in)
+    limit = np.sqrt(6.0 / (9 * 64))
+    assert np.abs(kernel).max() <= limit
+    assert np.var(kernel) == pytest.approx(limit**2 / 3, rel=0.05)
+    if block.shortcut is not None:  # 1x1: Glorot uniform, limit sqrt(6 / (fan_in + fan_out))
+      kernel = block.shortcut.kernel.numpy()
+      limit = np.sqrt(6.0 / (64 + 64))
+      assert np.abs(kernel).max() <= limit
+      assert np.var(kernel) == pytest.approx(limit**2 / 3, rel=0.15)
+  kernel = g.conv_out.kernel.numpy()  # last conv: Glorot uniform, fans 9*64 and 9*3
+  limit = np.sqrt(6.0 / (9 * 64 + 9 * 3))
+  assert np.abs(kernel).max() <= limit
+  assert np.var(kernel) == pytest.approx(limit**2 / 3, rel=0.15)
+
+
+def test_optimized_block_has_no_activation_before_first_conv():
+  block = resnet.DiscriminatorBlock(4, downsample=True, optimized=True)
+  x = -tf.ones([1, 4, 4, 3])  # ReLU(x) would be 0 everywhere.
+  block(x)
+  for conv in (block.conv1, block.conv2, block.shortcut):
+    conv.bias.assign(tf.zeros_like(conv.bias))
+  manual = tf.nn.avg_pool2d(block.conv2(tf.nn.relu(block.conv1(x))), 2, 2, "VALID")
+  manual += block.shortcut(tf.nn.avg_pool2d(x, 2, 2, "VALID"))
+  np.testing.assert_allclose(block(x), manual, atol=1e-6)
+  assert float(tf.reduce_max(tf.abs(block.conv1(x)))) > 0
+
+
+def test_generator_block_upsamples_nearest_neighbour():
+  block = resnet.GeneratorBlock(2)
+  x = tf.random.normal([1, 3, 3, 2])
+  y = block(x, training=False)
+  assert y.shape == (1, 6, 6, 2)
+  up = resnet._upsample(x).numpy()
+  np.testing.assert_array_equal(up[0, ::2, ::2], x[0])
+  np.testing.assert_array_equal(up[0, 1::2, 1::2], x[0])

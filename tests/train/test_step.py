@@ -1,0 +1,146 @@
+"""One-step tests of the discriminator, generator and EMA updates with tiny networks."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from qagan_tf import models
+from qagan_tf.train import step
+
+
+def _tiny(seed=0):
+  keras.utils.set_random_seed(seed)
+  g = models.Generator(32, width=4, z_dim=8)
+  d = models.Discriminator(32, width=4)
+  g.build_for_inference()
+  d.build_for_inference()
+  return g, d
+
+
+def _optimizer(variables):
+  opt = keras.optimizers.Adam(1e-3, beta_1=0.0, beta_2=0.9)
+  opt.build(variables)
+  return opt
+
+
+def _inputs(batch=4, seed=1):
+  rng = np.random.default_rng(seed)
+  real = tf.constant(rng.uniform(-1, 1, (batch, 32, 32, 3)).astype(np.float32))
+  z = tf.constant(rng.normal(size=(batch, 8)).astype(np.float32))
+  eps = tf.constant(rng.uniform(size=(batch,)).astype(np.float32))
+  return real, z, eps
+
+
+def _values(variables):
+  return [v.numpy().copy() for v in variables]
+
+
+def test_discriminator_update_loss_matches_the_formula_and_updates_only_d():
+  g, d = _tiny()
+  real, z, eps = _inputs()
+  g_before, d_before = _values(g.trainable_variables), _values(d.trainable_variables)
+  # Expected loss, computed independently before the update (G in training mode, as in the step).
+  fake = g(z, training=True)
+  e = eps[:, None, None, None]
+  x_hat = e * fake + (1 - e) * real
+  with tf.GradientTape() as tape:
+    tape.watch(x_hat)
+    s = tf.reduce_sum(d(x_hat))
+  norms = np.sqrt((tape.gradient(s, x_hat).numpy() ** 2).sum(axis=(1, 2, 3)))
+  d_real, d_fake = d(real).numpy(), d(fake).numpy()
+  expected = np.mean(d_fake - d_real + 10.0 * (norms - 1) ** 2 + 1e-3 * d_real**2)
+
+  metrics = step.discriminator_update(g, d, _optimizer(d.trainable_variables), real, z, eps,
+                                      global_batch_size=4, gp_weight=10.0, drift_weight=1e-3)
+  assert float(metrics["d_loss"]) == pytest.approx(expected, rel=1e-4)
+  assert float(metrics["wasserstein"]) == pytest.approx(np.mean(d_real - d_fake), rel=1e-4)
+  assert float(metrics["gp"]) == pytest.approx(np.mean((norms - 1) ** 2), rel=1e-4)
+  for before, v in zip(d_before, d.trainable_variables):
+    assert not np.array_equal(before, v.numpy()), v.path
+  for before, v in zip(g_before, g.trainable_variables):
+    np.testing.assert_array_equal(before, v.numpy())
+
+
+def test_every_discriminator_kernel_gets_a_finite_nonzero_gradient_through_the_gp():
+  g, d = _tiny()
+  real, z, eps = _inputs()
+  fake = g(z, training=True)
+  x_hat = eps[:, None, None, None] * fake + (1 - eps[:, None, None, None]) * real
+  with tf.GradientTape() as outer:
+    with tf.GradientTape() as inner:
+      inner.watch(x_hat)
+      s = d(x_hat)
+    from qagan_tf.train import penalties
+    gp = tf.reduce_mean(penalties.gradient_penalty(inner.gradient(s, x_hat)))
+  for v, grad in zip(d.trainable_variables, outer.gradient(gp, d.trainable_variables)):
+    grad = tf.zeros_like(v) if grad is None else grad  # The output bias is unconnected.
+    assert np.all(np.isfinite(grad.numpy())), v.path
+    if v.path.endswith("bias"):
+      # D is piecewise linear in x: its input gradient is a product of kernels and ReLU masks, so
+      # biases only move the masks and the penalty's derivative w.r.t. them is 0 almost surely.
+      assert np.abs(grad.numpy()).max() == 0, v.path
+    else:
+      assert np.abs(grad.numpy()).max() > 0, v.path
+
+
+def test_global_batch_scaling():
+  g, d = _tiny()
+  real, z, eps = _inputs()
+  opt = _optimizer(d.trainable_variables)
+  half = step.discriminator_update(g, d, opt, real, z, eps, global_batch_size=8, gp_weight=1.0,
+                                   drift_weight=0.0)
+  g2, d2 = _tiny()
+  full = step.discriminator_update(g2, d2, _optimizer(d2.trainable_variables), real, z, eps,
+                                   global_batch_size=4, gp_weight=1.0, drift_weight=0.0)
+  assert float(half["d_loss"]) == pytest.approx(float(full["d_loss"]) / 2, rel=1e-5)
+
+
+def test_generator_update_changes_only_g():
+  g, d = _tiny()
+  _, z, _ = _inputs(batch=8)
+  d_before, g_before = _values(d.trainable_variables), _values(g.trainable_variables)
+  expected = -np.mean(d(g(z, training=True)).numpy())
+  metrics = step.generator_update(g, d, _optimizer(g.trainable_variables), z, global_batch_size=8)
+  assert float(metrics["g_loss"]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+  for before, v in zip(d_before, d.trainable_variables):
+    np.testing.assert_array_equal(before, v.numpy())
+  changed = [not np.array_equal(b, v.numpy()) for b, v in zip(g_before, g.trainable_variables)]
+  assert all(changed)
+
+
+def test_ema_update():
+  ema = [tf.Variable([1.0, 2.0]), tf.Variable(4.0)]
+  values = [tf.Variable([3.0, 0.0]), tf.Variable(8.0)]
+  step.ema_update(ema, values, 0.75)
+  np.testing.assert_allclose(ema[0].numpy(), [1.5, 1.5])
+  assert float(ema[1].numpy()) == pytest.approx(5.0)
+
+
+def test_mirrored_update_equals_single_device_update():
+  """Two replicas with half the batch each and SGD (linear in the gradient, unlike Adam): the
+  summed per-replica gradients of globally averaged losses must equal the single-device ones."""
+  real, z, eps = _inputs(batch=8)
+  results = []
+  devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+  for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(devices)):
+    with strategy.scope():
+      g, d = _tiny()
+      opt = keras.optimizers.SGD(0.5)
+      opt.build(d.trainable_variables)
+    n = strategy.num_replicas_in_sync
+    split = lambda t: strategy.experimental_distribute_values_from_function(
+        lambda ctx: t[ctx.replica_id_in_sync_group * 8 // n:(ctx.replica_id_in_sync_group + 1)
+                      * 8 // n])
+
+    @tf.function
+    def run(r, zz, ee):
+      m = strategy.run(lambda a, b, c: step.discriminator_update(
+          g, d, opt, a, b, c, global_batch_size=8, gp_weight=10.0, drift_weight=0.1),
+                       args=(r, zz, ee))
+      return strategy.reduce("SUM", m["d_loss"], axis=None)
+    loss = run(split(real), split(z), split(eps))
+    results.append((float(loss), _values(d.trainable_variables)))
+  assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+  for a, b in zip(results[0][1], results[1][1]):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

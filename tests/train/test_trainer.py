@@ -1,0 +1,125 @@
+"""Tests of the training loop: outputs, exact resume, replicas and configuration checks."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from qagan_tf import config as config_lib
+from qagan_tf.train import trainer as trainer_lib
+
+
+def _images(n=32, size=32, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def _config(**overrides):
+  values = dict(dataset="embedded", resolution=32, width=4, z_dim=8, batch_size=4,
+                disc_iters=2, max_steps=4, save_every=2, log_every=1, sample_every=2,
+                histogram_every=2, num_sample_images=4, gp_weight=10.0)
+  values.update(overrides)
+  return config_lib.TrainConfig(**values)
+
+
+def _state(trainer):
+  variables = (trainer.generator.variables + trainer.discriminator.variables
+               + trainer.ema_generator.variables + trainer.g_optimizer.variables
+               + trainer.d_optimizer.variables)
+  return [np.array(v.numpy()) for v in variables]
+
+
+def _events(model_dir):
+  from tensorboard.backend.event_processing import event_accumulator
+  steps = {}
+  for path in sorted(glob.glob(os.path.join(model_dir, "events.out.tfevents.*"))):
+    acc = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+    acc.Reload()
+    for tag in acc.Tags()["tensors"]:
+      steps.setdefault(tag, []).extend(e.step for e in acc.Tensors(tag))
+  return steps
+
+
+def test_training_writes_checkpoints_samples_and_summaries(tmp_path):
+  trainer = trainer_lib.Trainer(_config(max_steps=3), str(tmp_path), images=_images())
+  assert trainer.train() == 3
+  assert int(trainer.step.numpy()) == 3
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-3")
+  assert os.path.exists(tmp_path / "samples" / "step_0000002_ema.png")
+  assert os.path.exists(tmp_path / "samples" / "step_0000003_raw.png")
+  events = _events(str(tmp_path))
+  assert events["train/d_loss"] == [1, 2, 3]
+  for tag in ("train/g_loss", "train/wasserstein", "train/gp", "train/lr_generator",
+              "train/steps_per_sec", "samples/ema"):
+    assert tag in events, tag
+  assert any(t.startswith("discriminator/") for t in events)
+
+
+def test_resume_is_exact(tmp_path):
+  straight = trainer_lib.Trainer(_config(), str(tmp_path / "a"), images=_images())
+  straight.train()
+  first = trainer_lib.Trainer(_config(), str(tmp_path / "b"), images=_images())
+  assert first.train(stop_at=2) == 2
+  resumed = trainer_lib.Trainer(_config(), str(tmp_path / "b"), images=_images())
+  assert resumed.train() == 4
+  for a, b in zip(_state(straight), _state(resumed)):
+    np.testing.assert_array_equal(a, b)
+  assert _events(str(tmp_path / "b"))["train/d_loss"] == [1, 2, 3, 4]
+
+
+def test_two_replicas_match_one_device(tmp_path):
+  """Same global batch on 1 and 2 replicas: same losses; weights equal up to Adam's sign noise.
+
+  (Adam's first steps move every weight by about +-lr whatever the gradient's size, so weights
+  whose gradient is ~0 may differ by 2 lr; tests/train/test_step.py checks gradients exactly.)
+  """
+  devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+  config = _config(max_steps=2, disc_iters=1, save_every=100, sample_every=100,
+                   histogram_every=100)
+  single = trainer_lib.Trainer(config, str(tmp_path / "one"), images=_images())
+  mirrored = trainer_lib.Trainer(config, str(tmp_path / "two"),
+                                 tf.distribute.MirroredStrategy(devices), images=_images())
+  assert mirrored.strategy.num_replicas_in_sync == 2
+  for trainer in (single, mirrored):
+    iterator = iter(trainer.distributed_dataset(0))
+    trainer.metrics = [trainer.train_iterations(iterator, 1) for _ in range(2)]
+  for i, a in enumerate(single.metrics):
+    for key, value in a.items():
+      # Only the first D update's values precede every Adam update.
+      tol = 1e-5 if i == 0 and key != "g_loss" else 1e-2
+      np.testing.assert_allclose(value.numpy(), mirrored.metrics[i][key].numpy(), rtol=tol,
+                                 atol=tol / 10, err_msg=key)
+  for a, b in zip(_state(single), _state(mirrored)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=2.5 * config.lr)
+
+
+def test_config_change_check():
+  old = _config()
+  assert trainer_lib.check_config_change(old, old.replace(lr=1e-3, max_steps=9)) == [
+      ("lr", 2e-4, 1e-3), ("max_steps", 4, 9)]
+  with pytest.raises(ValueError, match="resolution: 32 -> 48.*width: 4 -> 8"):
+    trainer_lib.check_config_change(old, old.replace(resolution=48, width=8))
+  assert len(trainer_lib.check_config_change(old, old.replace(width=8), allow_change=True)) == 1
+
+
+def test_config_json_round_trip_and_validation(tmp_path):
+  config = _config(seed=3)
+  config_lib.save_config(config, str(tmp_path))
+  assert config_lib.load_config(str(tmp_path)) == config
+  with pytest.raises(ValueError, match="batch_size=0"):
+    _config(batch_size=0).validate()
+  with pytest.raises(ValueError, match="Unknown dataset 'mnist'"):
+    _config(dataset="mnist").validate()
+  with pytest.raises(FileNotFoundError, match="not a qagan_tf run"):
+    config_lib.load_config(str(tmp_path / "nothing"))
+
+
+def test_checkpoint_restores_every_variable(tmp_path):
+  trainer = trainer_lib.Trainer(_config(max_steps=1), str(tmp_path), images=_images())
+  trainer.train()
+  # Another seed initialises every variable differently; restoring must overwrite all of them.
+  fresh = trainer_lib.Trainer(_config(max_steps=1, seed=1), str(tmp_path), images=_images())
+  assert fresh.restore() == 1
+  for trained, restored in zip(_state(trainer), _state(fresh)):
+    np.testing.assert_array_equal(trained, restored)
