@@ -201,14 +201,18 @@ class Trainer:
       metrics = self._iteration_fn(next(dataset_iterator))
     return metrics
 
-  def distributed_dataset(self, start_iteration):
+  def load_data(self):
+    """Loads the training images (once). Raises data.DataError for an unusable source."""
     if self._images is None:
       c = self.config
       logging.info("Loading dataset %s at %d px ...", c.dataset, c.resolution)
       self._images = data_lib.load_images(c.dataset, c.resolution, c.data_dir or None,
                                           c.num_examples, c.seed, c.download)
       logging.info("Loaded %d images.", len(self._images))
-    images, spec = self._images, self.input_spec
+    return self._images
+
+  def distributed_dataset(self, start_iteration):
+    images, spec = self.load_data(), self.input_spec
     return self.strategy.distribute_datasets_from_function(
         lambda ctx: data_lib.make_dataset(images, spec, start_iteration, ctx))
 

@@ -1,0 +1,88 @@
+"""End-to-end tests of bin/train and bin/sample (the README's main job)."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script, *args, check=True):
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "bin", script), *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=900)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"{script} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+  return proc
+
+
+def _scalar_steps(model_dir, tag):
+  from tensorboard.backend.event_processing import event_accumulator
+  steps = []
+  for path in sorted(glob.glob(os.path.join(model_dir, "events.out.tfevents.*"))):
+    acc = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+    acc.Reload()
+    if tag in acc.Tags()["tensors"]:
+      steps += [e.step for e in acc.Tensors(tag)]
+  return steps
+
+
+@pytest.mark.slow
+def test_smoke_train_resume_and_sample(tmp_path):
+  model_dir = str(tmp_path / "run")
+  smoke = "--flagfile=configs/smoke.cfg"
+  run("train", smoke, f"--model_dir={model_dir}", "--max_steps=10", "--num_examples=256",
+      "--log_every=4")
+  proc = run("train", smoke, f"--model_dir={model_dir}", "--max_steps=16", "--num_examples=256",
+             "--log_every=4")
+  assert "Restored" in proc.stderr and "step 10" in proc.stderr
+  steps = _scalar_steps(model_dir, "train/d_loss")
+  assert steps == [4, 8, 10, 12, 16]  # No step logged twice across the resume.
+  assert os.path.exists(os.path.join(model_dir, "ckpt-16.index"))
+  assert glob.glob(os.path.join(model_dir, "samples", "step_0000016_ema.png"))
+
+  png, npz = str(tmp_path / "grid.png"), str(tmp_path / "s.npz")
+  run("sample", f"--model_dir={model_dir}", f"--output={png}", "--num_samples=9")
+  run("sample", f"--model_dir={model_dir}", f"--output={npz}", "--num_samples=5", "--noema")
+  from PIL import Image
+  assert Image.open(png).size == (96, 96)
+  with np.load(npz) as f:
+    assert f["images"].shape == (5, 32, 32, 3) and f["images"].dtype == np.uint8
+
+  # Resuming with another architecture is refused with the differing keys named.
+  proc = run("train", smoke, f"--model_dir={model_dir}", "--width=16", "--max_steps=20",
+             check=False)
+  assert proc.returncode != 0 and "width: 32 -> 16" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert os.path.exists(os.path.join(model_dir, "ckpt-16.index"))
+
+
+def test_train_help_lists_paper_defaults():
+  out = run("train", "--help", check=False).stdout  # absl exits with 1 after help.
+  for text in ("--disc_iters", "paper: 5", "--penalty", "wgan_gp", "--gp_weight", "--save_every"):
+    assert text in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset=imagenet"], "Unknown dataset 'imagenet'"),
+    (["--dataset=npz:/nonexistent.npz"], "npz:/nonexistent.npz: no such file"),
+    (["--batch_size=0"], "batch_size=0 must be a positive integer"),
+    (["--penalty=foo"], "Unknown penalty 'foo'; valid penalties: wgan_gp"),
+])
+def test_train_bad_input_gives_one_clear_error(tmp_path, args, message):
+  proc = run("train", "--flagfile=configs/smoke.cfg", f"--model_dir={tmp_path}/r", *args,
+             check=False)
+  assert proc.returncode != 0
+  assert message in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not glob.glob(f"{tmp_path}/r/ckpt-*")
+  assert not os.path.exists(f"{tmp_path}/r/config.json")
+
+
+def test_sample_without_a_run_is_a_clear_error(tmp_path):
+  proc = run("sample", f"--model_dir={tmp_path}", f"--output={tmp_path}/x.png", check=False)
+  assert proc.returncode != 0 and "not a qagan_tf run directory" in proc.stderr
+  assert "Traceback" not in proc.stderr and not os.path.exists(tmp_path / "x.png")
