@@ -1,0 +1,257 @@
+"""NIQE (Mittal et al. 2013): MSCN statistics, 36 AGGD features per block, MVG distance.
+
+One implementation of the statistics serves two modes:
+- metric mode (`niqe`): float64, reproduces MATLAB `computequality.m` (rgb2gray rounded to uint8,
+  replicate borders, 7x7 Gaussian sigma 7/6, 96x96 blocks, MATLAB's antialiased bicubic 0.5 resize,
+  the 0.2:0.001:10 alpha grid, nan-aware mean/covariance, pinv);
+- differentiable mode (`niqe_score`): float32/64, root-finder alpha with implicit gradient, eps in
+  every sqrt and division, regularised Cholesky solve, batched over images and blocks.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from qagan_tf.iqa import aggd, resize
+from qagan_tf.iqa.model import NiqeModel, load_model  # noqa: F401  (re-exported)
+from qagan_tf.iqa.ssim import RGB_TO_GRAY
+
+FEATURES_PER_SCALE = 18
+SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # MATLAB circshift offsets of the pairwise products.
+POOLINGS = ("image", "batch")
+
+
+def _gaussian_window():
+  """fspecial('gaussian', 7, 7/6), normalised."""
+  c = np.arange(7) - 3.0
+  g = np.exp(-(c[:, None] ** 2 + c[None, :] ** 2) / (2.0 * (7.0 / 6.0) ** 2))
+  return g / g.sum()
+
+
+def _replicate_pad(x, pad):
+  """Edge-replicating padding of the two spatial axes of (N, H, W)."""
+  h, w = x.shape[1], x.shape[2]
+  rows = np.clip(np.arange(-pad, h + pad), 0, h - 1)
+  cols = np.clip(np.arange(-pad, w + pad), 0, w - 1)
+  return tf.gather(tf.gather(x, rows, axis=1), cols, axis=2)
+
+
+def _filter(x, window):
+  """imfilter(x, window, 'replicate') for (N, H, W)."""
+  k = tf.constant(window[:, :, None, None], x.dtype)
+  padded = _replicate_pad(x, window.shape[0] // 2)[..., None]
+  return tf.nn.conv2d(padded, k, 1, "VALID")[..., 0]
+
+
+def mscn(images, eps=0.0):
+  """Mean-subtracted contrast-normalised coefficients (I - mu) / (sigma + 1).
+
+  Args:
+    images: float (N, H, W) grayscale, NIQE's scale [0, 255].
+    eps: added under sigma's sqrt (0 for MATLAB; > 0 for finite gradients on flat regions).
+
+  Returns:
+    (mscn, sigma): float (N, H, W) each; sigma = sqrt(|E[I^2] - mu^2|), the local sharpness.
+  """
+  window = _gaussian_window()
+  mu = _filter(images, window)
+  sigma = tf.sqrt(tf.abs(_filter(images * images, window) - mu * mu) + eps)
+  return (images - mu) / (sigma + 1.0), sigma
+
+
+def _to_blocks(x, bh, bw):
+  """(N, H, W) with H, W multiples of the block -> (N, blocks, bh, bw), row-major block order."""
+  n, h, w = x.shape[0], x.shape[1], x.shape[2]
+  n = -1 if n is None else n
+  x = tf.reshape(x, [n, h // bh, bh, w // bw, bw])
+  x = tf.transpose(x, [0, 1, 3, 2, 4])
+  return tf.reshape(x, [n, (h // bh) * (w // bw), bh, bw])
+
+
+def _block_features(blocks, method, eps):
+  """(N, B, bh, bw) MSCN blocks -> (N, B, 18) features: [alpha, mean beta] + 4 x [alpha, eta,
+  beta_l, beta_r] of the products with the circularly shifted block (MATLAB circshift)."""
+  samples = [blocks] + [blocks * tf.roll(blocks, s, axis=[2, 3]) for s in SHIFTS]
+  shape = tf.shape(blocks)
+  samples = tf.reshape(tf.stack(samples, axis=2), tf.concat([shape[:2], [5, -1]], 0))
+  alpha, beta_l, beta_r = aggd.fit_aggd(samples, axis=-1, method=method, eps=eps)
+  eta = aggd.aggd_mean_param(alpha, beta_l, beta_r)
+  feats = [alpha[..., 0], 0.5 * (beta_l[..., 0] + beta_r[..., 0])]
+  for i in range(1, 5):
+    feats += [alpha[..., i], eta[..., i], beta_l[..., i], beta_r[..., i]]
+  return tf.stack(feats, axis=-1)
+
+
+def check_block_size(height, width, block_size, scales):
+  """Raises ValueError unless an image of height x width holds at least one block at every scale."""
+  bh, bw = (block_size, block_size) if np.isscalar(block_size) else block_size
+  if scales < 1:
+    raise ValueError(f"scales={scales} must be >= 1.")
+  div = 2 ** (scales - 1)
+  if bh % div or bw % div or bh < div or bw < div:
+    raise ValueError(f"block size {bh}x{bw} must be a positive multiple of {div} for "
+                     f"{scales} scales (each scale halves it).")
+  if height < bh or width < bw:
+    raise ValueError(f"An image of {height}x{width} px is smaller than one {bh}x{bw} NIQE block; "
+                     "use a smaller block_size (GAN images: e.g. 32 or 16) or larger images.")
+  return bh, bw
+
+
+def niqe_features(images, block_size=96, scales=2, method="root", eps=0.0,
+                  return_sharpness=False):
+  """The NIQE block features of grayscale images.
+
+  Args:
+    images: float (N, H, W) grayscale on NIQE's scale [0, 255] (any scale works for the
+      differentiable penalty; the pristine model must match it). Cropped to whole blocks.
+    block_size: int or (rows, cols) block size at scale 1; each further scale halves the image
+      (MATLAB imresize 0.5) and the block.
+    scales: number of scales (MATLAB: 2).
+    method: "grid" (MATLAB) or "root" (differentiable) alpha estimation.
+    eps: see `aggd.fit_aggd` and `mscn`.
+    return_sharpness: also return the mean local sigma of each scale-1 block.
+
+  Returns:
+    float (N, blocks, 18 * scales) [, float (N, blocks) sharpness].
+  """
+  images = tf.convert_to_tensor(images)
+  if images.shape.rank != 3:
+    raise ValueError(f"niqe_features expects grayscale (N, H, W) images, got shape "
+                     f"{images.shape}.")
+  h, w = int(images.shape[1]), int(images.shape[2])
+  bh, bw = check_block_size(h, w, block_size, scales)
+  x = images[:, :h // bh * bh, :w // bw * bw]
+  feats, sharpness = [], None
+  for s in range(scales):
+    coeffs, sigma = mscn(x, eps)
+    div = 2**s
+    feats.append(_block_features(_to_blocks(coeffs, bh // div, bw // div), method, eps))
+    if s == 0:
+      sharpness = tf.reduce_mean(_to_blocks(sigma, bh, bw), axis=[2, 3])
+    if s + 1 < scales:
+      x = resize.imresize(x, 0.5)
+  feats = tf.concat(feats, axis=-1)
+  return (feats, sharpness) if return_sharpness else feats
+
+
+def _mvg_distance(mu_p, cov_p, mu_t, cov_t, reg, eps):
+  """sqrt(d^T ((cov_p + cov_t) / 2 + reg I)^-1 d + eps) through a Cholesky solve."""
+  d = mu_p - mu_t
+  dim = d.shape[-1]
+  cov = 0.5 * (cov_p + cov_t) + reg * tf.eye(dim, dtype=d.dtype)
+  chol = tf.linalg.cholesky(cov)
+  sol = tf.linalg.cholesky_solve(chol, d[..., None])
+  return tf.sqrt(tf.reduce_sum(d[..., None] * sol, axis=[-2, -1]) + eps)
+
+
+def _mvg(feats):
+  """Mean and (n - 1)-normalised covariance over axis -2 of (..., n, D); covariance 0 if n = 1."""
+  n = feats.shape[-2]
+  mu = tf.reduce_mean(feats, axis=-2)
+  centred = feats - mu[..., None, :]
+  if n is not None and n < 2:
+    return mu, tf.zeros(tf.concat([tf.shape(mu), tf.shape(mu)[-1:]], 0), feats.dtype)
+  cov = tf.linalg.matmul(centred, centred, transpose_a=True) / tf.cast(
+      tf.shape(feats)[-2] - 1, feats.dtype)
+  return mu, cov
+
+
+def niqe_score(images, model, *, block_size=32, scales=2, pooling="image", grayscale=True,
+               covariance_regularization=1e-6, eps=1e-8, dtype=tf.float32):
+  """Differentiable NIQE of a batch (the QAGAN quality-aware penalty's core, paper eqs. 14-15).
+
+  Args:
+    images: float (N, H, W, C) or (N, H, W); for C = 3 and grayscale=True converted with MATLAB's
+      rgb2gray weights (no rounding); for C > 1 and grayscale=False each channel is a separate
+      image. Values on the scale of the pristine model's features.
+    model: `NiqeModel` (pristine mean and covariance of 18 * scales features).
+    block_size: block size at scale 1 (GAN images are 32-96 px; several blocks per image give a
+      per-image covariance).
+    scales: number of scales.
+    pooling: "image" (one MVG per image; the expectation of per-image NIQE, paper eq. 15) or
+      "batch" (one MVG over all blocks of the batch, as the authors' code; the score is repeated
+      for every image).
+    covariance_regularization: added to the diagonal of (Sigma_P + Sigma_T) / 2 before Cholesky.
+    eps: keeps sqrt and divisions finite (AGGD fits, MSCN sigma and the final distance).
+    dtype: computation dtype (float32 or float64).
+
+  Returns:
+    float (N,) scores (per channel image when grayscale=False: (N * C,)).
+  """
+  if pooling not in POOLINGS:
+    raise ValueError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}.")
+  x = tf.cast(tf.convert_to_tensor(images), dtype)
+  if x.shape.rank == 4:
+    if grayscale and x.shape[-1] == 3:
+      x = tf.reduce_sum(x * tf.constant(RGB_TO_GRAY, dtype), axis=-1)
+    elif x.shape[-1] == 1:
+      x = x[..., 0]
+    else:
+      x = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [-1, x.shape[1], x.shape[2]])
+  elif x.shape.rank != 3:
+    raise ValueError(f"niqe_score expects (N, H, W[, C]) images, got shape {x.shape}.")
+  dim = FEATURES_PER_SCALE * scales
+  if model.mu.shape != (dim,):
+    raise ValueError(f"The NIQE model has {model.mu.shape[0]} features; {scales} scale(s) need "
+                     f"{dim}.")
+  feats = niqe_features(x, block_size, scales, method="root", eps=eps)
+  mu_p = tf.constant(model.mu, dtype)
+  cov_p = tf.constant(model.cov, dtype)
+  if pooling == "batch":
+    mu_t, cov_t = _mvg(tf.reshape(feats, [-1, dim]))
+    score = _mvg_distance(mu_p, cov_p, mu_t, cov_t, covariance_regularization, eps)
+    return tf.fill(tf.shape(feats)[:1], score)
+  mu_t, cov_t = _mvg(feats)
+  return _mvg_distance(mu_p, cov_p, mu_t, cov_t, covariance_regularization, eps)
+
+
+# --- metric mode --------------------------------------------------------------------------------
+
+def matlab_rgb2gray(image):
+  """MATLAB rgb2gray of a uint8 (H, W, 3) image: weighted sum rounded half away from 0 to uint8."""
+  gray = np.asarray(image, np.float64) @ np.asarray(RGB_TO_GRAY)
+  return np.clip(np.floor(gray + 0.5), 0, 255).astype(np.uint8)
+
+
+def _nan_mvg(feats):
+  """MATLAB nanmean (per column) and nancov (rows with a NaN dropped, N - 1) of (n, D)."""
+  mu = np.nanmean(feats, axis=0)
+  complete = feats[~np.isnan(feats).any(axis=1)]
+  if len(complete) < 2:
+    return mu, np.zeros((feats.shape[1],) * 2)
+  return mu, np.cov(complete, rowvar=False, ddof=1)
+
+
+def niqe(image, model=None, block_size=96):
+  """NIQE of one image, as MATLAB `computequality.m` (metric mode, float64, 2 scales).
+
+  Args:
+    image: uint8 (H, W, 3) RGB or (H, W) grayscale; float input in [0, 255] is accepted too
+      (its grayscale conversion is not rounded: MATLAB rounds only uint8 input).
+    model: `NiqeModel`; default: the classic natural-image model shipped with the package.
+    block_size: block size (MATLAB: 96).
+
+  Returns:
+    float, the NIQE score (lower is more natural).
+
+  Raises:
+    ValueError: wrong rank/channels, non-finite values, or an image smaller than one block.
+  """
+  from qagan_tf.iqa import model as model_lib
+  model = model or model_lib.natural_model()
+  image = np.asarray(image)
+  if image.ndim == 3 and image.shape[-1] == 3:
+    if image.dtype == np.uint8:
+      gray = matlab_rgb2gray(image).astype(np.float64)
+    else:
+      gray = np.asarray(image, np.float64) @ np.asarray(RGB_TO_GRAY)
+  elif image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
+    gray = np.asarray(image, np.float64).reshape(image.shape[:2])
+  else:
+    raise ValueError(f"NIQE expects one (H, W, 3) RGB or (H, W) grayscale image, got shape "
+                     f"{image.shape}.")
+  if not np.all(np.isfinite(gray)):
+    raise ValueError("The image contains NaN or Inf values.")
+  feats = niqe_features(gray[None], block_size, 2, method="grid", eps=0.0)[0].numpy()
+  mu_t, cov_t = _nan_mvg(feats)
+  d = model.mu - mu_t
+  return float(np.sqrt(d @ np.linalg.pinv((model.cov + cov_t) / 2.0) @ d))
