@@ -1,7 +1,7 @@
 """Asymmetric generalised Gaussian (AGGD) fitting by moment matching, batched and differentiable.
 
 The shape alpha solves rho(alpha) = R with rho(a) = Gamma(2/a)^2 / (Gamma(1/a) Gamma(3/a)),
-increasing from rho(0.2) ~ 0.0633 to rho(10) ~ 0.7399. Two solvers share everything else:
+increasing from rho(0.2) ~ 0.0629 to rho(10) ~ 0.7405. Two solvers share everything else:
 - "grid": MATLAB's nearest point of 0.2:0.001:10 (NIQE metric mode; no useful gradient);
 - "root": TFP's Chandrupatla root finder, with the implicit-function gradient
   d alpha / d R = 1 / rho'(alpha) (differentiating the iterations gives NaN or wrong gradients).
@@ -67,7 +67,13 @@ def alpha_root(r):
   """Differentiable alpha solving rho(alpha) = clamp(r); see the module docstring."""
   lo = tf.constant(float(_R_GAM[0]), r.dtype)
   hi = tf.constant(float(_R_GAM[-1]), r.dtype)
-  return _alpha_root_clamped(tf.clip_by_value(r, lo, hi))
+  # The ends are answered directly: a bracket whose end is itself a root is ambiguous for the
+  # solver, and outside the bracket the gradient is 0 by definition.
+  inside = tf.clip_by_value(r, lo, hi)
+  root = _alpha_root_clamped(inside)
+  low_end = tf.fill(tf.shape(r), tf.constant(ALPHA_MIN, r.dtype))
+  high_end = tf.fill(tf.shape(r), tf.constant(ALPHA_MAX, r.dtype))
+  return tf.where(r <= lo, low_end, tf.where(r >= hi, high_end, root))
 
 
 def fit_aggd(x, axis=-1, method="root", eps=0.0, mask=None):

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from qagan_tf.iqa import aggd, resize
 from qagan_tf.iqa.model import NiqeModel, load_model  # noqa: F401  (re-exported)
-from qagan_tf.iqa.ssim import RGB_TO_GRAY
+from qagan_tf.iqa.similarity import RGB_TO_GRAY
 
 FEATURES_PER_SCALE = 18
 SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # MATLAB circshift offsets of the pairwise products.
