@@ -1,0 +1,282 @@
+"""Tests of NIQE: MATLAB calibration, imresize, the differentiable score and its gradients, model
+loading and the errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.io
+import tensorflow as tf
+
+from qagan_tf.iqa import aggd, model as model_lib, naturalness, resize
+from tests.reference import reference_path
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MATLAB = {"I03.bmp": 15.7536293917814, "I04.bmp": 3.65492152353770, "I06.bmp": 3.23547743716998}
+
+
+def _load_bmp(path):
+  from PIL import Image
+  with Image.open(path) as im:
+    return np.asarray(im.convert("RGB"))
+
+
+def _natural_gray(size=64, seed=0):
+  """A grayscale crop of a natural image from scikit-image, float64 [0, 255]."""
+  from skimage import data
+  image = data.astronaut().astype(np.float64) @ np.asarray([0.299, 0.587, 0.114])
+  rng = np.random.default_rng(seed)
+  top, left = rng.integers(0, image.shape[0] - size, 2)
+  return image[top:top + size, left:left + size]
+
+
+# --- metric mode -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(MATLAB))
+def test_metric_mode_reproduces_matlab_within_0_2_percent(name):
+  model = model_lib.load_model(reference_path("niqe", "modelparameters.mat"))
+  image = _load_bmp(reference_path("iqa_calibration", name))
+  score = naturalness.niqe(image, model)
+  rel = abs(score - MATLAB[name]) / MATLAB[name]
+  print(f"{name}: ours {score:.6f} MATLAB {MATLAB[name]:.6f} relative error {rel:.2e}")
+  assert rel < 2e-3
+
+
+def test_shipped_natural_model_equals_the_matlab_release():
+  mat = model_lib.load_model(reference_path("niqe", "modelparameters.mat"))
+  shipped = model_lib.natural_model()
+  np.testing.assert_array_equal(shipped.mu, mat.mu)
+  np.testing.assert_array_equal(shipped.cov, mat.cov)
+
+
+def test_metric_mode_ranks_a_blurred_and_noisy_image_worse():
+  from skimage import data, filters
+  image = data.astronaut()
+  score = naturalness.niqe(image)
+  blurred = (filters.gaussian(image, sigma=3, channel_axis=-1) * 255).round().astype(np.uint8)
+  noisy = np.clip(image + np.random.default_rng(0).normal(0, 40, image.shape), 0,
+                  255).astype(np.uint8)
+  assert naturalness.niqe(blurred) > score + 1 and naturalness.niqe(noisy) > score + 1
+
+
+def test_matlab_rgb2gray_rounds_half_away_from_zero():
+  pixel = np.array([[[1, 1, 1], [255, 255, 255], [0, 0, 0]]], np.uint8)
+  np.testing.assert_array_equal(naturalness.matlab_rgb2gray(pixel), [[1, 255, 0]])
+
+
+# --- imresize ----------------------------------------------------------------------------------
+
+def test_imresize_keeps_constants_and_halves_a_ramp_like_matlab():
+  const = tf.fill([1, 16, 12], tf.constant(7.0, tf.float64))
+  out = resize.imresize(const, 0.5)
+  assert out.shape == (1, 8, 6)
+  np.testing.assert_allclose(out.numpy(), 7.0, rtol=1e-12)
+  # A linear ramp stays linear away from the borders; the output sample u sits at input position
+  # 2u - 0.5 (1-based), i.e. the mean of the two pixels it replaces.
+  ramp = tf.constant(np.tile(np.arange(32.0), (1, 32, 1)))
+  out = resize.imresize(ramp, 0.5).numpy()[0]
+  expected = np.arange(16) * 2 + 0.5
+  np.testing.assert_allclose(out[4, 3:-3], expected[3:-3], atol=1e-10)
+
+
+def test_imresize_rows_sum_to_one_and_mirror_at_borders():
+  m = resize.resize_matrix(10, 0.5)
+  assert m.shape == (5, 10)
+  np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-12)
+  # Mirrored padding makes the first and last rows reverses of each other.
+  np.testing.assert_allclose(m[0], m[-1][::-1], atol=1e-12)
+
+
+# --- differentiable mode -----------------------------------------------------------------------
+
+def test_root_features_agree_with_grid_features():
+  images = tf.constant(np.stack([_natural_gray(64, s) for s in range(2)]))
+  grid = naturalness.niqe_features(images, 32, 2, method="grid").numpy()
+  root = naturalness.niqe_features(images, 32, 2, method="root").numpy()
+  alphas = [0, 2, 6, 10, 14, 18, 20, 24, 28, 32]
+  assert np.abs(grid[..., alphas] - root[..., alphas]).max() <= aggd.GRID_STEP
+  np.testing.assert_allclose(root, grid, rtol=2e-3, atol=2e-3)
+
+
+def test_niqe_score_gradient_matches_central_differences():
+  model = model_lib.natural_model()
+  x0 = _natural_gray(32, 3)[None]
+
+  def f(x):
+    return naturalness.niqe_score(x, model, block_size=16, scales=2, dtype=tf.float64)[0]
+
+  x = tf.constant(x0)
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = f(x)
+  grad = tape.gradient(y, x).numpy()[0]
+  rng = np.random.default_rng(0)
+  h = 1e-4
+  for _ in range(6):
+    i, j = rng.integers(0, 32, 2)
+    e = np.zeros_like(x0)
+    e[0, i, j] = h
+    fd = (f(tf.constant(x0 + e)) - f(tf.constant(x0 - e))).numpy() / (2 * h)
+    assert grad[i, j] == pytest.approx(fd, rel=1e-4, abs=1e-7)
+  # A random direction checks the whole gradient at once.
+  v = rng.normal(size=x0.shape)
+  fd = (f(tf.constant(x0 + h * v)) - f(tf.constant(x0 - h * v))).numpy() / (2 * h)
+  assert float(np.sum(grad * v[0])) == pytest.approx(fd, rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["random", "constant", "positive", "zero", "gradient_like"])
+def test_niqe_score_gradients_are_finite(kind):
+  rng = np.random.default_rng(1)
+  shape = (3, 32, 32, 3)
+  x = {"random": rng.normal(size=shape),
+       "constant": np.full(shape, 0.3),
+       "positive": np.abs(rng.normal(size=shape)) + 0.1,
+       "zero": np.zeros(shape),
+       "gradient_like": rng.normal(size=shape) * 1e-4}[kind].astype(np.float32)
+  x = tf.constant(x)
+  for pooling in ("image", "batch"):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      score = naturalness.niqe_score(x, model_lib.natural_model(), block_size=16,
+                                     pooling=pooling)
+      total = tf.reduce_sum(score)
+    grad = tape.gradient(total, x)
+    assert score.shape == (3,)
+    assert np.all(np.isfinite(score.numpy())) and np.all(np.isfinite(grad.numpy())), pooling
+
+
+def test_niqe_score_under_tf_function_and_xla_matches_eager():
+  model = model_lib.natural_model()
+  x = np.stack([_natural_gray(32, s) for s in range(3)])[..., None]
+  # float64 shows the compiled graph computes the same function; float32 rounding differs with
+  # XLA's fused reductions (about 1e-4 relative after the MVG solve).
+  for dtype, rtol in ((tf.float64, 1e-9), (tf.float32, 1e-3)):
+    eager = naturalness.niqe_score(x, model, block_size=16, dtype=dtype)
+    fn = tf.function(lambda t: naturalness.niqe_score(t, model, block_size=16, dtype=dtype),
+                     jit_compile=True)
+    np.testing.assert_allclose(fn(tf.constant(x, dtype)).numpy(), eager.numpy(), rtol=rtol)
+
+
+def test_niqe_score_is_per_image_and_batch_pooling_pools_all_blocks():
+  model = model_lib.natural_model()
+  imgs = np.stack([_natural_gray(32, s) for s in range(3)])
+  batch = naturalness.niqe_score(imgs, model, block_size=16, dtype=tf.float64).numpy()
+  single = [naturalness.niqe_score(imgs[i:i + 1], model, block_size=16,
+                                   dtype=tf.float64).numpy()[0] for i in range(3)]
+  np.testing.assert_allclose(batch, single, rtol=1e-10)
+  pooled = naturalness.niqe_score(imgs, model, block_size=16, pooling="batch",
+                                  dtype=tf.float64).numpy()
+  assert np.all(pooled == pooled[0])
+  # One image repeated three times: the batch pool equals the per-image value (the covariance
+  # normalisation differs, N-1 over 4 blocks vs 12 blocks, so only nearly).
+  rep = naturalness.niqe_score(np.repeat(imgs[:1], 3, 0), model, block_size=16, pooling="batch",
+                               dtype=tf.float64).numpy()[0]
+  assert rep == pytest.approx(single[0], rel=0.2)
+
+
+def test_grayscale_false_scores_each_channel():
+  model = model_lib.natural_model()
+  rgb = np.stack([_natural_gray(32, s) for s in range(3)], axis=-1)[None]
+  per_channel = naturalness.niqe_score(rgb, model, block_size=16, grayscale=False,
+                                       dtype=tf.float64).numpy()
+  assert per_channel.shape == (3,)
+  alone = naturalness.niqe_score(rgb[..., 1], model, block_size=16, dtype=tf.float64).numpy()
+  assert per_channel[1] == pytest.approx(alone[0], rel=1e-10)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+def test_bad_inputs_give_clear_errors():
+  model = model_lib.natural_model()
+  with pytest.raises(ValueError, match="expects"):
+    naturalness.niqe(np.zeros((2, 96, 96, 3), np.uint8))
+  with pytest.raises(ValueError, match="NaN or Inf"):
+    naturalness.niqe(np.full((96, 96), np.nan))
+  with pytest.raises(ValueError, match="smaller than one 96x96"):
+    naturalness.niqe(np.zeros((64, 200, 3), np.uint8))
+  with pytest.raises(ValueError, match="expects"):
+    naturalness.niqe_score(np.zeros((32, 32)), model)
+  with pytest.raises(ValueError, match="pooling"):
+    naturalness.niqe_score(np.zeros((1, 32, 32)), model, pooling="mean")
+  with pytest.raises(ValueError, match="36 features; 3 scale"):
+    naturalness.niqe_score(np.zeros((1, 64, 64)), model, block_size=32, scales=3)
+  with pytest.raises(ValueError, match="multiple of 2"):
+    naturalness.niqe_score(np.zeros((1, 64, 64)), model, block_size=15)
+
+
+def test_model_files_load_and_bad_ones_are_refused(tmp_path):
+  mu, cov = np.arange(4.0), np.eye(4) * 2
+  npz = tmp_path / "m.npz"
+  np.savez(npz, mu=mu, cov=cov)
+  loaded = model_lib.load_model(str(npz))
+  np.testing.assert_array_equal(loaded.cov, cov)
+  mat = tmp_path / "m.mat"
+  scipy.io.savemat(mat, {"mu_prisparam": mu[None], "cov_prisparam": cov})
+  np.testing.assert_array_equal(model_lib.load_model(str(mat)).mu, mu)
+
+  np.savez(tmp_path / "missing.npz", mean=mu)
+  with pytest.raises(model_lib.ModelError, match="expected arrays mu_prisparam"):
+    model_lib.load_model(str(tmp_path / "missing.npz"))
+  skew = cov.copy()
+  skew[0, 1] = 1.0
+  np.savez(tmp_path / "skew.npz", mu=mu, cov=skew)
+  with pytest.raises(model_lib.ModelError, match="not symmetric"):
+    model_lib.load_model(str(tmp_path / "skew.npz"))
+  np.savez(tmp_path / "indef.npz", mu=mu, cov=-cov)
+  with pytest.raises(model_lib.ModelError, match="not positive definite"):
+    model_lib.load_model(str(tmp_path / "indef.npz"), require_positive_definite=True)
+  np.savez(tmp_path / "shape.npz", mu=mu, cov=np.eye(3))
+  with pytest.raises(model_lib.ModelError, match="shape"):
+    model_lib.load_model(str(tmp_path / "shape.npz"))
+  (tmp_path / "junk.npz").write_bytes(b"not a zip")
+  with pytest.raises(model_lib.ModelError, match="cannot be read"):
+    model_lib.load_model(str(tmp_path / "junk.npz"))
+  with pytest.raises(model_lib.ModelError, match="no such file"):
+    model_lib.load_model(str(tmp_path / "absent.npz"))
+  np.savez(tmp_path / "pickled.npz", mu=np.array([object()], dtype=object), cov=cov)
+  with pytest.raises(model_lib.ModelError, match="cannot be read"):
+    model_lib.load_model(str(tmp_path / "pickled.npz"))
+
+
+@pytest.mark.parametrize("name", ["model_cifar_grad.mat", "model_STL_grad.mat",
+                                  "model_face_grad.mat"])
+def test_the_authors_gradient_priors_load(name):
+  prior = model_lib.load_model(reference_path("niqe", name))
+  assert prior.mu.shape == (36,) and prior.cov.shape == (36, 36)
+
+
+# --- bin/niqe ----------------------------------------------------------------------------------
+
+def _niqe_cli(*args):
+  return subprocess.run([sys.executable, os.path.join(REPO, "bin", "niqe"), *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_bin_niqe_json_matches_matlab_and_reports_errors(tmp_path):
+  paths = [reference_path("iqa_calibration", n) for n in sorted(MATLAB)]
+  proc = _niqe_cli("--model=" + reference_path("niqe", "modelparameters.mat"), "--json", *paths)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  results = json.loads(proc.stdout)
+  assert [r["path"] for r in results] == paths
+  for r in results:
+    expected = MATLAB[os.path.basename(r["path"])]
+    assert abs(r["niqe"] - expected) / expected < 2e-3
+
+  text = _niqe_cli(paths[1])
+  assert text.returncode == 0 and text.stdout.split()[1] == paths[1]
+  assert float(text.stdout.split()[0]) == pytest.approx(results[1]["niqe"], rel=1e-6)
+
+  bad = tmp_path / "bad.png"
+  bad.write_bytes(b"garbage")
+  for args, message in [((str(bad),), "not a readable image"),
+                        ((str(tmp_path / "none.png"),), "no such file"),
+                        (("--block_size=1024", paths[0]), "smaller than one 1024x1024"),
+                        (("--block_size=7", paths[0]), "even number"),
+                        (("--model=" + str(tmp_path / "m.npz"), paths[0]), "no such file")]:
+    proc = _niqe_cli(*args)
+    assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr[-500:])
+    assert "Traceback" not in proc.stderr
