@@ -67,6 +67,26 @@ def load_images(dataset, resolution, data_dir=None, num_examples=0, seed=0, down
   return images
 
 
+def load_image_set(path):
+  """Images for evaluation, at their own size: an .npz (uint8 NHWC under `images`) or a folder of
+  PNG/JPEG files (all the same size, found recursively).
+
+  Returns:
+    uint8 numpy array (N, H, W, 3).
+
+  Raises:
+    DataError: missing/empty/corrupt input, wrong dtype or shape, mixed sizes.
+  """
+  if os.path.isdir(path):
+    return _load_folder(path, None)
+  if path.lower().endswith(".npz"):
+    return _load_npz(path, None)
+  if not os.path.exists(path):
+    raise DataError(f"{path}: no such file or directory.")
+  raise DataError(f"{path}: give an .npz of uint8 NHWC images (key 'images') or a folder of "
+                  "PNG/JPEG images.")
+
+
 def embedded_images(resolution, count, seed=0):
   """Deterministic random square crops of scikit-image's bundled photographs.
 
@@ -100,14 +120,14 @@ def _check_images(images, where, resolution):
                     "convert with np.clip(x, 0, 255).astype(np.uint8).")
   if images.shape[-1] == 1:
     images = np.repeat(images, 3, axis=-1)
-  if images.shape[1:3] != (resolution, resolution):
+  if resolution is not None and images.shape[1:3] != (resolution, resolution):
     images = np.stack([_resize(im, resolution) for im in images])
   return images
 
 
 def _resize(image, resolution):
   """Resizes one uint8 HxWx3 image to resolution x resolution (bicubic, antialiased)."""
-  if image.shape[:2] == (resolution, resolution):
+  if resolution is None or image.shape[:2] == (resolution, resolution):
     return image
   return np.asarray(Image.fromarray(image).resize((resolution, resolution), Image.BICUBIC))
 
@@ -147,6 +167,10 @@ def _load_folder(path, resolution):
         images.append(_resize(np.asarray(im.convert("RGB")), resolution))
     except (OSError, ValueError) as e:
       raise DataError(f"{where}: cannot decode image {f} ({e}); remove or replace it.") from None
+    if images[-1].shape != images[0].shape:
+      raise DataError(f"{where}: mixed image sizes ({files[0]} is {images[0].shape[1]}x"
+                      f"{images[0].shape[0]}, {f} is {images[-1].shape[1]}x"
+                      f"{images[-1].shape[0]}); give a folder of equally sized images.")
   return np.stack(images)
 
 

@@ -1,0 +1,127 @@
+"""Fréchet Inception Distance from activations or their statistics, in float64 as TTUR's fid.py.
+
+FID = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr(sqrtm(S1 S2)), covariances normalised by N - 1.
+"""
+
+import numpy as np
+import scipy.linalg
+
+
+class StatisticsError(ValueError):
+  """Activations or statistics that cannot give a FID; the message says which and why."""
+
+
+def _check_activations(activations, name="activations"):
+  a = np.asarray(activations)
+  if a.ndim != 2:
+    raise StatisticsError(f"{name}: expected a 2-D (N, D) array, got shape {a.shape}.")
+  if a.shape[0] < 2:
+    raise StatisticsError(f"{name}: {a.shape[0]} sample(s); a covariance needs at least 2 "
+                          "(FID protocols use 10K-50K).")
+  if not np.all(np.isfinite(a)):
+    raise StatisticsError(f"{name}: contains NaN or Inf.")
+  return a
+
+
+def activation_statistics(activations):
+  """(mu, sigma) in float64 of (N, D) activations, sigma normalised by N - 1 (np.cov)."""
+  a = _check_activations(activations).astype(np.float64)
+  return a.mean(axis=0), np.cov(a, rowvar=False)
+
+
+class StreamingStatistics:
+  """Accumulates float64 sums of activations batch by batch: mean and covariance at the end
+  without holding all N x D activations (50K x 2048 float32 would be 400 MB)."""
+
+  def __init__(self, dim):
+    self.dim = dim
+    self.count = 0
+    self._sum = np.zeros(dim, np.float64)
+    self._outer = np.zeros((dim, dim), np.float64)
+    self._shift = None  # The first batch's mean: summing around it keeps the sums well scaled.
+
+  def update(self, activations):
+    a = np.asarray(activations, np.float64)
+    if a.ndim != 2 or a.shape[1] != self.dim:
+      raise StatisticsError(f"Expected activations of shape (N, {self.dim}), got {a.shape}.")
+    if not np.all(np.isfinite(a)):
+      raise StatisticsError("Activations contain NaN or Inf.")
+    if len(a) == 0:
+      return
+    if self._shift is None:
+      self._shift = a.mean(axis=0)
+    centred = a - self._shift
+    self.count += len(a)
+    self._sum += centred.sum(axis=0)
+    self._outer += centred.T @ centred
+
+  def result(self):
+    """(mu, sigma) equal to `activation_statistics` of everything seen."""
+    if self.count < 2:
+      raise StatisticsError(f"{self.count} sample(s) seen; a covariance needs at least 2.")
+    mean_c = self._sum / self.count
+    sigma = (self._outer - self.count * np.outer(mean_c, mean_c)) / (self.count - 1)
+    return self._shift + mean_c, 0.5 * (sigma + sigma.T)
+
+
+def check_statistics(mu, sigma, name="statistics"):
+  """Validates one (mu, sigma) pair; returns float64 copies."""
+  mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+  if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+    raise StatisticsError(f"{name}: expected mu of shape (D,) and sigma of shape (D, D), got "
+                          f"{mu.shape} and {sigma.shape}.")
+  if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma))):
+    raise StatisticsError(f"{name}: mu or sigma contains NaN or Inf.")
+  return mu, sigma
+
+
+def trace_sqrt_product(sigma1, sigma2, method="sqrtm"):
+  """tr(sqrtm(sigma1 @ sigma2)) for covariance matrices.
+
+  Args:
+    method: "sqrtm" (TTUR: scipy.linalg.sqrtm of the product; the real part, after checking that
+      the imaginary part is negligible) or "eigen" (TF-GAN: the eigenvalues of
+      sqrt(S1) S2 sqrt(S1), which is symmetric positive semi-definite).
+  """
+  if method == "sqrtm":
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.all(np.isfinite(covmean)):
+      # Singular product (fewer samples than dimensions): TTUR's remedy, a tiny ridge.
+      offset = np.eye(sigma1.shape[0]) * 1e-6
+      covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+      imag = np.max(np.abs(np.diagonal(covmean).imag))
+      if imag > 1e-3:
+        raise StatisticsError(f"sqrtm(S1 S2) has a large imaginary part ({imag:.3g}); the "
+                              "covariances are not valid (too few samples?).")
+      covmean = covmean.real
+    return float(np.trace(covmean))
+  if method == "eigen":
+    w, v = np.linalg.eigh(sigma1)
+    sqrt1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = sqrt1 @ sigma2 @ sqrt1
+    return float(np.sum(np.sqrt(np.clip(np.linalg.eigvalsh(0.5 * (inner + inner.T)), 0, None))))
+  raise ValueError(f"method={method!r}: use 'sqrtm' or 'eigen'.")
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, method="sqrtm"):
+  """FID between two Gaussians (float64).
+
+  Raises:
+    StatisticsError: for shapes that differ or non-finite values.
+  """
+  mu1, sigma1 = check_statistics(mu1, sigma1, "first statistics")
+  mu2, sigma2 = check_statistics(mu2, sigma2, "second statistics")
+  if mu1.shape != mu2.shape:
+    raise StatisticsError(f"The statistics have different dimensions ({mu1.shape[0]} vs "
+                          f"{mu2.shape[0]}); both must come from the same layer (pool_3: 2048).")
+  diff = mu1 - mu2
+  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
+               - 2.0 * trace_sqrt_product(sigma1, sigma2, method))
+
+
+def fid_from_activations(activations1, activations2, method="sqrtm"):
+  """FID between two sets of (N, D) activations."""
+  a1 = _check_activations(activations1, "first activations")
+  a2 = _check_activations(activations2, "second activations")
+  return frechet_distance(*activation_statistics(a1), *activation_statistics(a2), method=method)

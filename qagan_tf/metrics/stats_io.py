@@ -1,0 +1,81 @@
+"""Statistics files (TTUR-compatible `.npz`: `mu`, `sigma`, plus metadata) and image inputs."""
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from qagan_tf.metrics.fid import StatisticsError, check_statistics
+
+LAYER = "pool_3"
+PREPROCESSING = "ttur:uint8->float[0,255]->resize_bilinear(299,legacy)->(x-128)/128"
+
+
+def save_statistics(path, mu, sigma, count, weights_sha256, source=""):
+  """Writes mu, sigma (float64) and metadata atomically (a partial file is never left)."""
+  mu, sigma = check_statistics(mu, sigma, path)
+  meta = {"count": int(count), "layer": LAYER, "preprocessing": PREPROCESSING,
+          "weights_sha256": weights_sha256, "source": source}
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
+  os.close(fd)
+  try:
+    np.savez(tmp, mu=mu, sigma=sigma, count=np.int64(count), layer=LAYER,
+             preprocessing=PREPROCESSING, weights_sha256=weights_sha256, source=source)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return meta
+
+
+def _read_npz(path):
+  if not os.path.isfile(path):
+    raise StatisticsError(f"{path}: no such file.")
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {k: data[k] for k in data.files}
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
+    raise StatisticsError(f"{path}: cannot be read as .npz ({e}).") from None
+
+
+def is_statistics_file(path):
+  """True for an .npz holding `mu` and `sigma` (TTUR statistics), False for other .npz files."""
+  if not path.lower().endswith(".npz") or not os.path.isfile(path):
+    return False
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return "mu" in data.files and "sigma" in data.files
+  except (OSError, ValueError, zipfile.BadZipFile):
+    return False
+
+
+def load_statistics(path, dim=None):
+  """Reads a statistics file (ours or TTUR's).
+
+  Returns:
+    {"mu", "sigma", "count", "layer", "preprocessing", "weights_sha256"} (metadata None when the
+    file has none, as TTUR's).
+
+  Raises:
+    StatisticsError: unreadable file, missing mu/sigma, bad shapes, or dimension != dim.
+  """
+  arrays = _read_npz(path)
+  if "mu" not in arrays or "sigma" not in arrays:
+    raise StatisticsError(f"{path}: a statistics file needs arrays 'mu' and 'sigma' (found "
+                          f"{', '.join(sorted(arrays)) or 'none'}); make one with "
+                          "bin/compute_stats.")
+  mu, sigma = check_statistics(arrays["mu"], arrays["sigma"], path)
+  if dim is not None and mu.shape[0] != dim:
+    raise StatisticsError(f"{path}: statistics of dimension {mu.shape[0]}, expected {dim} "
+                          "(Inception pool_3).")
+  meta = {k: (arrays[k].item() if k in arrays else None)
+          for k in ("count", "layer", "preprocessing", "weights_sha256", "source")}
+  return {"mu": mu, "sigma": sigma, **meta}
+
+
+def describe(stats):
+  return json.dumps({k: v for k, v in stats.items() if k not in ("mu", "sigma")})

@@ -1,0 +1,54 @@
+"""A plain-text progress bar with rate and ETA for long evaluation work (stderr, no deps)."""
+
+import sys
+import time
+
+
+def format_duration(seconds):
+  """Seconds -> '1h02m03s' / '2m03s' / '3s' ('?' when unknown)."""
+  if seconds != seconds or seconds in (float("inf"), float("-inf")):
+    return "?"
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  if h:
+    return f"{h}h{m:02d}m{s:02d}s"
+  return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class ProgressBar:
+  """`with ProgressBar(total, "features") as bar: bar.update(n)`; prints at most every interval s
+  and once at the end. Disabled (silent) when `enabled` is False."""
+
+  def __init__(self, total, label, unit="img", enabled=True, interval=2.0, stream=None):
+    self.total, self.label, self.unit = total, label, unit
+    self.enabled, self.interval = enabled, interval
+    self.stream = stream or sys.stderr
+    self.done = 0
+    self._t0 = self._last = time.time()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    if exc[0] is None:
+      self._print(final=True)
+
+  def update(self, n):
+    self.done += n
+    if time.time() - self._last >= self.interval:
+      self._print()
+
+  def _print(self, final=False):
+    if not self.enabled:
+      return
+    self._last = time.time()
+    elapsed = max(self._last - self._t0, 1e-9)
+    rate = self.done / elapsed
+    eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+    frac = self.done / self.total if self.total else 1.0
+    bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+    tail = f"in {format_duration(elapsed)}" if final else f"ETA {format_duration(eta)}"
+    self.stream.write(f"{self.label}: [{bar}] {self.done}/{self.total} {self.unit} "
+                      f"{rate:.1f} {self.unit}/s {tail}\n")
+    self.stream.flush()
