@@ -48,6 +48,11 @@ class TrainConfig:
   sample_every: int = 1000
   histogram_every: int = 1000
   num_sample_images: int = 64
+  # In-training evaluation (FID of the EMA generator; 0 = off).
+  eval_every: int = 0
+  eval_num_samples: int = 5000
+  eval_stats: str = ""
+  inception_weights: str = ""
 
   def validate(self):
     """Checks value ranges that the flags cannot express.
@@ -74,6 +79,14 @@ class TrainConfig:
       raise ValueError(str(e)) from None
     if self.num_examples < 0:
       raise ValueError(f"num_examples={self.num_examples} must be >= 0 (0: all).")
+    if self.eval_every < 0:
+      raise ValueError(f"eval_every={self.eval_every} must be >= 0 (0: no in-training FID).")
+    if self.eval_every and not self.eval_stats:
+      raise ValueError("eval_every > 0 needs eval_stats: reference statistics from "
+                       "bin/compute_stats (e.g. --eval_stats=stats/cifar10_train.npz).")
+    if self.eval_num_samples < 10:
+      raise ValueError(f"eval_num_samples={self.eval_num_samples} must be >= 10 (IS uses 10 "
+                       "splits).")
     if self.lr_decay not in ("linear", "constant"):
       raise ValueError(f"lr_decay={self.lr_decay!r}: use 'linear' or 'constant'.")
     if self.on_nonfinite not in ("stop", "skip"):

@@ -86,14 +86,15 @@ class InceptionFeatures:
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
   def statistics(self, image_batches, total=None, progress=False, keep_logits=True,
-                 label="Inception statistics"):
-    """Streaming (mu, sigma) over an iterable of image batches (e.g. a generator's output).
+                 keep_activations=0, label="Inception statistics"):
+    """Streaming statistics over an iterable of image batches (e.g. a generator's output).
 
     Returns:
-      (mu, sigma, count, logits or None).
+      {"mu", "sigma", "count", "logits" (or None), "activations" (the first `keep_activations`
+      pool_3 rows, or None)}.
     """
     stats = fid_lib.StreamingStatistics(POOL3_DIM)
-    logits = []
+    logits, kept = [], []
     with ProgressBar(total or 0, label, enabled=progress) as bar:
       for i, batch in enumerate(image_batches):
         for start in range(0, len(batch), self.batch_size):
@@ -102,8 +103,10 @@ class InceptionFeatures:
           stats.update(out["pool3"])
           if keep_logits and "logits" in out:
             logits.append(out["logits"])
+          if sum(map(len, kept)) < keep_activations:
+            kept.append(out["pool3"])
           bar.update(len(chunk))
     mu, sigma = stats.result()
-    return mu, sigma, stats.count, (np.concatenate(logits) if logits else None)
-
-
+    return {"mu": mu, "sigma": sigma, "count": stats.count,
+            "logits": np.concatenate(logits) if logits else None,
+            "activations": np.concatenate(kept)[:keep_activations] if kept else None}

@@ -13,8 +13,11 @@ LAYER = "pool_3"
 PREPROCESSING = "ttur:uint8->float[0,255]->resize_bilinear(299,legacy)->(x-128)/128"
 
 
-def save_statistics(path, mu, sigma, count, weights_sha256, source=""):
-  """Writes mu, sigma (float64) and metadata atomically (a partial file is never left)."""
+def save_statistics(path, mu, sigma, count, weights_sha256, source="", activations=None):
+  """Writes mu, sigma (float64) and metadata atomically (a partial file is never left).
+
+  `activations` (float32 (M, D), optional): a sample of the pool_3 activations kept for KID.
+  """
   mu, sigma = check_statistics(mu, sigma, path)
   meta = {"count": int(count), "layer": LAYER, "preprocessing": PREPROCESSING,
           "weights_sha256": weights_sha256, "source": source}
@@ -23,8 +26,9 @@ def save_statistics(path, mu, sigma, count, weights_sha256, source=""):
   fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
   os.close(fd)
   try:
+    extra = {} if activations is None else {"activations": np.asarray(activations, np.float32)}
     np.savez(tmp, mu=mu, sigma=sigma, count=np.int64(count), layer=LAYER,
-             preprocessing=PREPROCESSING, weights_sha256=weights_sha256, source=source)
+             preprocessing=PREPROCESSING, weights_sha256=weights_sha256, source=source, **extra)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
@@ -57,8 +61,8 @@ def load_statistics(path, dim=None):
   """Reads a statistics file (ours or TTUR's).
 
   Returns:
-    {"mu", "sigma", "count", "layer", "preprocessing", "weights_sha256"} (metadata None when the
-    file has none, as TTUR's).
+    {"mu", "sigma", "count", "layer", "preprocessing", "weights_sha256", "source",
+    "activations"} (metadata and activations None when the file has none, as TTUR's).
 
   Raises:
     StatisticsError: unreadable file, missing mu/sigma, bad shapes, or dimension != dim.
@@ -74,8 +78,12 @@ def load_statistics(path, dim=None):
                           "(Inception pool_3).")
   meta = {k: (arrays[k].item() if k in arrays else None)
           for k in ("count", "layer", "preprocessing", "weights_sha256", "source")}
-  return {"mu": mu, "sigma": sigma, **meta}
+  activations = arrays.get("activations")
+  if activations is not None and (activations.ndim != 2 or activations.shape[1] != mu.shape[0]):
+    raise StatisticsError(f"{path}: 'activations' has shape {activations.shape}, expected "
+                          f"(M, {mu.shape[0]}).")
+  return {"mu": mu, "sigma": sigma, "activations": activations, **meta}
 
 
 def describe(stats):
-  return json.dumps({k: v for k, v in stats.items() if k not in ("mu", "sigma")})
+  return json.dumps({k: v for k, v in stats.items() if k not in ("mu", "sigma", "activations")})

@@ -118,6 +118,7 @@ class Trainer:
         checkpoint_name="ckpt")
     self._metric_sums = None
     self._iteration_fn = None
+    self._evaluator = None
 
   def _make_optimizer(self, decay_steps):
     c = self.config
@@ -236,6 +237,32 @@ class Trainer:
     for v in self.discriminator.trainable_variables:
       tf.summary.histogram(f"discriminator/{v.path}", v, step=step)
 
+  def prepare_evaluation(self):
+    """Loads the Inception and the reference statistics for in-training FID (fails fast, before
+    any training, when either is missing or invalid)."""
+    c = self.config
+    if not c.eval_every or self._evaluator is not None:
+      return
+    from qagan_tf.metrics import features, stats_io
+    reference = stats_io.load_statistics(c.eval_stats, dim=2048)
+    extractor = features.InceptionFeatures(c.inception_weights or None)
+    self._evaluator = (extractor, reference)
+
+  def evaluate(self, step):
+    """FID (and IS when the weights have logits) of the EMA generator on eval_num_samples."""
+    from qagan_tf.metrics import evaluation
+    extractor, reference = self._evaluator
+    result = evaluation.evaluate_generator(
+        self.ema_generator, extractor, reference, self.config.eval_num_samples,
+        seed=_SAMPLE_SEED + 1, batch_size=min(250, self.config.eval_num_samples), kid_samples=0)
+    tf.summary.scalar("eval/fid", result["fid"], step=step)
+    if "is_mean" in result:
+      tf.summary.scalar("eval/is", result["is_mean"], step=step)
+      tf.summary.scalar("eval/is_std", result["is_std"], step=step)
+    logging.info("step %d | eval on %d EMA samples: %s", step, result["count"], " ".join(
+        f"{k}={result[k]:.4g}" for k in ("fid", "is_mean") if k in result))
+    return result
+
   # --- the loop ----------------------------------------------------------------------------
 
   def train(self, stop_at=None):
@@ -253,6 +280,7 @@ class Trainer:
     if start >= end:
       logging.info("Step %d >= %d: nothing to train.", start, end)
       return start
+    self.prepare_evaluation()
     iterator = iter(self.distributed_dataset(start))
     writer = tf.summary.create_file_writer(self.model_dir)
     progress = Progress(start, c.max_steps)
@@ -278,6 +306,8 @@ class Trainer:
           self._write_samples(step)
         if step % c.histogram_every == 0 or last:
           self._write_histograms(step)
+        if c.eval_every and (step % c.eval_every == 0 or last):
+          self.evaluate(step)
         if step % c.save_every == 0 or last:
           path = self.save()
           logging.info("Saved checkpoint %s", path)

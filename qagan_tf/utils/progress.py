@@ -36,7 +36,7 @@ class ProgressBar:
 
   def update(self, n):
     self.done += n
-    if time.time() - self._last >= self.interval:
+    if self.done < self.total and time.time() - self._last >= self.interval:
       self._print()
 
   def _print(self, final=False):

@@ -1,0 +1,55 @@
+"""Flags and helpers shared by the evaluation scripts (bin/compute_stats, bin/fid, bin/evaluate)."""
+
+import os
+import sys
+
+from absl import flags
+
+flags.DEFINE_string("inception_weights", None,
+                    "Inception weights: the .npz export or classify_image_graph_def.pb (default: "
+                    "$QAGAN_INCEPTION_WEIGHTS, then the cache filled by bin/fetch_inception).")
+flags.DEFINE_integer("inception_batch_size", 64, "Images per Inception call.")
+flags.DEFINE_bool("jit_compile", False, "Compile the Inception network with XLA.")
+flags.DEFINE_bool("progress", True, "Print progress with rate and ETA to stderr.")
+FLAGS = flags.FLAGS
+
+
+def script_name():
+  return "bin/" + os.path.basename(sys.argv[0])
+
+
+def fail(message):
+  """Exits with one clear error line (no traceback)."""
+  sys.exit(f"{script_name()}: error: {message}")
+
+
+def user_errors():
+  """The exception types that mean bad input (reported as one line), imported lazily."""
+  from qagan_tf.data.sources import DataError
+  from qagan_tf.metrics.features import ImageInputError
+  from qagan_tf.metrics.fid import StatisticsError
+  from qagan_tf.metrics.inception_weights import WeightsError
+  return (DataError, ImageInputError, StatisticsError, WeightsError, ValueError, OSError)
+
+
+def make_extractor(with_logits=None):
+  from qagan_tf.metrics import features
+  if FLAGS.inception_batch_size < 1:
+    fail(f"--inception_batch_size={FLAGS.inception_batch_size} must be positive.")
+  return features.InceptionFeatures(FLAGS.inception_weights, with_logits=with_logits,
+                                    batch_size=FLAGS.inception_batch_size,
+                                    jit_compile=FLAGS.jit_compile)
+
+
+def check_output_path(path, suffixes, flag="--output"):
+  """Refuses an output path with the wrong suffix or an unwritable directory, before any work."""
+  if not path.lower().endswith(suffixes):
+    fail(f"{flag}={path} must end in {' or '.join(suffixes)}.")
+  directory = os.path.dirname(os.path.abspath(path)) or "."
+  probe = directory
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.access(probe, os.W_OK):
+    fail(f"{flag}={path}: the directory {probe} is not writable; choose another location.")
+  if os.path.isdir(path):
+    fail(f"{flag}={path} is a directory; give a file name.")

@@ -1,0 +1,140 @@
+"""The paper's evaluation protocol: IS/FID/KID of a generator from N samples, repeated, with
+mean and spread, written as JSON and a Markdown table; also the cheaper in-training FID."""
+
+import datetime
+import json
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from qagan_tf.metrics import fid as fid_lib
+from qagan_tf.metrics import inception_score as is_lib
+from qagan_tf.metrics import kid as kid_lib
+from qagan_tf.metrics import stats_io
+from qagan_tf.utils import images as images_lib
+
+
+def generator_batches(generator, num, batch_size, seed):
+  """Yields uint8 (n, R, R, 3) batches of `num` samples; latents a stateless stream of `seed`."""
+  for start in range(0, num, batch_size):
+    n = min(batch_size, num - start)
+    z = tf.random.stateless_normal([n, generator.z_dim], [seed, start])
+    yield images_lib.to_uint8(generator(z, training=False).numpy())
+
+
+def evaluate_generator(generator, extractor, reference, num_samples, seed=0, batch_size=250,
+                       splits=10, kid_samples=10_000, progress=False, label="samples"):
+  """Scores one generator against reference statistics.
+
+  Args:
+    generator: a `models.Generator` (outputs in [-1, 1]).
+    extractor: `features.InceptionFeatures`.
+    reference: dict from `stats_io.load_statistics` (mu, sigma; optional `activations` for KID).
+    num_samples: generated images (paper: 50000).
+    seed: latent stream of this repeat.
+    splits: IS splits (10).
+    kid_samples: generated activations kept for KID (KID needs reference activations too).
+
+  Returns:
+    {"fid", "is_mean", "is_std" (when the weights have logits), "kid" (when possible), "count"}.
+  """
+  out = extractor.statistics(generator_batches(generator, num_samples, batch_size, seed),
+                             total=num_samples, progress=progress, keep_logits=True,
+                             keep_activations=kid_samples, label=label)
+  result = {"count": out["count"], "fid": fid_lib.frechet_distance(
+      out["mu"], out["sigma"], reference["mu"], reference["sigma"])}
+  if out["logits"] is not None:
+    result["is_mean"], result["is_std"] = is_lib.inception_score(out["logits"], splits=splits)
+  if reference.get("activations") is not None and out["activations"] is not None:
+    result["kid"], result["kid_std"] = kid_lib.kernel_inception_distance(
+        out["activations"], reference["activations"], num_subsets=100, subset_size=1000,
+        seed=seed)
+  return result
+
+
+def summarize(runs):
+  """Mean and standard deviation over repeats of every metric in a list of result dicts."""
+  out = {}
+  for key in ("fid", "is_mean", "kid"):
+    values = [r[key] for r in runs if key in r]
+    if values:
+      out[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
+                  "values": [float(v) for v in values]}
+  return out
+
+
+def markdown_table(report):
+  """The report as a Markdown table (one row per generator)."""
+  lines = [f"# Evaluation of {report['model_dir']} at step {report['step']}", "",
+           f"{report['num_samples']} samples x {report['repeats']} repeats against "
+           f"`{report['stats']}` (Inception weights {report['weights_sha256'][:12]}, IS "
+           f"{report['splits']} splits). Mean ± std over repeats.", "",
+           "| generator | FID | IS | KID x 1e3 |", "|---|---|---|---|"]
+
+  def cell(summary, key, scale=1.0):
+    if key not in summary:
+      return "n/a"
+    return f"{summary[key]['mean'] * scale:.3f} ± {summary[key]['std'] * scale:.3f}"
+
+  for name, summary in report["summary"].items():
+    lines.append(f"| {name} | {cell(summary, 'fid')} | {cell(summary, 'is_mean')} | "
+                 f"{cell(summary, 'kid', 1e3)} |")
+  return "\n".join(lines) + "\n"
+
+
+def _atomic_write_text(path, text):
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_report(report, directory):
+  """Writes eval_step_<N>.json and .md in `directory` (atomically); returns both paths."""
+  base = os.path.join(directory, f"eval_step_{report['step']:07d}")
+  _atomic_write_text(base + ".json", json.dumps(report, indent=2) + "\n")
+  _atomic_write_text(base + ".md", markdown_table(report))
+  return base + ".json", base + ".md"
+
+
+def run_protocol(model_dir, stats_path, extractor, num_samples=50_000, repeats=5, splits=10,
+                 generators=("raw", "ema"), batch_size=250, checkpoint=None, progress=True,
+                 log=print):
+  """The paper's protocol for a run directory: every generator, `repeats` x `num_samples`.
+
+  Returns:
+    the report dict (also see `write_report`).
+  """
+  from qagan_tf import sampling
+  reference = stats_io.load_statistics(stats_path, dim=2048)
+  report = {"model_dir": os.path.abspath(model_dir), "stats": os.path.abspath(stats_path),
+            "num_samples": num_samples, "repeats": repeats, "splits": splits,
+            "weights_sha256": extractor.info["sha256"],
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "runs": {}, "summary": {}}
+  if reference.get("weights_sha256") not in (None, "", extractor.info["sha256"]):
+    log(f"Warning: {stats_path} was computed with other Inception weights "
+        f"({reference['weights_sha256'][:12]}); FIDs are not comparable.")
+  for name in generators:
+    generator, step = sampling.load_generator(model_dir, ema=(name == "ema"),
+                                              checkpoint=checkpoint)
+    report["step"] = step
+    runs = []
+    for r in range(repeats):
+      result = evaluate_generator(generator, extractor, reference, num_samples, seed=r,
+                                  batch_size=batch_size, splits=splits, progress=progress,
+                                  label=f"{name} repeat {r + 1}/{repeats}")
+      log(f"{name} repeat {r + 1}/{repeats}: " + " ".join(
+          f"{k}={v:.4f}" for k, v in result.items() if k != "count"))
+      runs.append(result)
+    report["runs"][name] = runs
+    report["summary"][name] = summarize(runs)
+  return report
