@@ -42,6 +42,35 @@ flags.DEFINE_string("penalty", _D.penalty,
 flags.DEFINE_float("gp_weight", _D.gp_weight,
                    "Weight of the 1-GP (QAGAN paper: 1; WGAN-GP baseline: 10).")
 flags.DEFINE_float("qa_weight", _D.qa_weight, "Weight of the quality-aware penalty (paper: 0.1).")
+flags.DEFINE_enum("ssim_window", _D.ssim_window, ["gaussian", "uniform", "tf_image"],
+                  "SSIM penalty: local-statistics window (authors: gaussian 8x8, sigma 1.5; "
+                  "tf_image: tf.image.ssim's 11x11).")
+flags.DEFINE_integer("ssim_window_size", _D.ssim_window_size,
+                     "SSIM penalty: window size (uniform: 2K+1).")
+flags.DEFINE_float("ssim_sigma", _D.ssim_sigma, "SSIM penalty: Gaussian window sigma.")
+flags.DEFINE_float("ssim_max_val", _D.ssim_max_val,
+                   "SSIM penalty: dynamic range L of the images (2 for [-1, 1]).")
+flags.DEFINE_bool("ssim_grayscale", _D.ssim_grayscale,
+                  "SSIM penalty: compare luma (authors) instead of each RGB channel.")
+flags.DEFINE_float("ssim_cs_offset", _D.ssim_cs_offset,
+                   "SSIM penalty: added to CS's denominator (0: the paper; 0.01: authors' code).")
+flags.DEFINE_string("niqe_prior", _D.niqe_prior,
+                    "NIQE penalty: pristine model: natural (classic NIQE), cifar_grad, stl_grad, "
+                    "face_grad (the authors' fitted models), or a .npz/.mat path "
+                    "(bin/fit_niqe_prior).")
+flags.DEFINE_integer("niqe_block_size", _D.niqe_block_size,
+                     "NIQE penalty: block size at scale 1 (0: resolution / 2).")
+flags.DEFINE_integer("niqe_scales", _D.niqe_scales, "NIQE penalty: number of scales.")
+flags.DEFINE_enum("niqe_pooling", _D.niqe_pooling, ["image", "batch"],
+                  "NIQE penalty: one MVG per image (paper eq. 15) or over the batch's blocks "
+                  "(authors' code).")
+flags.DEFINE_bool("niqe_grayscale", _D.niqe_grayscale,
+                  "NIQE penalty: gradients to luma first (authors) instead of per channel.")
+flags.DEFINE_enum("niqe_normalization", _D.niqe_normalization, ["auto", "max", "none"],
+                  "NIQE penalty: scaling of D's input gradient before NIQE: max (peak |g| -> "
+                  "255, image scale), none (raw), auto (from the prior's scale).")
+flags.DEFINE_float("niqe_covariance_regularization", _D.niqe_covariance_regularization,
+                   "NIQE penalty: ridge added to (Sigma_P + Sigma_T) / 2 before Cholesky.")
 flags.DEFINE_float("drift_weight", _D.drift_weight,
                    "Weight of the drift term mean(D(x)^2) (authors: 1e-5; 0 disables).")
 flags.DEFINE_float("ema_decay", _D.ema_decay, "Decay of the generator's EMA copy (authors: 0.99).")

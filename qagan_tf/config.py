@@ -36,6 +36,21 @@ class TrainConfig:
   gp_weight: float = 1.0
   qa_weight: float = 0.1
   drift_weight: float = 1e-5
+  # SSIM-distance penalty (penalty="ssim"); defaults: the authors' window on grayscale [-1, 1].
+  ssim_window: str = "gaussian"
+  ssim_window_size: int = 8
+  ssim_sigma: float = 1.5
+  ssim_max_val: float = 2.0
+  ssim_grayscale: bool = True
+  ssim_cs_offset: float = 0.0
+  # NIQE gradient penalty (penalty="niqe").
+  niqe_prior: str = "natural"
+  niqe_block_size: int = 0
+  niqe_scales: int = 2
+  niqe_pooling: str = "image"
+  niqe_grayscale: bool = True
+  niqe_normalization: str = "auto"
+  niqe_covariance_regularization: float = 1e-3
   # Generator EMA.
   ema_decay: float = 0.99
   # Bookkeeping.
@@ -79,6 +94,28 @@ class TrainConfig:
       raise ValueError(str(e)) from None
     if self.num_examples < 0:
       raise ValueError(f"num_examples={self.num_examples} must be >= 0 (0: all).")
+    if self.ssim_window not in ("gaussian", "uniform", "tf_image"):
+      raise ValueError(f"ssim_window={self.ssim_window!r}: use gaussian, uniform or tf_image.")
+    if self.ssim_window_size < 1 or self.ssim_window_size > self.resolution:
+      raise ValueError(f"ssim_window_size={self.ssim_window_size} must be in [1, resolution="
+                       f"{self.resolution}].")
+    if not (self.ssim_sigma > 0 and self.ssim_max_val > 0 and self.ssim_cs_offset >= 0):
+      raise ValueError("ssim_sigma and ssim_max_val must be > 0 and ssim_cs_offset >= 0.")
+    if self.niqe_pooling not in ("image", "batch"):
+      raise ValueError(f"niqe_pooling={self.niqe_pooling!r}: use image or batch.")
+    if self.niqe_normalization not in ("auto", "max", "none"):
+      raise ValueError(f"niqe_normalization={self.niqe_normalization!r}: use auto, max or none.")
+    if self.niqe_scales < 1 or self.niqe_block_size < 0:
+      raise ValueError("niqe_scales must be >= 1 and niqe_block_size >= 0 (0: auto).")
+    if self.penalty == "niqe":
+      block = self.niqe_block_size or self.resolution // 2
+      div = 2 ** (self.niqe_scales - 1)
+      if block > self.resolution or block % div or block // div < 4:
+        raise ValueError(f"niqe_block_size={block} does not fit {self.resolution} px images "
+                         f"with {self.niqe_scales} scales: it must be <= {self.resolution}, a "
+                         f"multiple of {div} and at least {4 * div} (0 picks resolution / 2).")
+    if not self.niqe_covariance_regularization >= 0:
+      raise ValueError("niqe_covariance_regularization must be >= 0.")
     if self.eval_every < 0:
       raise ValueError(f"eval_every={self.eval_every} must be >= 0 (0: no in-training FID).")
     if self.eval_every and not self.eval_stats:

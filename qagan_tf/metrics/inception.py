@@ -124,8 +124,15 @@ class InceptionV3FID(keras.Model):
     return (images - 128.0) / 128.0
 
   def call(self, images):
+    pool3 = self.call_preprocessed(self.preprocess(images))
+    out = {"pool3": pool3}
+    if self.with_logits:
+      out["logits"] = tf.matmul(pool3, self.softmax_weights) + self.softmax_biases
+    return out
+
+  def call_preprocessed(self, x):
+    """pool_3 (N, 2048) of already preprocessed (N, 299, 299, 3) input in [-1, 1)."""
     v = self.convs
-    x = self.preprocess(images)
     for layer in self._stem:
       x = _max_pool(x) if layer is None else layer(x)
     for s in ("mixed", "mixed_1", "mixed_2"):
@@ -160,11 +167,7 @@ class InceptionV3FID(keras.Model):
                      v[f"{s}/tower/mixed/conv"](a), v[f"{s}/tower/mixed/conv_1"](a),
                      v[f"{s}/tower_1/mixed/conv"](b), v[f"{s}/tower_1/mixed/conv_1"](b),
                      v[f"{s}/tower_2/conv"](pooled)], axis=-1)
-    pool3 = tf.reduce_mean(x, axis=[1, 2])  # The 8x8 average pool, flattened.
-    out = {"pool3": pool3}
-    if self.with_logits:
-      out["logits"] = tf.matmul(pool3, self.softmax_weights) + self.softmax_biases
-    return out
+    return tf.reduce_mean(x, axis=[1, 2])  # The 8x8 average pool, flattened.
 
   def set_weights_from_arrays(self, arrays):
     """Assigns the graph's arrays (scope-named, see inception_weights.POOL3_KEYS), folding BN."""

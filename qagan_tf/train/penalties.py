@@ -47,10 +47,12 @@ class PenaltyInputs:
 
 @dataclasses.dataclass(frozen=True)
 class QualityPenalty:
-  """A quality-aware penalty: `fn(inputs: PenaltyInputs) -> float (B,)`, unweighted."""
+  """A quality-aware penalty, unweighted: `fn(inputs: PenaltyInputs)` returns float (B,) or
+  (float (B,), {name: float (B,)}), the dict holding per-example statistics for TensorBoard."""
   name: str
   summary_tag: str
   fn: Callable[[PenaltyInputs], tf.Tensor]
+  extra_tags: tuple = ()  # Names of the per-example statistics fn returns, if any.
 
 
 # name -> factory(config) -> Optional[QualityPenalty]. "wgan_gp" is the baseline: 1-GP only.
@@ -59,8 +61,14 @@ _REGISTRY = {
 }
 
 
+def _register_builtin():
+  # The QAGAN penalties live in their own module (it imports this one); importing it registers them.
+  from qagan_tf.train import quality_penalties  # noqa: F401
+
+
 def penalty_names():
   """Names accepted by `make_quality_penalty` (and `--penalty`)."""
+  _register_builtin()
   return tuple(_REGISTRY)
 
 
@@ -75,6 +83,7 @@ def make_quality_penalty(name, config=None) -> Optional[QualityPenalty]:
   Raises:
     ValueError: for an unknown name; the message lists the valid ones.
   """
+  _register_builtin()
   if name not in _REGISTRY:
     raise ValueError(f"Unknown penalty {name!r}; valid penalties: {', '.join(penalty_names())}.")
   return _REGISTRY[name](config)

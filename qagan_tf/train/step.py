@@ -54,8 +54,11 @@ def discriminator_update(generator, discriminator, optimizer, real, z, eps, *, g
       qa = quality_penalty.fn(penalties_lib.PenaltyInputs(
           real=real, fake=fake, x_hat=x_hat, d_real=d_real, d_fake=d_fake,
           grad_x_hat=grad_x_hat))
+      qa, extras = qa if isinstance(qa, tuple) else (qa, {})
       per_example += qa_weight * qa
       metrics[quality_penalty.summary_tag] = _average(qa, global_batch_size)
+      for key, value in extras.items():
+        metrics[key] = _average(tf.stop_gradient(value), global_batch_size)
     loss = _average(per_example, global_batch_size)
   grads = tape.gradient(loss, variables)
   optimizer.apply_gradients(zip(grads, variables))

@@ -182,6 +182,7 @@ class Trainer:
     names = ["d_loss", "g_loss", "wasserstein", "gp", "drift", "d_real", "d_fake", "grad_norm"]
     if self.quality_penalty is not None:
       names.append(self.quality_penalty.summary_tag)
+      names.extend(self.quality_penalty.extra_tags)
     with tf.init_scope():
       self._metric_sums = {k: tf.Variable(0.0, trainable=False) for k in names + ["_count"]}
 
@@ -236,6 +237,37 @@ class Trainer:
   def _write_histograms(self, step):
     for v in self.discriminator.trainable_variables:
       tf.summary.histogram(f"discriminator/{v.path}", v, step=step)
+    self._write_quality_summaries(step)
+
+  def _write_quality_summaries(self, step):
+    """NIQE of D's input gradients at real and interpolated images, and MSCN histograms of the
+    images and of D's gradients (real vs generated; the paper's supplementary Figs. 1 and 4)."""
+    from qagan_tf.train import quality_penalties as qp
+    c = self.config
+    n = min(c.batch_size, 16)
+    real = tf.constant(self.load_data()[:n], tf.float32) / 127.5 - 1.0
+    fake = tf.constant(self.sample(n, ema=False, seed=_SAMPLE_SEED + 2))
+    x_hat = 0.5 * real + 0.5 * fake
+    grads = {}
+    for name, x in (("real", real), ("fake", fake), ("interpolated", x_hat)):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        score = tf.reduce_sum(self.discriminator(x))
+      grads[name] = tape.gradient(score, x)
+    prior = qp.load_prior(c.niqe_prior)
+    normalization = qp.resolve_normalization(c.niqe_normalization, prior)
+    try:
+      for name in ("real", "interpolated"):
+        prepared = qp.prepare_gradients(grads[name], normalization, c.niqe_grayscale)
+        tf.summary.scalar(f"quality/niqe_grad_{name}",
+                          tf.reduce_mean(qp.niqe_scores(prepared, prior, c)), step=step)
+    except ValueError as e:  # A block size that does not fit: skip the scalar, keep training.
+      logging.warning("NIQE summaries skipped: %s", e)
+    for name, images in (("real", real), ("fake", fake)):
+      tf.summary.histogram(f"quality/mscn_spatial_{name}",
+                           qp.mscn_sample((images + 1.0) * 127.5), step=step)
+      tf.summary.histogram(f"quality/mscn_grad_{name}", qp.mscn_sample(
+          qp.prepare_gradients(grads[name], normalization, True)), step=step)
 
   def prepare_evaluation(self):
     """Loads the Inception and the reference statistics for in-training FID (fails fast, before
@@ -299,9 +331,11 @@ class Trainer:
           tf.summary.scalar("train/lr_generator", self.g_optimizer.learning_rate, step=step)
           tf.summary.scalar("train/lr_discriminator", self.d_optimizer.learning_rate, step=step)
           tf.summary.scalar("train/steps_per_sec", rate, step=step)
+          shown = ["d_loss", "g_loss", "wasserstein", "gp"]
+          if self.quality_penalty is not None:
+            shown.append(self.quality_penalty.summary_tag)
           logging.info("%s | %s", progress.describe(step),
-                       " ".join(f"{k}={means[k]:.4g}" for k in ("d_loss", "g_loss",
-                                                                  "wasserstein", "gp")))
+                       " ".join(f"{k}={means[k]:.4g}" for k in shown))
         if step % c.sample_every == 0 or last:
           self._write_samples(step)
         if step % c.histogram_every == 0 or last:

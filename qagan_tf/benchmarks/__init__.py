@@ -1,0 +1,1 @@
+"""Benchmarks behind bin/benchmark (timings go to files, never into tests)."""
