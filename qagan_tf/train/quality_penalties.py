@@ -87,7 +87,7 @@ def niqe_scores(images, prior, config):
   scores = iqa.niqe_score(images, prior, block_size=block, scales=config.niqe_scales,
                           pooling=config.niqe_pooling, grayscale=False,
                           covariance_regularization=config.niqe_covariance_regularization,
-                          dtype=tf.float32)
+                          dtype=images.dtype)
   channels = images.shape[-1]
   if channels > 1:  # niqe_score scored each channel as an image.
     scores = tf.reduce_mean(tf.reshape(scores, [-1, channels]), axis=1)
