@@ -1,0 +1,111 @@
+"""Training-step figures: wgan_gp vs ssim vs niqe side by side in one process."""
+
+import dataclasses
+import resource
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+PENALTIES = ("wgan_gp", "ssim", "niqe")
+
+
+def _median_time(fn, repeats, warmup=2):
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times)), times
+
+
+def matmul_peak_gflops(n=2048, repeats=5):
+  """Measured float32 matmul throughput of this machine (GFLOP/s), the roofline reference."""
+  a = tf.random.normal([n, n])
+  b = tf.random.normal([n, n])
+  fn = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+  t, _ = _median_time(lambda: fn().numpy(), repeats)
+  return 2.0 * n**3 / t / 1e9
+
+
+def _graph_flops(concrete_function):
+  """Float operations of a traced function, from the TF profiler (None when unavailable)."""
+  try:
+    from tensorflow.python.profiler import model_analyzer, option_builder
+    opts = option_builder.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    info = model_analyzer.profile(concrete_function.graph, options=opts)
+    return int(info.total_float_ops)
+  except Exception:  # noqa: BLE001 - the profiler's internals vary between TF versions.
+    return None
+
+
+def run(config, repeats=5, log=print):
+  """Per-iteration and per-D-step medians for each penalty, ratios, FLOPs, peak fraction.
+
+  Args:
+    config: the base `TrainConfig` (its penalty is replaced by each of PENALTIES; the 1-GP and
+      QA weights stay as configured, the QA weight at least 0.1 so the penalty is computed).
+  """
+  from qagan_tf.train import step as step_lib
+  from qagan_tf.train import trainer as trainer_lib
+  result = {"config": {k: getattr(config, k) for k in ("resolution", "width", "batch_size",
+                                                       "disc_iters")}, "penalties": {}}
+  images = None
+  peak = matmul_peak_gflops()
+  result["matmul_peak_gflops"] = peak
+  log(f"matmul peak: {peak:.1f} GFLOP/s")
+  for name in PENALTIES:
+    c = dataclasses.replace(config, penalty=name, qa_weight=max(config.qa_weight, 0.1),
+                            eval_every=0)
+    with tempfile.TemporaryDirectory() as tmp:
+      trainer = trainer_lib.Trainer(c, tmp, trainer_lib.make_strategy("auto"), images=images)
+      images = trainer.load_data()
+      iterator = iter(trainer.distributed_dataset(0))
+      it_time, _ = _median_time(lambda: trainer.train_iterations(iterator, 1)["d_loss"].numpy(),
+                                repeats)
+      # One D update alone on fixed inputs (no input pipeline, no G update).
+      inputs = next(iterator)
+      real, z, eps = inputs["real"][0], inputs["z"][0], inputs["eps"][0]
+
+      @tf.function
+      def d_step():
+        return step_lib.discriminator_update(
+            trainer.generator, trainer.discriminator, trainer.d_optimizer, real, z, eps,
+            global_batch_size=c.batch_size, gp_weight=c.gp_weight, drift_weight=c.drift_weight,
+            qa_weight=c.qa_weight, quality_penalty=trainer.quality_penalty)["d_loss"]
+
+      d_time, d_times = _median_time(lambda: d_step().numpy(), repeats * 2)
+      flops = _graph_flops(d_step.get_concrete_function())
+    entry = {"iteration_s": it_time, "d_step_s": d_time, "d_step_times_s": d_times,
+             "d_step_flops": flops}
+    if flops:
+      entry["d_step_gflops_per_s"] = flops / d_time / 1e9
+      entry["fraction_of_matmul_peak"] = entry["d_step_gflops_per_s"] / peak
+    result["penalties"][name] = entry
+    log(f"{name}: iteration {it_time * 1e3:.1f} ms, D step {d_time * 1e3:.1f} ms"
+        + (f", {flops / 1e9:.3f} GFLOP/D step, {entry['fraction_of_matmul_peak']:.1%} of peak"
+           if flops else ""))
+  base = result["penalties"]["wgan_gp"]["d_step_s"]
+  result["ssim_over_wgan_gp"] = result["penalties"]["ssim"]["d_step_s"] / base
+  result["niqe_over_wgan_gp"] = result["penalties"]["niqe"]["d_step_s"] / base
+  log(f"D step ratios: ssim/wgan_gp {result['ssim_over_wgan_gp']:.3f}, niqe/wgan_gp "
+      f"{result['niqe_over_wgan_gp']:.3f}")
+  # Input pipeline alone.
+  with tempfile.TemporaryDirectory() as tmp:
+    trainer = trainer_lib.Trainer(dataclasses.replace(config, eval_every=0), tmp, images=images)
+    iterator = iter(trainer.distributed_dataset(0))
+    next(iterator)
+    n = 20
+    t0 = time.perf_counter()
+    for _ in range(n):
+      next(iterator)
+    rate = n / (time.perf_counter() - t0)
+  result["input_pipeline_iterations_per_s"] = rate
+  result["input_pipeline_images_per_s"] = rate * config.batch_size * config.disc_iters
+  result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+  log(f"input pipeline: {rate:.1f} iterations/s; peak RSS {result['peak_rss_mib']:.0f} MiB")
+  return result
