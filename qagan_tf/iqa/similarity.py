@@ -2,7 +2,8 @@
 
 Paper eqs. 4-6 and 10-11: per pixel, L = (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1) and
 CS = (2 sigma_xy + C2) / (sigma_x^2 + sigma_y^2 + C2) over a local window; SSIM = mean(L * CS);
-dQ = mean(sqrt(2 - L - CS)), a metric with 0 <= dQ <= sqrt(2).
+dQ = mean(sqrt(2 - L - CS)), a metric; 0 <= dQ <= sqrt(2) when L, CS >= 0, and <= 2 in general
+(on [-1, 1] images L and CS can reach -1).
 """
 
 import numpy as np
@@ -125,7 +126,7 @@ def ssim_distance(x, y, **kwargs):
     x, y: float (N, H, W, C); see `ssim_components` for the options.
 
   Returns:
-    float (N,) in [0, sqrt(2)].
+    float (N,) in [0, 2] ([0, sqrt(2)] when L, CS >= 0).
   """
   luminance, cs = ssim_components(x, y, **kwargs)
   return tf.reduce_mean(_sqrt_finite_grad(2.0 - luminance - cs), axis=[1, 2, 3])
