@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.events import scalar_steps
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -19,17 +21,6 @@ def run(script, *args, check=True):
   return proc
 
 
-def _scalar_steps(model_dir, tag):
-  from tensorboard.backend.event_processing import event_accumulator
-  steps = []
-  for path in sorted(glob.glob(os.path.join(model_dir, "events.out.tfevents.*"))):
-    acc = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
-    acc.Reload()
-    if tag in acc.Tags()["tensors"]:
-      steps += [e.step for e in acc.Tensors(tag)]
-  return steps
-
-
 @pytest.mark.slow
 def test_smoke_train_resume_and_sample(tmp_path):
   model_dir = str(tmp_path / "run")
@@ -39,7 +30,7 @@ def test_smoke_train_resume_and_sample(tmp_path):
   proc = run("train", smoke, f"--model_dir={model_dir}", "--max_steps=16", "--num_examples=256",
              "--log_every=4")
   assert "Restored" in proc.stderr and "step 10" in proc.stderr
-  steps = _scalar_steps(model_dir, "train/d_loss")
+  steps = scalar_steps(model_dir, "train/d_loss")
   assert steps == [4, 8, 10, 12, 16]  # No step logged twice across the resume.
   assert os.path.exists(os.path.join(model_dir, "ckpt-16.index"))
   assert glob.glob(os.path.join(model_dir, "samples", "step_0000016_ema.png"))

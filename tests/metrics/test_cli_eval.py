@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from qagan_tf.metrics import fid, stats_io
+from tests.events import scalar_steps
 from tests.reference import reference_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -114,8 +115,7 @@ def test_in_training_fid_and_the_evaluation_protocol(tmp_path, weights_env):
   run("train", "--flagfile=configs/smoke.cfg", f"--model_dir={model_dir}", "--max_steps=2",
       "--num_examples=64", "--eval_every=1", "--eval_num_samples=20", f"--eval_stats={stats}",
       env=weights_env)
-  from tests.test_cli import _scalar_steps
-  assert _scalar_steps(model_dir, "eval/fid") == [1, 2]
+  assert scalar_steps(model_dir, "eval/fid") == [1, 2]
 
   run("evaluate", f"--model_dir={model_dir}", f"--stats={stats}", "--num_samples=30",
       "--repeats=2", env=weights_env)
