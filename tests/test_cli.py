@@ -77,3 +77,29 @@ def test_sample_without_a_run_is_a_clear_error(tmp_path):
   proc = run("sample", f"--model_dir={tmp_path}", f"--output={tmp_path}/x.png", check=False)
   assert proc.returncode != 0 and "not a qagan_tf run directory" in proc.stderr
   assert "Traceback" not in proc.stderr and not os.path.exists(tmp_path / "x.png")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_of_the_last_finished_step(tmp_path):
+  import signal
+  import time
+  model_dir = str(tmp_path / "run")
+  proc = subprocess.Popen(
+      [sys.executable, os.path.join(REPO, "bin", "train"), "--flagfile=configs/smoke.cfg",
+       f"--model_dir={model_dir}", "--max_steps=100000", "--num_examples=64",
+       "--save_every=100000", "--log_every=1"],
+      cwd=REPO, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 600
+  seen = ""
+  for line in proc.stderr:  # Wait until training is under way.
+    seen += line
+    if "step 3/" in line or time.time() > deadline:
+      break
+  proc.send_signal(signal.SIGTERM)
+  rest = proc.stderr.read()
+  proc.wait(timeout=300)
+  assert proc.returncode == 128 + signal.SIGTERM, seen[-2000:] + rest[-2000:]
+  assert "Stopped by SIGTERM" in rest and "Traceback" not in rest
+  import tensorflow as tf
+  latest = tf.train.latest_checkpoint(model_dir)
+  assert latest and int(latest.rsplit("-", 1)[1]) >= 3

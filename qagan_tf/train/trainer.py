@@ -1,6 +1,8 @@
 """The distributed training loop: models, optimizers, checkpoints, TensorBoard and progress."""
 
 import os
+import signal
+import threading
 import time
 
 import keras
@@ -305,6 +307,10 @@ class Trainer:
 
     Returns:
       the final step.
+
+    Raises:
+      TrainingInterrupted: after SIGINT/SIGTERM, once the current step finished and a checkpoint
+        of it was written.
     """
     c = self.config
     start = self.restore()
@@ -317,8 +323,11 @@ class Trainer:
     writer = tf.summary.create_file_writer(self.model_dir)
     progress = Progress(start, c.max_steps)
     step = start
-    with writer.as_default():
+    with writer.as_default(), _SignalFlag() as interrupt:
       while step < end:
+        if interrupt.signum is not None:
+          writer.flush()
+          raise TrainingInterrupted(interrupt.signum, step, self.save())
         step += 1
         self.train_iterations(iterator, 1)
         last = step == end
@@ -354,6 +363,37 @@ class Trainer:
       raise FloatingPointError(
           f"Non-finite training values at step {step}: {', '.join(bad)}. The latest checkpoint "
           f"in {self.model_dir} is the last good one; lower --lr or check the data.")
+
+
+class TrainingInterrupted(Exception):
+  """SIGINT/SIGTERM arrived; a checkpoint of the last finished step was written."""
+
+  def __init__(self, signum, step, path):
+    super().__init__(f"Stopped by {signal.Signals(signum).name} after step {step}; saved "
+                     f"{path}. Run the same command again to resume.")
+    self.signum, self.step, self.path = signum, step, path
+
+
+class _SignalFlag:
+  """Records SIGINT/SIGTERM instead of dying mid-step (main thread only; restored on exit)."""
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGINT, signal.SIGTERM):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
 
 
 class Progress:
