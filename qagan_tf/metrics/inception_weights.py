@@ -15,11 +15,11 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
-import zipfile
 
 import numpy as np
 
 from qagan_tf.metrics import inception as inception_lib
+from qagan_tf.utils import npz
 
 URL = "http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
 GRAPH_MEMBER = "classify_image_graph_def.pb"
@@ -83,11 +83,7 @@ def resolve_path(path=None):
 
 
 def read_npz(path):
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      return {k: data[k] for k in data.files}
-  except (OSError, ValueError, zipfile.BadZipFile) as e:
-    raise WeightsError(f"Inception weights {path}: cannot be read as .npz ({e}).") from None
+  return npz.read_arrays(path, WeightsError, "Inception weights ")
 
 
 def read_graph_def(path):

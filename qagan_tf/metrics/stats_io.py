@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 
 from qagan_tf.metrics.fid import StatisticsError, check_statistics
+from qagan_tf.utils import npz
 
 LAYER = "pool_3"
 PREPROCESSING = "ttur:uint8->float[0,255]->resize_bilinear(299,legacy)->(x-128)/128"
@@ -39,11 +40,7 @@ def save_statistics(path, mu, sigma, count, weights_sha256, source="", activatio
 def _read_npz(path):
   if not os.path.isfile(path):
     raise StatisticsError(f"{path}: no such file.")
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      return {k: data[k] for k in data.files}
-  except (OSError, ValueError, zipfile.BadZipFile) as e:
-    raise StatisticsError(f"{path}: cannot be read as .npz ({e}).") from None
+  return npz.read_arrays(path, StatisticsError, "")
 
 
 def is_statistics_file(path):

@@ -17,6 +17,7 @@ from qagan_tf.train import penalties as penalties_lib
 from qagan_tf.train import schedule
 from qagan_tf.train import step as step_lib
 from qagan_tf.utils import images as images_lib
+from qagan_tf.utils.progress import format_duration
 
 # A resume that changes one of these would load weights into a different model or continue a
 # different experiment; bin/train refuses it unless --allow_config_change.
@@ -417,14 +418,3 @@ class Progress:
     return (f"step {step}/{self.total} ({100.0 * step / self.total:.1f}%) "
             f"{self.rate:.2f} it/s ETA {format_duration(eta)}")
 
-
-def format_duration(seconds):
-  """Seconds -> '1h02m03s' / '2m03s' / '3s' ('?' when unknown)."""
-  if not np.isfinite(seconds):
-    return "?"
-  seconds = int(round(seconds))
-  h, rem = divmod(seconds, 3600)
-  m, s = divmod(rem, 60)
-  if h:
-    return f"{h}h{m:02d}m{s:02d}s"
-  return f"{m}m{s:02d}s" if m else f"{s}s"
