@@ -143,7 +143,20 @@ class Trainer:
     return int(self.step.numpy())
 
   def save(self):
-    """Writes a checkpoint at the current step (atomically, through the CheckpointManager)."""
+    """Writes a checkpoint at the current step (atomically, through the CheckpointManager).
+
+    Raises:
+      FloatingPointError: when a model variable is NaN/Inf; nothing is written, so the latest
+        checkpoint stays the last good one.
+    """
+    models_ = (self.generator, self.discriminator, self.ema_generator)
+    bad = [v.path for m in models_ for v in m.variables
+           if not bool(tf.reduce_all(tf.math.is_finite(v)))]
+    if bad:
+      raise FloatingPointError(
+          f"Non-finite values in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} at step "
+          f"{int(self.step.numpy())}; no checkpoint written. The latest checkpoint in "
+          f"{self.model_dir} is the last good one; lower --lr or check the data.")
     return self.manager.save(checkpoint_number=self.step)
 
   # --- the compiled iteration -------------------------------------------------------------

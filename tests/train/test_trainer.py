@@ -123,3 +123,15 @@ def test_checkpoint_restores_every_variable(tmp_path):
   assert fresh.restore() == 1
   for trained, restored in zip(_state(trainer), _state(fresh)):
     np.testing.assert_array_equal(trained, restored)
+
+
+def test_a_checkpoint_with_non_finite_variables_is_never_written(tmp_path):
+  trainer = trainer_lib.Trainer(_config(max_steps=2), str(tmp_path), images=_images())
+  trainer.train()
+  latest = tf.train.latest_checkpoint(str(tmp_path))
+  variable = trainer.discriminator.trainable_variables[0]
+  variable.assign(tf.fill(variable.shape, float("nan")))
+  trainer.step.assign_add(1)
+  with pytest.raises(FloatingPointError, match="no checkpoint written"):
+    trainer.save()
+  assert tf.train.latest_checkpoint(str(tmp_path)) == latest
