@@ -59,7 +59,7 @@ def test_fit_niqe_prior_from_a_run_and_from_sobel(tmp_path):
         f"--niqe_prior={outputs['discriminator']}"], cwd=REPO)
   # Errors: one line, no traceback, nothing written.
   for args, message in [(["--source=discriminator", "--dataset=embedded"], "needs --model_dir"),
-                        ([f"--source=discriminator", "--dataset=embedded",
+                        (["--source=discriminator", "--dataset=embedded",
                           f"--model_dir={tmp_path / 'none'}"], "config.json"),
                         (["--source=sobel", "--dataset=nosuch"], "nosuch")]:
     out = str(tmp_path / "bad.npz")

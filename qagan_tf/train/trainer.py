@@ -10,7 +10,6 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from qagan_tf import config as config_lib
 from qagan_tf import data as data_lib
 from qagan_tf import models
 from qagan_tf.train import penalties as penalties_lib
