@@ -79,7 +79,10 @@ flags.DEFINE_integer("seed", _D.seed, "Seed of initialisation, data order, noise
 flags.DEFINE_bool("deterministic", _D.deterministic,
                   "Enable TF op determinism (bit-identical reruns on the same hardware).")
 flags.DEFINE_enum("on_nonfinite", _D.on_nonfinite, ["stop", "skip"],
-                  "What to do when a loss becomes NaN/Inf: stop (keep the last good checkpoint).")
+                  "A step whose loss or gradient is NaN/Inf never updates the weights. stop: "
+                  "exit at once, the latest checkpoint stays the last good one; skip: drop that "
+                  "update, count it (train/nonfinite_steps) and go on (gives up after 50 such "
+                  "steps in a row).")
 flags.DEFINE_integer("save_every", _D.save_every, "Checkpoint interval in steps.")
 flags.DEFINE_integer("keep_checkpoints", _D.keep_checkpoints, "Checkpoints kept in --model_dir.")
 flags.DEFINE_integer("log_every", _D.log_every, "Console/TensorBoard scalar interval in steps.")

@@ -15,6 +15,47 @@ def _average(per_example, global_batch_size):
   return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
 
 
+def apply_if_finite(optimizer, grads, variables, loss):
+  """Applies `grads` unless the loss or any gradient is NaN/Inf on any replica.
+
+  A dropped update leaves the variables, the optimizer's slots and its iteration count exactly
+  as they were (a zero gradient would not: Adam's momentum would still move the weights).
+  Every replica sees the same all-reduced decision, so they never diverge.
+
+  Args:
+    optimizer: Keras optimizer built on `variables`.
+    grads: gradients, one per variable (this replica's share).
+    variables: the variables to update.
+    loss: this replica's loss (any shape).
+
+  Returns:
+    float32 scalar: this replica's share of the skip flag (summed over replicas: 1.0 when the
+    update was dropped, else 0.0).
+  """
+  ctx = tf.distribute.get_replica_context()
+  checks = [tf.reduce_all(tf.math.is_finite(loss))]
+  checks += [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
+  bad_here = 1.0 - tf.cast(tf.reduce_all(tf.stack(checks)), tf.float32)
+  bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, bad_here)
+  finite = tf.equal(bad, 0.0)
+
+  def cross_replica(strategy, grads, finite):
+    # Keras' optimizer update may call merge_call, which a cond in replica context does not
+    # allow; the cond therefore runs here, in cross-replica context (as Keras' LossScaleOptimizer
+    # does). `finite` is the same on every replica: take the first.
+    ok = strategy.experimental_local_results(finite)[0]
+
+    def update():
+      strategy.extended.call_for_each_replica(
+          lambda g: optimizer.apply_gradients(zip(g, variables)), args=(grads,))
+      return tf.constant(True)
+
+    return tf.cond(ok, update, lambda: tf.constant(False))
+
+  ctx.merge_call(cross_replica, args=(list(grads), finite))
+  return (1.0 - tf.cast(finite, tf.float32)) / ctx.num_replicas_in_sync
+
+
 def discriminator_update(generator, discriminator, optimizer, real, z, eps, *, global_batch_size,
                          gp_weight, drift_weight, qa_weight=0.0, quality_penalty=None):
   """Computes the critic loss with its penalties and applies one optimizer update.
@@ -29,8 +70,9 @@ def discriminator_update(generator, discriminator, optimizer, real, z, eps, *, g
 
   Returns:
     dict of scalar float32 tensors, each this replica's share of the global mean (sum them over
-    replicas): d_loss, wasserstein, gp, drift, d_real, d_fake, grad_norm and, with a quality
-    penalty, its summary tag.
+    replicas): d_loss, wasserstein, gp, drift, d_real, d_fake, grad_norm, skipped (1 when the
+    update was dropped because a loss or gradient was NaN/Inf, see `apply_if_finite`) and, with
+    a quality penalty, its summary tag.
   """
   fake = generator(z, training=True)
   e = eps[:, None, None, None]
@@ -61,8 +103,8 @@ def discriminator_update(generator, discriminator, optimizer, real, z, eps, *, g
         metrics[key] = _average(tf.stop_gradient(value), global_batch_size)
     loss = _average(per_example, global_batch_size)
   grads = tape.gradient(loss, variables)
-  optimizer.apply_gradients(zip(grads, variables))
   metrics.update(
+      skipped=apply_if_finite(optimizer, grads, variables, loss),
       d_loss=loss,
       wasserstein=_average(d_real - d_fake, global_batch_size),
       gp=_average(gp, global_batch_size),
@@ -74,14 +116,17 @@ def discriminator_update(generator, discriminator, optimizer, real, z, eps, *, g
 
 
 def generator_update(generator, discriminator, optimizer, z, *, global_batch_size):
-  """One generator update on -D(G(z)); z float32 (B', z_dim). Returns {"g_loss": share}."""
+  """One generator update on -D(G(z)); z float32 (B', z_dim).
+
+  Returns:
+    {"g_loss": share, "skipped": share of the skip flag (see `apply_if_finite`)}.
+  """
   variables = generator.trainable_variables
   with tf.GradientTape() as tape:
     fake = generator(z, training=True)
     loss = _average(losses.wasserstein_generator_loss(discriminator(fake)), global_batch_size)
   grads = tape.gradient(loss, variables)
-  optimizer.apply_gradients(zip(grads, variables))
-  return {"g_loss": loss}
+  return {"g_loss": loss, "skipped": apply_if_finite(optimizer, grads, variables, loss)}
 
 
 def ema_update(ema_variables, variables, decay):

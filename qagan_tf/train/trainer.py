@@ -111,10 +111,13 @@ class Trainer:
       self.g_optimizer.build(self.generator.trainable_variables)
       self.d_optimizer.build(self.discriminator.trainable_variables)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+      # Steps in which a NaN/Inf loss or gradient dropped an update (see --on_nonfinite).
+      self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                         name="nonfinite_steps")
     self.checkpoint = tf.train.Checkpoint(
         step=self.step, generator=self.generator, discriminator=self.discriminator,
         ema_generator=self.ema_generator, g_optimizer=self.g_optimizer,
-        d_optimizer=self.d_optimizer)
+        d_optimizer=self.d_optimizer, nonfinite_steps=self.nonfinite_steps)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, model_dir, max_to_keep=config.keep_checkpoints, step_counter=self.step,
         checkpoint_name="ckpt")
@@ -170,10 +173,12 @@ class Trainer:
           inputs["z"][i], inputs["eps"][i], global_batch_size=gb, gp_weight=c.gp_weight,
           drift_weight=c.drift_weight, qa_weight=c.qa_weight,
           quality_penalty=self.quality_penalty))
+    skipped = [m.pop("skipped") for m in d_metrics]
     metrics = {k: tf.add_n([m[k] for m in d_metrics]) / c.disc_iters for k in d_metrics[0]}
     metrics.update(step_lib.generator_update(
         self.generator, self.discriminator, self.g_optimizer, inputs["z_gen"],
         global_batch_size=gb * c.g_batch_multiplier))
+    metrics["skipped_updates"] = tf.add_n(skipped + [metrics.pop("skipped")])
     return metrics
 
   def _build_iteration_fn(self):
@@ -187,9 +192,14 @@ class Trainer:
       step_lib.ema_update(self.ema_generator.variables, self.generator.variables,
                           self.config.ema_decay)
       self.step.assign_add(1)
+      # A step with a dropped (non-finite) update is counted, and left out of the logged means.
+      dropped = metrics["skipped_updates"] > 0
+      self.nonfinite_steps.assign_add(tf.cast(dropped, tf.int64))
+      good = 1.0 - tf.cast(dropped, tf.float32)
       for k, v in metrics.items():
-        self._metric_sums[k].assign_add(v)
-      self._metric_sums["_count"].assign_add(1.0)
+        if k in self._metric_sums:
+          self._metric_sums[k].assign_add(tf.where(dropped, 0.0, v))
+      self._metric_sums["_count"].assign_add(good)
       return metrics
     return iteration
 
@@ -202,8 +212,10 @@ class Trainer:
       self._metric_sums = {k: tf.Variable(0.0, trainable=False) for k in names + ["_count"]}
 
   def _pop_metric_means(self):
-    count = max(float(self._metric_sums["_count"].numpy()), 1.0)
-    means = {k: float(v.numpy()) / count for k, v in self._metric_sums.items() if k != "_count"}
+    """Means over the finite steps since the last call ({} when there were none) and reset."""
+    count = float(self._metric_sums["_count"].numpy())
+    means = {k: float(v.numpy()) / count for k, v in self._metric_sums.items()
+             if k != "_count"} if count else {}
     for v in self._metric_sums.values():
       v.assign(0.0)
     return means
@@ -335,6 +347,7 @@ class Trainer:
     iterator = iter(self.distributed_dataset(start))
     writer = tf.summary.create_file_writer(self.model_dir)
     progress = Progress(start, c.max_steps)
+    nonfinite = _NonFiniteWatch(self, c.on_nonfinite)
     step = start
     with writer.as_default(), _SignalFlag() as interrupt:
       while step < end:
@@ -343,6 +356,7 @@ class Trainer:
           raise TrainingInterrupted(interrupt.signum, step, self.save())
         step += 1
         self.train_iterations(iterator, 1)
+        nonfinite.update(step)
         last = step == end
         if step % c.log_every == 0 or last:
           means = self._pop_metric_means()
@@ -350,14 +364,15 @@ class Trainer:
           rate = progress.update(step)
           for k, v in means.items():
             tf.summary.scalar(f"train/{k}", v, step=step)
+          tf.summary.scalar("train/nonfinite_steps", nonfinite.total, step=step)
           tf.summary.scalar("train/lr_generator", self.g_optimizer.learning_rate, step=step)
           tf.summary.scalar("train/lr_discriminator", self.d_optimizer.learning_rate, step=step)
           tf.summary.scalar("train/steps_per_sec", rate, step=step)
           shown = ["d_loss", "g_loss", "wasserstein", "gp"]
           if self.quality_penalty is not None:
             shown.append(self.quality_penalty.summary_tag)
-          logging.info("%s | %s", progress.describe(step),
-                       " ".join(f"{k}={means[k]:.4g}" for k in shown))
+          logging.info("%s | %s", progress.describe(step), " ".join(
+              f"{k}={means[k]:.4g}" for k in shown if k in means) or "no finite step")
         if step % c.sample_every == 0 or last:
           self._write_samples(step)
         if step % c.histogram_every == 0 or last:
@@ -376,6 +391,45 @@ class Trainer:
       raise FloatingPointError(
           f"Non-finite training values at step {step}: {', '.join(bad)}. The latest checkpoint "
           f"in {self.model_dir} is the last good one; lower --lr or check the data.")
+
+
+class _NonFiniteWatch:
+  """Applies --on_nonfinite after each step (the step itself never applies a non-finite update).
+
+  stop: raise at the first step with a NaN/Inf loss or gradient; no checkpoint is written, so the
+  latest one stays the last good one. skip: warn and go on, but stop after
+  MAX_CONSECUTIVE_SKIPS steps in a row that all had updates dropped (nothing is learning).
+  """
+  MAX_CONSECUTIVE_SKIPS = 50
+
+  def __init__(self, trainer, policy):
+    self.trainer, self.policy = trainer, policy
+    self.total = int(trainer.nonfinite_steps.numpy())
+    self.consecutive = 0
+
+  def _error(self, what):
+    latest = self.trainer.manager.latest_checkpoint
+    kept = (f"the latest checkpoint {latest} is the last good one" if latest
+            else f"no checkpoint was written to {self.trainer.model_dir}")
+    return FloatingPointError(f"{what}; {kept}. Lower --lr, check the data, or resume with "
+                              f"--on_nonfinite=skip to drop such updates and go on.")
+
+  def update(self, step):
+    total = int(self.trainer.nonfinite_steps.numpy())
+    new, self.total = total - self.total, total
+    if not new:
+      self.consecutive = 0
+      return
+    self.consecutive += new
+    if self.policy == "stop":
+      raise self._error(f"Non-finite loss or gradient at step {step} (its update was not "
+                        "applied; --on_nonfinite=stop)")
+    logging.warning("step %d: non-finite loss or gradient, update dropped (%d such steps so "
+                    "far, train/nonfinite_steps).", step, total)
+    if self.consecutive >= self.MAX_CONSECUTIVE_SKIPS:
+      raise self._error(f"{self.consecutive} steps in a row up to step {step} had non-finite "
+                        "losses or gradients (--on_nonfinite=skip gives up after "
+                        f"{self.MAX_CONSECUTIVE_SKIPS})")
 
 
 class TrainingInterrupted(Exception):

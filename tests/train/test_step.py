@@ -144,3 +144,65 @@ def test_mirrored_update_equals_single_device_update():
   assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
   for a, b in zip(results[0][1], results[1][1]):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("eager", [True, False])
+def test_a_non_finite_update_is_dropped_whole(eager):
+  """NaN in the batch: no weight, Adam slot or iteration count moves; a finite batch then
+  updates as usual."""
+  g, d = _tiny()
+  opt = _optimizer(d.trainable_variables)
+  real, z, eps = _inputs()
+  bad = tf.tensor_scatter_nd_update(real, [[1, 3, 3, 0]], [float("nan")])
+  update = lambda r: step.discriminator_update(g, d, opt, r, z, eps, global_batch_size=4,
+                                               gp_weight=10.0, drift_weight=1e-3)
+  if not eager:
+    update = tf.function(update)
+  before = _values(d.variables) + _values(opt.variables)
+  metrics = update(bad)
+  # (Compiled, the fused conv+ReLU may map the NaN to 0 so that the loss stays finite while
+  # the kernel's gradient is NaN: checking the gradients as well matters.)
+  assert float(metrics["skipped"]) == 1.0
+  for b, v in zip(before, d.variables + opt.variables):
+    np.testing.assert_array_equal(b, v.numpy(), err_msg=v.path)
+  assert int(opt.iterations.numpy()) == 0
+  metrics = update(real)
+  assert float(metrics["skipped"]) == 0.0 and int(opt.iterations.numpy()) == 1
+  assert not np.array_equal(before[0], d.variables[0].numpy())
+
+
+def test_a_non_finite_generator_update_is_dropped():
+  g, d = _tiny()
+  opt = _optimizer(g.trainable_variables)
+  d.trainable_variables[0].assign(tf.fill(d.trainable_variables[0].shape, float("inf")))
+  before = _values(g.trainable_variables) + _values(opt.variables)
+  metrics = step.generator_update(g, d, opt, _inputs()[1], global_batch_size=4)
+  assert float(metrics["skipped"]) == 1.0 and int(opt.iterations.numpy()) == 0
+  # (BN's moving statistics follow the forward pass, finite here; they are not the update.)
+  for b, v in zip(before, g.trainable_variables + opt.variables):
+    np.testing.assert_array_equal(b, v.numpy(), err_msg=v.path)
+
+
+def test_replicas_agree_to_drop_when_only_one_sees_a_non_finite_value():
+  real, z, eps = _inputs(batch=8)
+  real = tf.tensor_scatter_nd_update(real, [[6, 0, 0, 2]], [float("inf")])  # Replica 2's half.
+  devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+  strategy = tf.distribute.MirroredStrategy(devices)
+  with strategy.scope():
+    g, d = _tiny()
+    opt = _optimizer(d.trainable_variables)
+  split = lambda t: strategy.experimental_distribute_values_from_function(
+      lambda ctx: t[ctx.replica_id_in_sync_group * 4:(ctx.replica_id_in_sync_group + 1) * 4])
+  before = _values(d.variables)
+
+  @tf.function
+  def run(r, zz, ee):
+    m = strategy.run(lambda a, b, c: step.discriminator_update(
+        g, d, opt, a, b, c, global_batch_size=8, gp_weight=10.0, drift_weight=0.0),
+                     args=(r, zz, ee))
+    return strategy.reduce("SUM", m["skipped"], axis=None)
+  assert float(run(split(real), split(z), split(eps))) == 1.0
+  for b, v in zip(before, d.variables):
+    for local in strategy.experimental_local_results(v):
+      np.testing.assert_array_equal(b, local.numpy(), err_msg=v.path)
+  assert int(opt.iterations.numpy()) == 0

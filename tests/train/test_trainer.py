@@ -23,6 +23,24 @@ def _config(**overrides):
   return config_lib.TrainConfig(**values)
 
 
+def _values(variables):
+  return [np.array(v.numpy()) for v in variables]
+
+
+def _scalars(model_dir):
+  """{tag: [(step, value)]} of the scalar summaries, in file order."""
+  from tensorboard.backend.event_processing import event_accumulator
+  values = {}
+  for path in sorted(glob.glob(os.path.join(model_dir, "events.out.tfevents.*"))):
+    acc = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+    acc.Reload()
+    for tag in acc.Tags()["tensors"]:
+      if tag.startswith("train/"):
+        values.setdefault(tag, []).extend(
+            (e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag))
+  return values
+
+
 def _state(trainer):
   variables = (trainer.generator.variables + trainer.discriminator.variables
                + trainer.ema_generator.variables + trainer.g_optimizer.variables
@@ -135,3 +153,62 @@ def test_a_checkpoint_with_non_finite_variables_is_never_written(tmp_path):
   with pytest.raises(FloatingPointError, match="no checkpoint written"):
     trainer.save()
   assert tf.train.latest_checkpoint(str(tmp_path)) == latest
+
+
+def _poisonable_penalty():
+  """A test penalty that is 0, or NaN while `poison` holds NaN (tf.function reads it live)."""
+  from qagan_tf.train import penalties
+  poison = tf.Variable(0.0, trainable=False)
+  penalties.register_penalty("test_poison", lambda config: penalties.QualityPenalty(
+      "test_poison", "test_poison", lambda inputs: 0.0 * inputs.d_real + poison))
+  return poison
+
+
+def test_on_nonfinite_skip_drops_the_updates_counts_them_and_goes_on(tmp_path):
+  poison = _poisonable_penalty()
+  config = _config(max_steps=6, penalty="test_poison", on_nonfinite="skip", save_every=100,
+                   sample_every=100, histogram_every=100)
+  make = lambda: trainer_lib.Trainer(config, str(tmp_path), images=_images())
+  assert make().train(stop_at=2) == 2
+  poison.assign(float("nan"))
+  trainer = make()
+  d_vars = lambda t: _values(t.discriminator.trainable_variables + t.d_optimizer.variables)
+  trainer.restore()
+  before = d_vars(trainer)
+  assert trainer.train(stop_at=4) == 4  # Writes ckpt-4: the weights stayed finite.
+  for a, b in zip(before, d_vars(trainer)):
+    np.testing.assert_array_equal(a, b)
+  poison.assign(0.0)
+  resumed = make()
+  assert resumed.train() == 6
+  assert int(resumed.nonfinite_steps.numpy()) == 2  # Restored from ckpt-4, then none.
+  values = _scalars(str(tmp_path))
+  assert [s for s, _ in values["train/nonfinite_steps"]] == [1, 2, 3, 4, 5, 6]
+  assert [v for _, v in values["train/nonfinite_steps"]] == [0, 0, 1, 2, 2, 2]
+  # Steps without a finite update log no loss means (rather than zeros or NaN).
+  assert [s for s, _ in values["train/d_loss"]] == [1, 2, 5, 6]
+  assert all(np.isfinite(v) for _, v in values["train/d_loss"])
+
+
+def test_on_nonfinite_stop_keeps_the_last_good_checkpoint(tmp_path):
+  poison = _poisonable_penalty()
+  config = _config(max_steps=6, penalty="test_poison", on_nonfinite="stop")
+  assert trainer_lib.Trainer(config, str(tmp_path), images=_images()).train(stop_at=2) == 2
+  latest = tf.train.latest_checkpoint(str(tmp_path))
+  poison.assign(float("nan"))
+  trainer = trainer_lib.Trainer(config, str(tmp_path), images=_images())
+  with pytest.raises(FloatingPointError, match=r"at step 3 .*ckpt-2 is the last good one.*"
+                                               r"--on_nonfinite=skip"):
+    trainer.train()
+  assert tf.train.latest_checkpoint(str(tmp_path)) == latest
+  assert all(np.isfinite(v).all() for v in _values(trainer.discriminator.variables))
+
+
+def test_on_nonfinite_skip_gives_up_after_many_steps_in_a_row(tmp_path, monkeypatch):
+  poison = _poisonable_penalty()
+  poison.assign(float("nan"))
+  monkeypatch.setattr(trainer_lib._NonFiniteWatch, "MAX_CONSECUTIVE_SKIPS", 3)
+  config = _config(max_steps=6, penalty="test_poison", on_nonfinite="skip")
+  with pytest.raises(FloatingPointError, match="3 steps in a row up to step 3.*ckpt-2"):
+    trainer_lib.Trainer(config, str(tmp_path), images=_images()).train()
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
