@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.events import scalar_steps
+from tests.events import scalar_steps, scalar_values
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,3 +103,66 @@ def test_sigterm_saves_a_checkpoint_of_the_last_finished_step(tmp_path):
   import tensorflow as tf
   latest = tf.train.latest_checkpoint(model_dir)
   assert latest and int(latest.rsplit("-", 1)[1]) >= 3
+
+
+def _losses_by_step(model_dir):
+  """{tag: {step: value}} over every event file, later files winning: what TensorBoard shows
+  once a resumed run has rewritten the steps after its checkpoint."""
+  latest = {}
+  for tag, values in scalar_values(model_dir, "train/").items():
+    if tag != "train/steps_per_sec":  # Wall-clock, not a result.
+      latest[tag] = dict(values)
+  return latest
+
+
+def _checkpoint_tensors(path):
+  import tensorflow as tf
+  reader = tf.train.load_checkpoint(path)
+  return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)}
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp_path):
+  import random
+  import signal
+  import time
+  import tensorflow as tf
+  seed = time.time_ns() % 10**6
+  rng = random.Random(seed)
+  max_steps = 14
+  kill_after = rng.randint(3, max_steps - 3)  # Log line of this step, then a random delay:
+  delay = rng.uniform(0.0, 0.5)                # the kill may land in a step, a save or a log.
+  why = f"(seed {seed}: SIGKILL {delay:.2f} s after step {kill_after} was logged)"
+  argv = lambda d: [sys.executable, os.path.join(REPO, "bin", "train"),
+                    "--flagfile=configs/smoke.cfg", f"--model_dir={d}", f"--max_steps={max_steps}",
+                    "--num_examples=64", "--width=16", "--save_every=3", "--log_every=1",
+                    "--sample_every=5", "--histogram_every=5", "--deterministic"]
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  reference = subprocess.Popen(argv(straight), cwd=REPO, stderr=subprocess.PIPE, text=True)
+  victim = subprocess.Popen(argv(killed), cwd=REPO, stderr=subprocess.PIPE, text=True)
+  for line in victim.stderr:
+    if f"step {kill_after}/{max_steps}" in line:
+      break
+  time.sleep(delay)
+  victim.send_signal(signal.SIGKILL)
+  victim.wait(timeout=60)
+  victim.stderr.close()
+  assert victim.returncode == -signal.SIGKILL, why
+  latest = tf.train.latest_checkpoint(killed)
+  assert latest and int(latest.rsplit("-", 1)[1]) <= kill_after + 1, why
+  resumed = run("train", *argv(killed)[2:])
+  assert "Restored" in resumed.stderr, why
+  reference.communicate(timeout=900)
+  assert reference.returncode == 0, why
+
+  expected, got = _losses_by_step(straight), _losses_by_step(killed)
+  assert sorted(expected) == sorted(got) and "train/d_loss" in expected, why
+  for tag, values in expected.items():
+    assert sorted(values) == list(range(1, max_steps + 1)), (tag, why)
+    assert got[tag] == values, (tag, why)  # Bit-identical floats at every step.
+  a = _checkpoint_tensors(os.path.join(straight, f"ckpt-{max_steps}"))
+  b = _checkpoint_tensors(os.path.join(killed, f"ckpt-{max_steps}"))
+  assert sorted(a) == sorted(b), why
+  for name in a:
+    if name != "_CHECKPOINTABLE_OBJECT_GRAPH":
+      np.testing.assert_array_equal(a[name], b[name], err_msg=f"{name} {why}")

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from qagan_tf import config as config_lib
 from qagan_tf.train import trainer as trainer_lib
+from tests.events import scalar_values
 
 
 def _images(n=32, size=32, seed=0):
@@ -25,20 +26,6 @@ def _config(**overrides):
 
 def _values(variables):
   return [np.array(v.numpy()) for v in variables]
-
-
-def _scalars(model_dir):
-  """{tag: [(step, value)]} of the scalar summaries, in file order."""
-  from tensorboard.backend.event_processing import event_accumulator
-  values = {}
-  for path in sorted(glob.glob(os.path.join(model_dir, "events.out.tfevents.*"))):
-    acc = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
-    acc.Reload()
-    for tag in acc.Tags()["tensors"]:
-      if tag.startswith("train/"):
-        values.setdefault(tag, []).extend(
-            (e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag))
-  return values
 
 
 def _state(trainer):
@@ -182,7 +169,7 @@ def test_on_nonfinite_skip_drops_the_updates_counts_them_and_goes_on(tmp_path):
   resumed = make()
   assert resumed.train() == 6
   assert int(resumed.nonfinite_steps.numpy()) == 2  # Restored from ckpt-4, then none.
-  values = _scalars(str(tmp_path))
+  values = scalar_values(str(tmp_path), "train/")
   assert [s for s, _ in values["train/nonfinite_steps"]] == [1, 2, 3, 4, 5, 6]
   assert [v for _, v in values["train/nonfinite_steps"]] == [0, 0, 1, 2, 2, 2]
   # Steps without a finite update log no loss means (rather than zeros or NaN).
