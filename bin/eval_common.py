@@ -45,11 +45,10 @@ def check_output_path(path, suffixes, flag="--output"):
   """Refuses an output path with the wrong suffix or an unwritable directory, before any work."""
   if not path.lower().endswith(suffixes):
     fail(f"{flag}={path} must end in {' or '.join(suffixes)}.")
-  directory = os.path.dirname(os.path.abspath(path)) or "."
-  probe = directory
-  while not os.path.exists(probe):
-    probe = os.path.dirname(probe)
-  if not os.access(probe, os.W_OK):
-    fail(f"{flag}={path}: the directory {probe} is not writable; choose another location.")
+  from qagan_tf.utils import files
+  try:
+    files.check_writable_directory(path)
+  except OSError as e:
+    fail(f"{flag}={path}: {e}")
   if os.path.isdir(path):
     fail(f"{flag}={path} is a directory; give a file name.")

@@ -145,13 +145,9 @@ class TrainConfig:
 
 def save_config(config, model_dir):
   """Writes model_dir/config.json atomically (write to a temporary file, then rename)."""
-  os.makedirs(model_dir, exist_ok=True)
+  from qagan_tf.utils import files
   path = os.path.join(model_dir, CONFIG_FILENAME)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
+  files.atomic_write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
   return path
 
 

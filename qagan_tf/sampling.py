@@ -1,5 +1,7 @@
 """Loading a trained generator from a run directory and drawing samples from it."""
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -25,6 +27,12 @@ def load_generator(model_dir, ema=True, checkpoint=None):
   """
   config = config_lib.load_config(model_dir)
   path = checkpoint or tf.train.latest_checkpoint(model_dir)
+  if checkpoint and not tf.io.gfile.exists(checkpoint + ".index"):
+    found = sorted(os.path.basename(p)[:-len(".index")]
+                   for p in tf.io.gfile.glob(os.path.join(model_dir, "ckpt-*.index")))
+    raise FileNotFoundError(f"--checkpoint={checkpoint}: no such checkpoint ({checkpoint}.index "
+                            f"not found); {model_dir} has {', '.join(found) or 'none'} (omit "
+                            "--checkpoint for the latest).")
   if not path:
     raise FileNotFoundError(f"No checkpoint in --model_dir={model_dir}; train first or pass "
                             "--checkpoint=PREFIX.")

@@ -4,7 +4,6 @@ mean and spread, written as JSON and a Markdown table; also the cheaper in-train
 import datetime
 import json
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -13,6 +12,7 @@ from qagan_tf.metrics import fid as fid_lib
 from qagan_tf.metrics import inception_score as is_lib
 from qagan_tf.metrics import kid as kid_lib
 from qagan_tf.metrics import stats_io
+from qagan_tf.utils import files
 from qagan_tf.utils import images as images_lib
 
 
@@ -84,24 +84,11 @@ def markdown_table(report):
   return "\n".join(lines) + "\n"
 
 
-def _atomic_write_text(path, text):
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def write_report(report, directory):
   """Writes eval_step_<N>.json and .md in `directory` (atomically); returns both paths."""
   base = os.path.join(directory, f"eval_step_{report['step']:07d}")
-  _atomic_write_text(base + ".json", json.dumps(report, indent=2) + "\n")
-  _atomic_write_text(base + ".md", markdown_table(report))
+  files.atomic_write_text(base + ".json", json.dumps(report, indent=2) + "\n")
+  files.atomic_write_text(base + ".md", markdown_table(report))
   return base + ".json", base + ".md"
 
 

@@ -19,7 +19,7 @@ import urllib.request
 import numpy as np
 
 from qagan_tf.metrics import inception as inception_lib
-from qagan_tf.utils import npz
+from qagan_tf.utils import files, npz
 
 URL = "http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
 GRAPH_MEMBER = "classify_image_graph_def.pb"
@@ -198,15 +198,7 @@ def convert_archive(archive, output, archive_sha256=None, verify=True):
   sha, _ = check_arrays(arrays, archive, verify)
   keep = {k: np.asarray(arrays[k], np.float32) for k in pool3_keys() + list(LOGIT_KEYS)
           if k in arrays}
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(suffix=".npz", dir=os.path.dirname(os.path.abspath(output)))
-  os.close(fd)
-  try:
-    np.savez(tmp_path, **keep)
-    os.replace(tmp_path, output)
-  finally:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
+  files.atomic_write(output, lambda tmp: np.savez(tmp, **keep))
   return sha
 
 

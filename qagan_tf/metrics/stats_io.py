@@ -2,13 +2,12 @@
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from qagan_tf.metrics.fid import StatisticsError, check_statistics
-from qagan_tf.utils import npz
+from qagan_tf.utils import files, npz
 
 LAYER = "pool_3"
 PREPROCESSING = "ttur:uint8->float[0,255]->resize_bilinear(299,legacy)->(x-128)/128"
@@ -22,18 +21,10 @@ def save_statistics(path, mu, sigma, count, weights_sha256, source="", activatio
   mu, sigma = check_statistics(mu, sigma, path)
   meta = {"count": int(count), "layer": LAYER, "preprocessing": PREPROCESSING,
           "weights_sha256": weights_sha256, "source": source}
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
-  os.close(fd)
-  try:
-    extra = {} if activations is None else {"activations": np.asarray(activations, np.float32)}
-    np.savez(tmp, mu=mu, sigma=sigma, count=np.int64(count), layer=LAYER,
-             preprocessing=PREPROCESSING, weights_sha256=weights_sha256, source=source, **extra)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  extra = {} if activations is None else {"activations": np.asarray(activations, np.float32)}
+  files.atomic_write(path, lambda tmp: np.savez(
+      tmp, mu=mu, sigma=sigma, count=np.int64(count), layer=LAYER, preprocessing=PREPROCESSING,
+      weights_sha256=weights_sha256, source=source, **extra))
   return meta
 
 

@@ -1,6 +1,7 @@
 """The distributed training loop: models, optimizers, checkpoints, TensorBoard and progress."""
 
 import os
+import re
 import signal
 import threading
 import time
@@ -122,6 +123,7 @@ class Trainer:
         self.checkpoint, model_dir, max_to_keep=config.keep_checkpoints, step_counter=self.step,
         checkpoint_name="ckpt")
     self._metric_sums = None
+    self._restored = None
     self._iteration_fn = None
     self._evaluator = None
 
@@ -137,10 +139,33 @@ class Trainer:
                               g_batch_multiplier=c.g_batch_multiplier, seed=c.seed)
 
   def restore(self):
-    """Restores the latest checkpoint in model_dir, if any. Returns the restored step."""
+    """Restores the latest checkpoint in model_dir, if any (once). Returns the restored step.
+
+    Raises:
+      CheckpointError: for a corrupt checkpoint or one of another architecture; the files are
+        left as they are.
+    """
     latest = self.manager.latest_checkpoint
-    if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
+    if latest and latest != self._restored:
+      c = self.config
+      try:
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+      except (ValueError, AssertionError) as e:
+        raise CheckpointError(
+            f"Checkpoint {latest} does not fit this configuration (resolution {c.resolution}, "
+            f"width {c.width}, z_dim {c.z_dim}): {str(e).splitlines()[0]} It was written by "
+            f"another architecture: resume with the values in {self.model_dir}/config.json, "
+            "or train in a new --model_dir.") from None
+      except (tf.errors.OpError, IndexError, OSError) as e:
+        older = [os.path.basename(p) for p in self.manager.checkpoints if p != latest]
+        fix = (f"move {os.path.basename(latest)}.* out of {self.model_dir} and set "
+               f"model_checkpoint_path in {self.model_dir}/checkpoint to an older one "
+               f"({', '.join(older)})" if older else "start again in a new --model_dir")
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"Checkpoint {latest} cannot be read ({message}): it is corrupt "
+                              f"or truncated; nothing was changed. Restore it from a backup, "
+                              f"or {fix}.") from None
+      self._restored = latest
       logging.info("Restored %s (step %d).", latest, int(self.step.numpy()))
     return int(self.step.numpy())
 
@@ -159,7 +184,20 @@ class Trainer:
           f"Non-finite values in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} at step "
           f"{int(self.step.numpy())}; no checkpoint written. The latest checkpoint in "
           f"{self.model_dir} is the last good one; lower --lr or check the data.")
-    return self.manager.save(checkpoint_number=self.step)
+    try:
+      self._restored = self.manager.save(checkpoint_number=self.step)
+      return self._restored
+    except (tf.errors.OpError, OSError) as e:
+      prefix = os.path.join(self.model_dir, f"ckpt-{int(self.step.numpy())}")
+      for partial in tf.io.gfile.glob(prefix + "_temp*"):  # The saver's staging area.
+        tf.io.gfile.rmtree(partial)
+      raise OSError(f"cannot write checkpoint {prefix} ({_tf_message(e)}); free disk space or "
+                    f"move the run. {self._latest_sentence()}") from None
+
+  def _latest_sentence(self):
+    latest = self.manager.latest_checkpoint
+    return (f"The latest complete checkpoint is {latest}." if latest
+            else "No checkpoint was written yet.")
 
   # --- the compiled iteration -------------------------------------------------------------
 
@@ -271,7 +309,7 @@ class Trainer:
     images and of D's gradients (real vs generated; the paper's supplementary Figs. 1 and 4)."""
     from qagan_tf.train import quality_penalties as qp
     c = self.config
-    n = min(c.batch_size, 16)
+    n = min(c.batch_size, 16, len(self.load_data()))
     real = tf.constant(self.load_data()[:n], tf.float32) / 127.5 - 1.0
     fake = tf.constant(self.sample(n, ema=False, seed=_SAMPLE_SEED + 2))
     x_hat = 0.5 * real + 0.5 * fake
@@ -358,32 +396,41 @@ class Trainer:
         self.train_iterations(iterator, 1)
         nonfinite.update(step)
         last = step == end
-        if step % c.log_every == 0 or last:
-          means = self._pop_metric_means()
-          self._check_finite(means, step)
-          rate = progress.update(step)
-          for k, v in means.items():
-            tf.summary.scalar(f"train/{k}", v, step=step)
-          tf.summary.scalar("train/nonfinite_steps", nonfinite.total, step=step)
-          tf.summary.scalar("train/lr_generator", self.g_optimizer.learning_rate, step=step)
-          tf.summary.scalar("train/lr_discriminator", self.d_optimizer.learning_rate, step=step)
-          tf.summary.scalar("train/steps_per_sec", rate, step=step)
-          shown = ["d_loss", "g_loss", "wasserstein", "gp"]
-          if self.quality_penalty is not None:
-            shown.append(self.quality_penalty.summary_tag)
-          logging.info("%s | %s", progress.describe(step), " ".join(
-              f"{k}={means[k]:.4g}" for k in shown if k in means) or "no finite step")
-        if step % c.sample_every == 0 or last:
-          self._write_samples(step)
-        if step % c.histogram_every == 0 or last:
-          self._write_histograms(step)
+        try:
+          self._write_step_outputs(step, last, progress, nonfinite.total)
+          writer.flush()
+        except tf.errors.OpError as e:  # Full disk, quota, vanished directory.
+          raise OSError(f"cannot write to {self.model_dir} at step {step} ({_tf_message(e)}); "
+                        f"free disk space or move the run. {self._latest_sentence()}") from None
         if c.eval_every and (step % c.eval_every == 0 or last):
           self.evaluate(step)
         if step % c.save_every == 0 or last:
           path = self.save()
           logging.info("Saved checkpoint %s", path)
-        writer.flush()
     return step
+
+  def _write_step_outputs(self, step, last, progress, nonfinite_total):
+    """Scalars and the console line (every log_every), sample grids, histograms."""
+    c = self.config
+    if step % c.log_every == 0 or last:
+      means = self._pop_metric_means()
+      self._check_finite(means, step)
+      rate = progress.update(step)
+      for k, v in means.items():
+        tf.summary.scalar(f"train/{k}", v, step=step)
+      tf.summary.scalar("train/nonfinite_steps", nonfinite_total, step=step)
+      tf.summary.scalar("train/lr_generator", self.g_optimizer.learning_rate, step=step)
+      tf.summary.scalar("train/lr_discriminator", self.d_optimizer.learning_rate, step=step)
+      tf.summary.scalar("train/steps_per_sec", rate, step=step)
+      shown = ["d_loss", "g_loss", "wasserstein", "gp"]
+      if self.quality_penalty is not None:
+        shown.append(self.quality_penalty.summary_tag)
+      logging.info("%s | %s", progress.describe(step), " ".join(
+          f"{k}={means[k]:.4g}" for k in shown if k in means) or "no finite step")
+    if step % c.sample_every == 0 or last:
+      self._write_samples(step)
+    if step % c.histogram_every == 0 or last:
+      self._write_histograms(step)
 
   def _check_finite(self, means, step):
     bad = sorted(k for k, v in means.items() if not np.isfinite(v))
@@ -391,6 +438,17 @@ class Trainer:
       raise FloatingPointError(
           f"Non-finite training values at step {step}: {', '.join(bad)}. The latest checkpoint "
           f"in {self.model_dir} is the last good one; lower --lr or check the data.")
+
+
+def _tf_message(error):
+  """The first line of a TF error's message, without the {{function_node ...}} prefix."""
+  text = getattr(error, "message", None) or str(error) or type(error).__name__
+  text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+class CheckpointError(ValueError):
+  """The latest checkpoint cannot be restored (corrupt, or another architecture)."""
 
 
 class _NonFiniteWatch:

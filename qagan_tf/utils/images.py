@@ -1,11 +1,11 @@
 """Image conversions, grids and atomic PNG / .npz writing."""
 
 import math
-import os
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from qagan_tf.utils import files
 
 
 def to_uint8(images):
@@ -27,24 +27,9 @@ def make_grid(images, columns=None):
   return grid
 
 
-def _atomic_write(path, write):
-  """Calls write(tmp_path) on a temporary file next to `path`, then renames it over `path`."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
-  os.close(fd)
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def save_png(path, image):
   """Writes a uint8 (H, W, 3) image as PNG atomically (no partial file on failure)."""
-  _atomic_write(path, lambda tmp: Image.fromarray(np.asarray(image)).save(tmp, format="PNG"))
+  files.atomic_write(path, lambda tmp: Image.fromarray(np.asarray(image)).save(tmp, format="PNG"))
 
 
 def save_images_npz(path, images):
@@ -52,4 +37,4 @@ def save_images_npz(path, images):
   def write(tmp):
     with open(tmp, "wb") as f:
       np.savez(f, images=np.asarray(images, np.uint8))
-  _atomic_write(path, write)
+  files.atomic_write(path, write)

@@ -1,0 +1,320 @@
+"""The catalogue of bad inputs (README, "What each error means"): every script answers each with
+one clear error line that names the input and the fix, a non-zero exit, no traceback, no partial
+output file, and existing checkpoints and reports untouched.
+
+The commands run concurrently (they mostly wait on TF's import) in one module-scoped fixture;
+each case is then checked as its own test.
+"""
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import io
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from tests import reference
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_RUN = ["--flagfile=configs/smoke.cfg", "--num_examples=64", "--width=16", "--save_every=2",
+            "--sample_every=2", "--histogram_every=2", "--log_every=1"]
+
+
+@dataclasses.dataclass
+class Case:
+  name: str
+  script: str
+  args: Callable  # (work dir) -> argv after the script.
+  expect: tuple  # Substrings of the error line: the input and the fix.
+  setup: Callable = None  # (work dir) -> None; may create the bad input.
+  absent: tuple = ()  # Paths (relative to the work dir) that must not exist afterwards.
+  file_size_limit: int = 0  # RLIMIT_FSIZE in bytes: a full disk.
+
+
+def _images(n=4, size=32, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def _png(path, size=32, seed=0):
+  from PIL import Image
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(_images(1, size, seed)[0]).save(path)
+
+
+def _npz(path, **arrays):
+  np.savez(path, **arrays)
+
+
+def _copy_run(w, name):
+  shutil.copytree(os.path.join(w, "run"), os.path.join(w, name))
+
+
+def _corrupt_checkpoint(w):
+  _copy_run(w, "corrupt")
+  data = [f for f in os.listdir(os.path.join(w, "corrupt")) if f.startswith("ckpt-4.data")][0]
+  with open(os.path.join(w, "corrupt", data), "r+b") as f:
+    f.truncate(100)
+
+
+def _other_architecture(w):
+  _copy_run(w, "arch")
+
+
+def _mixed_folder(w):
+  _png(os.path.join(w, "mixed", "a.png"), 32)
+  _png(os.path.join(w, "mixed", "b.png"), 48)
+
+
+def _corrupt_folder(w):
+  _png(os.path.join(w, "corruptimg", "a.png"))
+  with open(os.path.join(w, "corruptimg", "b.png"), "wb") as f:
+    f.write(b"not a png at all")
+
+
+def _unsafe_archive(w):
+  with tarfile.open(os.path.join(w, "evil.tgz"), "w:gz") as tar:
+    payload = b"x" * 10
+    info = tarfile.TarInfo("../../evil/classify_image_graph_def.pb")
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def _wrong_checksum_weights(w):
+  with np.load(reference.reference_path("inception/fid_inception_2015_12_05_pool3.npz")) as f:
+    arrays = {k: f[k] for k in f.files}
+  name = sorted(k for k in arrays if arrays[k].ndim == 4)[0]
+  arrays[name] = arrays[name] * np.float32(1.001)
+  np.savez(os.path.join(w, "tampered_weights.npz"), **arrays)
+
+
+def _non_pd_prior(w):
+  _npz(os.path.join(w, "prior_not_pd.npz"), mu=np.zeros(36), cov=-np.eye(36))
+
+
+def _flagfile(w):
+  with open(os.path.join(w, "typo.cfg"), "w") as f:
+    f.write("--flagfile=" + os.path.join(REPO, "configs", "smoke.cfg") + "\n--disc_iter=3\n")
+
+
+def _readonly_dir(w):
+  """A directory nobody may create files in: chmod 555, or, for root (who ignores modes),
+  sysfs, which refuses new files to everyone."""
+  if os.geteuid() != 0:
+    path = os.path.join(w, "readonly")
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o555)
+    return path
+  return "/sys/fs"
+
+
+CASES = [
+    # bin/train
+    Case("train_unknown_dataset", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t1", "--dataset=imagenet"],
+         ("Unknown dataset 'imagenet'", "use one of"), absent=("t1",)),
+    Case("train_empty_folder", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t2", f"--dataset=folder:{w}/empty"],
+         ("empty", "no ", "files found"), setup=lambda w: os.makedirs(f"{w}/empty"),
+         absent=("t2",)),
+    Case("train_npz_without_images", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t3", f"--dataset=npz:{w}/noimages.npz"],
+         ("noimages.npz", "has no array 'images'", "np.savez(path, images="),
+         setup=lambda w: _npz(f"{w}/noimages.npz", pixels=_images()), absent=("t3",)),
+    Case("train_undecodable_image", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t4", f"--dataset=folder:{w}/corruptimg"],
+         ("b.png", "cannot decode", "remove or replace"), setup=_corrupt_folder,
+         absent=("t4",)),
+    Case("train_unknown_flag_in_flagfile", "train",
+         lambda w: [f"--flagfile={w}/typo.cfg", f"--model_dir={w}/t5"],
+         ("disc_iter", "typo.cfg", "--helpfull"), setup=_flagfile, absent=("t5",)),
+    Case("train_other_architecture", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/arch", "--width=8", "--max_steps=6"],
+         ("width: 16 -> 8", "--allow_config_change"), setup=_other_architecture),
+    Case("train_checkpoint_of_other_architecture", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/arch", "--width=8", "--max_steps=6",
+                               "--allow_config_change"],
+         ("arch/ckpt-4", "width 8", "config.json", "new --model_dir"),
+         setup=_other_architecture),
+    Case("train_corrupt_checkpoint", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/corrupt", "--max_steps=6"],
+         ("corrupt/ckpt-4", "cannot be read", "corrupt", "to an older one (ckpt-2)"),
+         setup=_corrupt_checkpoint),
+    Case("train_non_pd_niqe_prior", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t6", "--penalty=niqe",
+                               f"--niqe_prior={w}/prior_not_pd.npz"],
+         ("prior_not_pd.npz", "positive definite"), setup=_non_pd_prior, absent=("t6",)),
+    Case("train_readonly_model_dir", "train",
+         lambda w: TINY_RUN + [f"--model_dir={_readonly_dir(w)}/qagan_run"],
+         ("qagan_run", "choose another location")),
+    Case("train_disk_full", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/full", "--max_steps=4"],
+         ("cannot write", "full", "free disk space"),
+         file_size_limit=200_000),
+    Case("train_unknown_penalty", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t7", "--penalty=ssmi"],
+         ("Unknown penalty 'ssmi'", "valid penalties"), absent=("t7",)),
+    # bin/sample
+    Case("sample_not_a_run", "sample",
+         lambda w: [f"--model_dir={w}/empty_run", f"--output={w}/s1.png"],
+         ("empty_run", "not a qagan_tf run directory"),
+         setup=lambda w: os.makedirs(f"{w}/empty_run"), absent=("s1.png",)),
+    Case("sample_bad_suffix", "sample",
+         lambda w: [f"--model_dir={w}/run", f"--output={w}/s2.jpg"],
+         ("s2.jpg", ".png or .npz"), absent=("s2.jpg",)),
+    Case("sample_missing_checkpoint", "sample",
+         lambda w: [f"--model_dir={w}/run", f"--output={w}/s3.png",
+                    f"--checkpoint={w}/run/ckpt-99"],
+         ("ckpt-99", "no such checkpoint", "ckpt-2, ckpt-4", "omit --checkpoint"),
+         absent=("s3.png",)),
+    Case("sample_disk_full", "sample",
+         lambda w: [f"--model_dir={w}/run", f"--output={w}/s4.npz", "--num_samples=64"],
+         ("s4.npz", "File too large", "free disk space"), absent=("s4.npz",), file_size_limit=50_000),
+    # bin/evaluate
+    Case("evaluate_stats_without_mu", "evaluate",
+         lambda w: [f"--model_dir={w}/run", f"--stats={w}/nomu.npz", "--num_samples=10",
+                    "--repeats=1"],
+         ("nomu.npz", "mu"), setup=lambda w: _npz(f"{w}/nomu.npz", sigma=np.eye(2048)),
+         absent=("run/eval/report_new",)),
+    Case("evaluate_stats_wrong_dims", "evaluate",
+         lambda w: [f"--model_dir={w}/run", f"--stats={w}/dim64.npz", "--num_samples=10",
+                    "--repeats=1"],
+         ("dim64.npz", "2048"),
+         setup=lambda w: _npz(f"{w}/dim64.npz", mu=np.zeros(64), sigma=np.eye(64))),
+    Case("evaluate_unknown_generator", "evaluate",
+         lambda w: [f"--model_dir={w}/run", f"--stats={w}/dim64.npz", "--generators=best"],
+         ("best", "raw, ema")),
+    Case("evaluate_pickled_stats", "evaluate",
+         lambda w: [f"--model_dir={w}/run", f"--stats={w}/pickled.npz", "--num_samples=10",
+                    "--repeats=1"],
+         ("pickled.npz", "cannot be read"),
+         setup=lambda w: np.savez(f"{w}/pickled.npz", mu=np.array([{"a": 1}], dtype=object),
+                                  sigma=np.eye(2))),
+    # bin/fid
+    Case("fid_one_image", "fid", lambda w: [f"{w}/one.npz", f"{w}/four.npz"],
+         ("one.npz", "at least 2"),
+         setup=lambda w: (_npz(f"{w}/one.npz", images=_images(1)),
+                          _npz(f"{w}/four.npz", images=_images(4)))),
+    Case("fid_missing_input", "fid", lambda w: [f"{w}/nothere.npz", f"{w}/four.npz"],
+         ("nothere.npz", "no such file")),
+    Case("fid_wrong_weights_checksum", "fid",
+         lambda w: [f"{w}/four.npz", f"{w}/four.npz",
+                    f"--inception_weights={w}/tampered_weights.npz"],
+         ("tampered_weights.npz", "checksum", "fetch_inception"), setup=_wrong_checksum_weights),
+    # bin/compute_stats
+    Case("compute_stats_empty_folder", "compute_stats",
+         lambda w: [f"--images={w}/empty", f"--output={w}/c1.npz"],
+         ("empty", "files found"), absent=("c1.npz",)),
+    Case("compute_stats_corrupt_image", "compute_stats",
+         lambda w: [f"--images={w}/corruptimg", f"--output={w}/c2.npz"],
+         ("b.png", "cannot decode", "remove or replace"), setup=_corrupt_folder,
+         absent=("c2.npz",)),
+    Case("compute_stats_mixed_sizes", "compute_stats",
+         lambda w: [f"--images={w}/mixed", f"--output={w}/c3.npz"],
+         ("mixed", "mixed image sizes"), setup=_mixed_folder, absent=("c3.npz",)),
+    Case("compute_stats_readonly_output", "compute_stats",
+         lambda w: [f"--images={w}/four.npz", f"--output={_readonly_dir(w)}/c4.npz"],
+         ("c4.npz", "not writable", "choose another")),
+    Case("compute_stats_bad_suffix", "compute_stats",
+         lambda w: [f"--images={w}/four.npz", f"--output={w}/c5.txt"],
+         ("c5.txt", ".npz"), absent=("c5.txt",)),
+    # bin/fetch_inception
+    Case("fetch_inception_unsafe_member", "fetch_inception",
+         lambda w: [f"--archive={w}/evil.tgz", f"--output={w}/f1.npz"],
+         ("../../evil/classify_image_graph_def.pb", "unsafe path"), setup=_unsafe_archive,
+         absent=("f1.npz", "../evil")),
+    # bin/niqe
+    Case("niqe_image_smaller_than_block", "niqe", lambda w: [f"{w}/small.png"],
+         ("small.png", "block"), setup=lambda w: _png(f"{w}/small.png", 32)),
+    Case("niqe_non_pd_model", "niqe",
+         lambda w: [f"--model={w}/prior_not_pd.npz", f"{w}/small.png", "--block_size=8"],
+         ("prior_not_pd.npz", "positive definite")),
+    Case("niqe_unreadable_image", "niqe", lambda w: [f"{w}/corruptimg/b.png"],
+         ("b.png", "cannot")),
+    # bin/fit_niqe_prior
+    Case("fit_niqe_prior_without_model_dir", "fit_niqe_prior",
+         lambda w: ["--source=discriminator", "--dataset=embedded", f"--output={w}/p1.npz"],
+         ("--model_dir",), absent=("p1.npz",)),
+    Case("fit_niqe_prior_unknown_dataset", "fit_niqe_prior",
+         lambda w: ["--source=sobel", "--dataset=imagenet", "--resolution=32",
+                    f"--output={w}/p2.npz"],
+         ("Unknown dataset 'imagenet'",), absent=("p2.npz",)),
+]
+
+
+def _snapshot(directory):
+  """{relative path: sha256} of every file under directory."""
+  result = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        result[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+  return result
+
+
+def _run(case, work):
+  def limits():
+    if case.file_size_limit:
+      signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death, like ENOSPC.
+      resource.setrlimit(resource.RLIMIT_FSIZE, (case.file_size_limit, case.file_size_limit))
+  env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=reference.reference_path(
+      "inception/fid_inception_2015_12_05_pool3.npz"), QAGAN_CACHE_DIR=os.path.join(work, "c"))
+  return subprocess.run([sys.executable, os.path.join(REPO, "bin", case.script),
+                         *case.args(work)], cwd=REPO, capture_output=True, text=True,
+                        timeout=600, preexec_fn=limits, env=env)
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+  work = str(tmp_path_factory.mktemp("bad_inputs"))
+  run_dir = os.path.join(work, "run")
+  trained = subprocess.run([sys.executable, os.path.join(REPO, "bin", "train"), *TINY_RUN,
+                            f"--model_dir={run_dir}", "--max_steps=4"], cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  os.makedirs(os.path.join(run_dir, "eval"))
+  with open(os.path.join(run_dir, "eval", "report.json"), "w") as f:
+    f.write('{"an": "earlier report"}\n')
+  for setup in dict.fromkeys(c.setup for c in CASES if c.setup):  # Each once, in order.
+    setup(work)
+  runs = [os.path.join(work, d) for d in ("run", "corrupt", "arch")]
+  before = [_snapshot(d) for d in runs]
+  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+    results = dict(zip([c.name for c in CASES], pool.map(lambda c: _run(c, work), CASES)))
+  return work, results, before, [_snapshot(d) for d in runs]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_gets_one_clear_error(catalogue, case):
+  work, results, before, after = catalogue
+  proc = results[case.name]
+  shown = f"stderr:\n{proc.stderr[-3000:]}"
+  assert proc.returncode not in (0, None), shown
+  assert "Traceback" not in proc.stderr, shown
+  errors = [line for line in proc.stderr.splitlines() if f"bin/{case.script}: error: " in line]
+  assert len(errors) == 1, shown
+  for text in case.expect:
+    assert text in errors[0], f"{text!r} not in {errors[0]!r}"
+  for path in case.absent:
+    assert not os.path.exists(os.path.join(work, path)), path
+  leftovers = [f for f in os.listdir(work) if f.startswith(".tmp") or f.endswith((".tmp",
+                                                                                  ".part"))]
+  assert not leftovers
+  assert after == before  # The runs' checkpoints, config, samples and report are untouched.
+
+
+def test_the_catalogue_is_big_and_covers_every_script():
+  assert len(CASES) >= 25
+  assert {c.script for c in CASES} >= {"train", "sample", "evaluate", "fid", "compute_stats",
+                                       "niqe", "fit_niqe_prior"}
+  assert len({c.name for c in CASES}) == len(CASES)
