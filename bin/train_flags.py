@@ -83,6 +83,12 @@ flags.DEFINE_enum("on_nonfinite", _D.on_nonfinite, ["stop", "skip"],
                   "exit at once, the latest checkpoint stays the last good one; skip: drop that "
                   "update, count it (train/nonfinite_steps) and go on (gives up after 50 such "
                   "steps in a row).")
+flags.DEFINE_integer("steps_per_call", _D.steps_per_call,
+                     "Training steps per tf.function call (fewer Python round trips; logging, "
+                     "checkpoints and signals are handled between calls, never skipped).")
+flags.DEFINE_bool("jit_compile", _D.jit_compile,
+                  "Compile each D and G loss+gradient computation with XLA (optimizer updates "
+                  "stay outside, so it works under every tf.distribute strategy).")
 flags.DEFINE_integer("save_every", _D.save_every, "Checkpoint interval in steps.")
 flags.DEFINE_integer("keep_checkpoints", _D.keep_checkpoints, "Checkpoints kept in --model_dir.")
 flags.DEFINE_integer("log_every", _D.log_every, "Console/TensorBoard scalar interval in steps.")

@@ -57,6 +57,9 @@ class TrainConfig:
   seed: int = 0
   deterministic: bool = False
   on_nonfinite: str = "stop"
+  # Speed (none of these changes the experiment).
+  steps_per_call: int = 1
+  jit_compile: bool = False
   save_every: int = 1000
   keep_checkpoints: int = 3
   log_every: int = 100
@@ -76,8 +79,8 @@ class TrainConfig:
       ValueError: naming the offending field and the fix.
     """
     positive = ("width", "z_dim", "batch_size", "g_batch_multiplier", "max_steps",
-                "disc_iters", "save_every", "keep_checkpoints", "log_every", "sample_every",
-                "histogram_every", "num_sample_images")
+                "steps_per_call", "disc_iters", "save_every", "keep_checkpoints", "log_every",
+                "sample_every", "histogram_every", "num_sample_images")
     for name in positive:
       if getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)} must be a positive integer.")

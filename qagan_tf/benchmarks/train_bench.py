@@ -43,6 +43,37 @@ def _graph_flops(concrete_function):
     return None
 
 
+VARIANTS = {  # name: (config changes, steps per timed call)
+    "baseline": ({}, 1),
+    "steps_per_call_10": ({"steps_per_call": 10}, 10),
+    "xla": ({"jit_compile": True}, 1),
+    "xla_steps_per_call_10": ({"jit_compile": True, "steps_per_call": 10}, 10),
+}
+
+
+def speed_variants(config, images, repeats=5, log=print):
+  """Seconds per training step (as `Trainer.train` runs it) with XLA and several steps per
+  call on/off, side by side, for the configured penalty."""
+  from qagan_tf.train import trainer as trainer_lib
+  out = {}
+  for name, (changes, count) in VARIANTS.items():
+    c = dataclasses.replace(config, eval_every=0, **changes)
+    with tempfile.TemporaryDirectory() as tmp:
+      trainer = trainer_lib.Trainer(c, tmp, trainer_lib.make_strategy("auto"), images=images)
+      iterator = iter(trainer.distributed_dataset(0))
+
+      def call():
+        trainer.train_iterations(iterator, count)
+        trainer.step.numpy()  # Wait for the call to finish.
+      t, _ = _median_time(call, repeats)
+    out[name] = {"step_s": t / count}
+  for name, entry in out.items():
+    entry["speedup_over_baseline"] = out["baseline"]["step_s"] / entry["step_s"]
+    log(f"{config.penalty} {name}: {entry['step_s'] * 1e3:.1f} ms/step "
+        f"({entry['speedup_over_baseline']:.2f}x)")
+  return out
+
+
 def run(config, repeats=5, log=print):
   """Per-iteration and per-D-step medians for each penalty, ratios, FLOPs, peak fraction.
 
@@ -65,7 +96,7 @@ def run(config, repeats=5, log=print):
       trainer = trainer_lib.Trainer(c, tmp, trainer_lib.make_strategy("auto"), images=images)
       images = trainer.load_data()
       iterator = iter(trainer.distributed_dataset(0))
-      it_time, _ = _median_time(lambda: trainer.train_iterations(iterator, 1)["d_loss"].numpy(),
+      it_time, _ = _median_time(lambda: trainer.train_step(iterator)["d_loss"].numpy(),
                                 repeats)
       # One D update alone on fixed inputs (no input pipeline, no G update).
       inputs = next(iterator)
@@ -94,6 +125,7 @@ def run(config, repeats=5, log=print):
   result["niqe_over_wgan_gp"] = result["penalties"]["niqe"]["d_step_s"] / base
   log(f"D step ratios: ssim/wgan_gp {result['ssim_over_wgan_gp']:.3f}, niqe/wgan_gp "
       f"{result['niqe_over_wgan_gp']:.3f}")
+  result["speed_variants"] = speed_variants(config, images, repeats, log)
   # Input pipeline alone.
   with tempfile.TemporaryDirectory() as tmp:
     trainer = trainer_lib.Trainer(dataclasses.replace(config, eval_every=0), tmp, images=images)

@@ -1,5 +1,6 @@
 """The distributed training loop: models, optimizers, checkpoints, TensorBoard and progress."""
 
+import json
 import os
 import re
 import signal
@@ -26,24 +27,57 @@ INCOMPATIBLE_KEYS = ("dataset", "resolution", "width", "z_dim", "penalty", "seed
 _SAMPLE_SEED = 20191208
 
 
+def _tf_config_workers():
+  """Number of workers (chief included) in $TF_CONFIG's cluster; 0 without TF_CONFIG."""
+  text = os.environ.get("TF_CONFIG", "")
+  if not text:
+    return 0
+  try:
+    cluster = json.loads(text).get("cluster", {})
+  except (ValueError, AttributeError):
+    raise ValueError(f"TF_CONFIG is not valid JSON: {text[:200]!r}") from None
+  return sum(len(cluster.get(k, [])) for k in ("chief", "worker"))
+
+
 def make_strategy(name="auto"):
-  """Returns a tf.distribute strategy.
+  """Returns a tf.distribute strategy. Create it before any other TF work in the process.
 
   Args:
-    name: "auto" (MirroredStrategy over all GPUs when there are several, else the default
-      strategy), "default", or "mirrored" (all local GPUs, or the CPU).
+    name: "auto" (MultiWorkerMirroredStrategy when $TF_CONFIG lists several workers, else
+      MirroredStrategy over all GPUs when there are several, else the default strategy),
+      "default", "mirrored" (all local GPUs, or the CPU) or "multi_worker" (from $TF_CONFIG).
 
   Raises:
-    ValueError: for an unknown name.
+    ValueError: for an unknown name or an unusable TF_CONFIG.
   """
   if name == "auto":
-    gpus = tf.config.list_logical_devices("GPU")
-    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if _tf_config_workers() > 1:
+      name = "multi_worker"
+    else:
+      gpus = tf.config.list_logical_devices("GPU")
+      return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "mirrored":
     return tf.distribute.MirroredStrategy()
-  raise ValueError(f"Unknown strategy {name!r}; use auto, default or mirrored.")
+  if name == "multi_worker":
+    if not _tf_config_workers():
+      raise ValueError("--strategy=multi_worker needs TF_CONFIG with the cluster and this "
+                       "worker's task (see README, Distribution).")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  raise ValueError(f"Unknown strategy {name!r}; use auto, default, mirrored or multi_worker.")
+
+
+def worker_role(strategy):
+  """(is_chief, task_id) of this process: the chief writes checkpoints, logs and samples."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True, 0
+  task_type, task_id = resolver.task_type, resolver.task_id or 0
+  cluster = resolver.cluster_spec().as_dict()
+  is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0
+                                      and "chief" not in cluster)
+  return is_chief, task_id
 
 
 def build_models(config):
@@ -119,9 +153,22 @@ class Trainer:
         step=self.step, generator=self.generator, discriminator=self.discriminator,
         ema_generator=self.ema_generator, g_optimizer=self.g_optimizer,
         d_optimizer=self.d_optimizer, nonfinite_steps=self.nonfinite_steps)
+    # Multi-worker: every worker saves (the save is collective), only the chief into model_dir;
+    # the others write to a scratch directory that is deleted after each save.
+    self.is_chief, task_id = worker_role(self.strategy)
+    self._write_dir = model_dir if self.is_chief else os.path.join(
+        model_dir, f".worker{task_id}_scratch")
+    logging.info("%s: %d replica(s) in sync; this process is %s.", type(self.strategy).__name__,
+                 self.strategy.num_replicas_in_sync,
+                 "the chief" if self.is_chief else f"worker {task_id}")
     self.manager = tf.train.CheckpointManager(
-        self.checkpoint, model_dir, max_to_keep=config.keep_checkpoints, step_counter=self.step,
-        checkpoint_name="ckpt")
+        self.checkpoint, self._write_dir, max_to_keep=config.keep_checkpoints,
+        step_counter=self.step, checkpoint_name="ckpt")
+    if config.jit_compile:  # XLA for the loss+gradient computations, updates outside.
+      self._d_gradients = tf.function(step_lib.discriminator_gradients, jit_compile=True)
+      self._g_gradients = tf.function(step_lib.generator_gradients, jit_compile=True)
+    else:
+      self._d_gradients = self._g_gradients = None
     self._metric_sums = None
     self._restored = None
     self._iteration_fn = None
@@ -145,7 +192,7 @@ class Trainer:
       CheckpointError: for a corrupt checkpoint or one of another architecture; the files are
         left as they are.
     """
-    latest = self.manager.latest_checkpoint
+    latest = tf.train.latest_checkpoint(self.model_dir)  # The chief's, on every worker.
     if latest and latest != self._restored:
       c = self.config
       try:
@@ -157,7 +204,9 @@ class Trainer:
             f"another architecture: resume with the values in {self.model_dir}/config.json, "
             "or train in a new --model_dir.") from None
       except (tf.errors.OpError, IndexError, OSError) as e:
-        older = [os.path.basename(p) for p in self.manager.checkpoints if p != latest]
+        older = [os.path.basename(p)[:-len(".index")] for p in sorted(
+            tf.io.gfile.glob(os.path.join(self.model_dir, "ckpt-*.index")))]
+        older = [p for p in older if p != os.path.basename(latest)]
         fix = (f"move {os.path.basename(latest)}.* out of {self.model_dir} and set "
                f"model_checkpoint_path in {self.model_dir}/checkpoint to an older one "
                f"({', '.join(older)})" if older else "start again in a new --model_dir")
@@ -185,8 +234,12 @@ class Trainer:
           f"{int(self.step.numpy())}; no checkpoint written. The latest checkpoint in "
           f"{self.model_dir} is the last good one; lower --lr or check the data.")
     try:
-      self._restored = self.manager.save(checkpoint_number=self.step)
-      return self._restored
+      path = self.manager.save(checkpoint_number=self.step)
+      if not self.is_chief:
+        tf.io.gfile.rmtree(self._write_dir)
+        return None
+      self._restored = path
+      return path
     except (tf.errors.OpError, OSError) as e:
       prefix = os.path.join(self.model_dir, f"ckpt-{int(self.step.numpy())}")
       for partial in tf.io.gfile.glob(prefix + "_temp*"):  # The saver's staging area.
@@ -210,19 +263,19 @@ class Trainer:
           self.generator, self.discriminator, self.d_optimizer, inputs["real"][i],
           inputs["z"][i], inputs["eps"][i], global_batch_size=gb, gp_weight=c.gp_weight,
           drift_weight=c.drift_weight, qa_weight=c.qa_weight,
-          quality_penalty=self.quality_penalty))
+          quality_penalty=self.quality_penalty, gradients_fn=self._d_gradients))
     skipped = [m.pop("skipped") for m in d_metrics]
     metrics = {k: tf.add_n([m[k] for m in d_metrics]) / c.disc_iters for k in d_metrics[0]}
     metrics.update(step_lib.generator_update(
         self.generator, self.discriminator, self.g_optimizer, inputs["z_gen"],
-        global_batch_size=gb * c.g_batch_multiplier))
+        global_batch_size=gb * c.g_batch_multiplier, gradients_fn=self._g_gradients))
     metrics["skipped_updates"] = tf.add_n(skipped + [metrics.pop("skipped")])
     return metrics
 
-  def _build_iteration_fn(self):
+  def _build_iteration_fns(self):
+    """(one(inputs) -> metrics, several(iterator, count)), both tf.functions."""
     strategy = self.strategy
 
-    @tf.function
     def iteration(inputs):
       per_replica = strategy.run(self._replica_iteration, args=(inputs,))
       metrics = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
@@ -239,7 +292,13 @@ class Trainer:
           self._metric_sums[k].assign_add(tf.where(dropped, 0.0, v))
       self._metric_sums["_count"].assign_add(good)
       return metrics
-    return iteration
+
+    @tf.function
+    def several(iterator, count):
+      for _ in tf.range(count):  # A tf.while_loop: one trace whatever the count.
+        iteration(next(iterator))
+
+    return tf.function(iteration), several
 
   def _init_metric_sums(self):
     names = ["d_loss", "g_loss", "wasserstein", "gp", "drift", "d_real", "d_fake", "grad_norm"]
@@ -259,14 +318,24 @@ class Trainer:
     return means
 
   def train_iterations(self, dataset_iterator, count):
-    """Runs `count` iterations (disc_iters D updates + 1 G update each). Returns last metrics."""
+    """Runs `count` iterations (disc_iters D updates + 1 G update each) in one call.
+
+    This is what `train` runs, for every --steps_per_call: the loop body is one graph whatever
+    the count, so the results do not depend on steps_per_call (a step compiled outside the loop
+    is fused differently by grappler and differs in float32 round-off).
+    """
+    self._ensure_iteration_fns()
+    self._iterations_fn(dataset_iterator, tf.constant(count, tf.int64))
+
+  def train_step(self, dataset_iterator):
+    """Runs one iteration and returns its metrics (global means; benchmarks and tests)."""
+    self._ensure_iteration_fns()
+    return self._iteration_fn(next(dataset_iterator))
+
+  def _ensure_iteration_fns(self):
     if self._iteration_fn is None:
       self._init_metric_sums()
-      self._iteration_fn = self._build_iteration_fn()
-    metrics = None
-    for _ in range(count):
-      metrics = self._iteration_fn(next(dataset_iterator))
-    return metrics
+      self._iteration_fn, self._iterations_fn = self._build_iteration_fns()
 
   def load_data(self):
     """Loads the training images (once). Raises data.DataError for an unusable source."""
@@ -383,7 +452,8 @@ class Trainer:
       return start
     self.prepare_evaluation()
     iterator = iter(self.distributed_dataset(start))
-    writer = tf.summary.create_file_writer(self.model_dir)
+    writer = (tf.summary.create_file_writer(self.model_dir) if self.is_chief
+              else tf.summary.create_noop_writer())
     progress = Progress(start, c.max_steps)
     nonfinite = _NonFiniteWatch(self, c.on_nonfinite)
     step = start
@@ -392,8 +462,9 @@ class Trainer:
         if interrupt.signum is not None:
           writer.flush()
           raise TrainingInterrupted(interrupt.signum, step, self.save())
-        step += 1
-        self.train_iterations(iterator, 1)
+        count = self._steps_to_next_event(step, end)
+        self.train_iterations(iterator, count)
+        step += count
         nonfinite.update(step)
         last = step == end
         try:
@@ -402,12 +473,22 @@ class Trainer:
         except tf.errors.OpError as e:  # Full disk, quota, vanished directory.
           raise OSError(f"cannot write to {self.model_dir} at step {step} ({_tf_message(e)}); "
                         f"free disk space or move the run. {self._latest_sentence()}") from None
-        if c.eval_every and (step % c.eval_every == 0 or last):
+        if c.eval_every and (step % c.eval_every == 0 or last) and self.is_chief:
           self.evaluate(step)
         if step % c.save_every == 0 or last:
           path = self.save()
           logging.info("Saved checkpoint %s", path)
     return step
+
+  def _steps_to_next_event(self, step, end):
+    """Steps to run in the next call: up to steps_per_call, stopping at the next step that logs,
+    samples, evaluates or saves, so that none is skipped."""
+    c = self.config
+    target = min(end, step + c.steps_per_call)
+    for every in (c.log_every, c.sample_every, c.histogram_every, c.save_every, c.eval_every):
+      if every:
+        target = min(target, (step // every + 1) * every)
+    return target - step
 
   def _write_step_outputs(self, step, last, progress, nonfinite_total):
     """Scalars and the console line (every log_every), sample grids, histograms."""
@@ -427,9 +508,9 @@ class Trainer:
         shown.append(self.quality_penalty.summary_tag)
       logging.info("%s | %s", progress.describe(step), " ".join(
           f"{k}={means[k]:.4g}" for k in shown if k in means) or "no finite step")
-    if step % c.sample_every == 0 or last:
+    if (step % c.sample_every == 0 or last) and self.is_chief:
       self._write_samples(step)
-    if step % c.histogram_every == 0 or last:
+    if (step % c.histogram_every == 0 or last) and self.is_chief:
       self._write_histograms(step)
 
   def _check_finite(self, means, step):

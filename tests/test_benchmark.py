@@ -1,0 +1,42 @@
+"""bin/benchmark end to end on a tiny configuration (the figures themselves are not asserted:
+timing belongs in benchmarks/, not in tests)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests import reference
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_benchmark_writes_every_figure(tmp_path):
+  out = str(tmp_path / "bench.json")
+  env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=reference.reference_path(
+      "inception/fid_inception_2015_12_05_pool3.npz"))
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "bin", "benchmark"), "--flagfile=configs/smoke.cfg",
+       "--width=8", "--batch_size=4", "--disc_iters=1", "--repeats=1", "--inception_batch=2",
+       "--nowith_torch", f"--output={out}"], cwd=REPO, env=env, capture_output=True, text=True,
+      timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(out) as f:
+    result = json.load(f)
+  train = result["train"]
+  assert set(train["penalties"]) == {"wgan_gp", "ssim", "niqe"}
+  for entry in train["penalties"].values():
+    assert entry["d_step_s"] > 0 and entry["iteration_s"] > 0 and entry["d_step_flops"] > 0
+    assert 0 < entry["fraction_of_matmul_peak"] < 2
+  base = train["penalties"]["wgan_gp"]["d_step_s"]
+  assert result["ssim_over_wgan_gp"] == train["penalties"]["ssim"]["d_step_s"] / base
+  assert result["niqe_over_wgan_gp"] == train["penalties"]["niqe"]["d_step_s"] / base
+  assert set(train["speed_variants"]) == {"baseline", "steps_per_call_10", "xla",
+                                          "xla_steps_per_call_10"}
+  assert all(v["step_s"] > 0 for v in train["speed_variants"].values())
+  assert train["input_pipeline_iterations_per_s"] > 0 and train["peak_rss_mib"] > 0
+  assert result["inception"]["tf_images_per_sec"] > 0
+  assert "D step ratios" in proc.stdout and f"Wrote {out}" in proc.stdout
