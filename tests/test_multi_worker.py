@@ -85,3 +85,25 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(tmp_path)
       # gradient is ~0 may differ by a few lr (as for two replicas in one process). (Adam's
       # slots then differ by a few percent: gradients at slightly different weights.)
       np.testing.assert_allclose(a[name], b[name], rtol=1e-3, atol=3 * 2 * 2e-4, err_msg=name)
+
+  # SIGTERM to one worker stops both after the same step, with one collective checkpoint.
+  import signal
+  import tensorflow as tf
+  more = ["--max_steps=100000", "--save_every=100000"]
+  workers = [subprocess.Popen(
+      [sys.executable, os.path.join(REPO, "bin", "train"), *RUN, *more, f"--model_dir={multi}",
+       "--strategy=multi_worker"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True, env=dict(os.environ, TF_CONFIG=json.dumps(
+          {"cluster": cluster, "task": {"type": "worker", "index": i}}))) for i in range(2)]
+  seen = ""
+  for line in workers[1].stdout:
+    seen += line
+    if "step 5/" in line:
+      break
+  workers[1].send_signal(signal.SIGTERM)
+  logs = [seen + workers[1].communicate(timeout=300)[0], workers[0].communicate(timeout=300)[0]]
+  assert [workers[1].returncode, workers[0].returncode] == [128 + signal.SIGTERM] * 2, (
+      logs[0][-3000:] + logs[1][-3000:])
+  assert all("Stopped by SIGTERM" in log for log in logs)
+  assert int(tf.train.latest_checkpoint(multi).rsplit("-", 1)[1]) >= 5
+  assert not [f for f in os.listdir(multi) if f.startswith(".worker")]

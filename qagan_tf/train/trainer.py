@@ -171,6 +171,7 @@ class Trainer:
       self._d_gradients = self._g_gradients = None
     self._metric_sums = None
     self._restored = None
+    self._signal_fn = None
     self._iteration_fn = None
     self._evaluator = None
 
@@ -459,9 +460,10 @@ class Trainer:
     step = start
     with writer.as_default(), _SignalFlag() as interrupt:
       while step < end:
-        if interrupt.signum is not None:
+        signum = self._agreed_signal(interrupt.signum)
+        if signum is not None:
           writer.flush()
-          raise TrainingInterrupted(interrupt.signum, step, self.save())
+          raise TrainingInterrupted(signum, step, self.save())
         count = self._steps_to_next_event(step, end)
         self.train_iterations(iterator, count)
         step += count
@@ -479,6 +481,22 @@ class Trainer:
           path = self.save()
           logging.info("Saved checkpoint %s", path)
     return step
+
+  def _agreed_signal(self, signum):
+    """The signal to stop for, agreed by all workers: one worker's SIGTERM stops every worker
+    after the same step (the checkpoint save is collective, so they must all take part)."""
+    if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+      return signum
+    if self._signal_fn is None:
+      strategy = self.strategy
+
+      @tf.function
+      def total(local):
+        per_replica = strategy.run(lambda: tf.identity(local))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+      self._signal_fn = total
+    stop = float(self._signal_fn(tf.constant(0.0 if signum is None else 1.0))) > 0
+    return (signum or signal.SIGTERM) if stop else None
 
   def _steps_to_next_event(self, step, end):
     """Steps to run in the next call: up to steps_per_call, stopping at the next step that logs,
