@@ -89,6 +89,9 @@ flags.DEFINE_integer("steps_per_call", _D.steps_per_call,
 flags.DEFINE_bool("jit_compile", _D.jit_compile,
                   "Compile each D and G loss+gradient computation with XLA (optimizer updates "
                   "stay outside, so it works under every tf.distribute strategy).")
+flags.DEFINE_enum("mixed_precision", _D.mixed_precision, ["none", "bfloat16", "float16"],
+                  "G and D compute in 16 bits (weights, losses, penalties and IQA statistics "
+                  "stay float32); float16 uses dynamic loss scaling.")
 flags.DEFINE_integer("save_every", _D.save_every, "Checkpoint interval in steps.")
 flags.DEFINE_integer("keep_checkpoints", _D.keep_checkpoints, "Checkpoints kept in --model_dir.")
 flags.DEFINE_integer("log_every", _D.log_every, "Console/TensorBoard scalar interval in steps.")

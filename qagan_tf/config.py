@@ -60,6 +60,7 @@ class TrainConfig:
   # Speed (none of these changes the experiment).
   steps_per_call: int = 1
   jit_compile: bool = False
+  mixed_precision: str = "none"
   save_every: int = 1000
   keep_checkpoints: int = 3
   log_every: int = 100
@@ -129,6 +130,9 @@ class TrainConfig:
                        "splits).")
     if self.lr_decay not in ("linear", "constant"):
       raise ValueError(f"lr_decay={self.lr_decay!r}: use 'linear' or 'constant'.")
+    if self.mixed_precision not in ("none", "bfloat16", "float16"):
+      raise ValueError(f"mixed_precision={self.mixed_precision!r}: use none, bfloat16 or "
+                       "float16.")
     if self.on_nonfinite not in ("stop", "skip"):
       raise ValueError(f"on_nonfinite={self.on_nonfinite!r}: use 'stop' or 'skip'.")
     return self

@@ -48,12 +48,15 @@ VARIANTS = {  # name: (config changes, steps per timed call)
     "steps_per_call_10": ({"steps_per_call": 10}, 10),
     "xla": ({"jit_compile": True}, 1),
     "xla_steps_per_call_10": ({"jit_compile": True, "steps_per_call": 10}, 10),
+    "bfloat16": ({"mixed_precision": "bfloat16"}, 1),
+    "float16": ({"mixed_precision": "float16"}, 1),
+    "xla_bfloat16": ({"jit_compile": True, "mixed_precision": "bfloat16"}, 1),
 }
 
 
 def speed_variants(config, images, repeats=5, log=print):
-  """Seconds per training step (as `Trainer.train` runs it) with XLA and several steps per
-  call on/off, side by side, for the configured penalty."""
+  """Seconds per training step (as `Trainer.train` runs it) with XLA, several steps per call
+  and mixed precision on/off, side by side, for the configured penalty."""
   from qagan_tf.train import trainer as trainer_lib
   out = {}
   for name, (changes, count) in VARIANTS.items():

@@ -143,7 +143,7 @@ class Generator(keras.Model):
     for block in self.blocks:
       h = block(h, training=training)
     h = tf.nn.relu(self.bn_out(h, training=training))
-    return tf.tanh(self.conv_out(h))
+    return tf.cast(tf.tanh(self.conv_out(h)), tf.float32)  # float32 under mixed precision too.
 
   @property
   def blocks(self):
@@ -175,7 +175,7 @@ class Discriminator(keras.Model):
     for block in self.blocks:
       h = block(h)
     h = tf.reduce_mean(tf.nn.relu(h), axis=[1, 2])
-    return tf.squeeze(self.dense(h), axis=-1)
+    return tf.cast(tf.squeeze(self.dense(h), axis=-1), tf.float32)
 
   @property
   def blocks(self):

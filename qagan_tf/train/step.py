@@ -20,7 +20,28 @@ def _average(per_example, global_batch_size):
   return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
 
 
-def apply_if_finite(optimizer, grads, variables, loss):
+class LossScale:
+  """Dynamic loss scaling for float16 (as Keras' LossScaleOptimizer): gradients are computed of
+  loss * scale and divided by it; an overflow halves the scale and drops that update, 2000
+  finite updates in a row double it. Create under the strategy's scope."""
+
+  GROWTH_STEPS = 2000
+
+  def __init__(self, initial=2.0**15, name="loss_scale"):
+    self.scale = tf.Variable(initial, dtype=tf.float32, trainable=False, name=name)
+    self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name=name + "_good_steps")
+
+  def grow(self):
+    grown = self.good_steps + 1 >= self.GROWTH_STEPS
+    self.scale.assign(tf.where(grown, self.scale * 2.0, self.scale))
+    self.good_steps.assign(tf.where(grown, tf.constant(0, tf.int64), self.good_steps + 1))
+
+  def shrink(self):
+    self.scale.assign(tf.maximum(self.scale * 0.5, 1.0))
+    self.good_steps.assign(0)
+
+
+def apply_if_finite(optimizer, grads, variables, loss, loss_scale=None):
   """Applies `grads` unless the loss or any gradient is NaN/Inf on any replica.
 
   A dropped update leaves the variables, the optimizer's slots and its iteration count exactly
@@ -31,38 +52,60 @@ def apply_if_finite(optimizer, grads, variables, loss):
     optimizer: Keras optimizer built on `variables`.
     grads: gradients, one per variable (this replica's share).
     variables: the variables to update.
-    loss: this replica's loss (any shape).
+    loss: this replica's loss (any shape), unscaled.
+    loss_scale: optional `LossScale`; then `grads` are of loss * scale: they are divided by it,
+      and non-finite gradients with a finite loss are an overflow: the scale halves, the update
+      is dropped, and it counts as skipped only once the scale is down to 1.
 
   Returns:
     float32 scalar: this replica's share of the skip flag (summed over replicas: 1.0 when the
-    update was dropped, else 0.0).
+    update was dropped for a non-finite value, else 0.0).
   """
   ctx = tf.distribute.get_replica_context()
-  checks = [tf.reduce_all(tf.math.is_finite(loss))]
-  checks += [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
-  bad_here = 1.0 - tf.cast(tf.reduce_all(tf.stack(checks)), tf.float32)
-  bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, bad_here)
-  finite = tf.equal(bad, 0.0)
+  if loss_scale is not None:
+    grads = [None if g is None else g / loss_scale.scale for g in grads]
 
-  def cross_replica(strategy, grads, finite):
+  def all_finite(tensors):
+    here = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
+    return tf.equal(ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                   1.0 - tf.cast(here, tf.float32)), 0.0)
+  loss_ok = all_finite([loss])
+  grads_ok = all_finite([g for g in grads if g is not None])
+
+  def cross_replica(strategy, grads, loss_ok, grads_ok):
     # Keras' optimizer update may call merge_call, which a cond in replica context does not
     # allow; the cond therefore runs here, in cross-replica context (as Keras' LossScaleOptimizer
-    # does). `finite` is the same on every replica: take the first.
-    ok = strategy.experimental_local_results(finite)[0]
+    # does). The flags are the same on every replica: take the first.
+    loss_ok = strategy.experimental_local_results(loss_ok)[0]
+    ok = tf.logical_and(loss_ok, strategy.experimental_local_results(grads_ok)[0])
 
     def update():
       strategy.extended.call_for_each_replica(
           lambda g: optimizer.apply_gradients(zip(g, variables)), args=(grads,))
+      if loss_scale is not None:
+        loss_scale.grow()
       return tf.constant(True)
 
-    return tf.cond(ok, update, lambda: tf.constant(False))
+    def drop():
+      if loss_scale is not None:
+        loss_scale.shrink()
+      return tf.constant(False)
 
-  ctx.merge_call(cross_replica, args=(list(grads), finite))
-  return (1.0 - tf.cast(finite, tf.float32)) / ctx.num_replicas_in_sync
+    return tf.cond(ok, update, drop)
+
+  scale_before = None if loss_scale is None else tf.identity(loss_scale.scale)
+  ctx.merge_call(cross_replica, args=(list(grads), loss_ok, grads_ok))
+  dropped = tf.logical_not(tf.logical_and(loss_ok, grads_ok))
+  if loss_scale is not None:  # An overflow is routine while the scale is above 1.
+    overflow = tf.logical_and(loss_ok, tf.logical_not(grads_ok))
+    dropped = tf.logical_and(dropped, tf.logical_not(
+        tf.logical_and(overflow, scale_before > 1.0)))
+  return tf.cast(dropped, tf.float32) / ctx.num_replicas_in_sync
 
 
 def discriminator_gradients(generator, discriminator, real, z, eps, *, global_batch_size,
-                            gp_weight, drift_weight, qa_weight=0.0, quality_penalty=None):
+                            gp_weight, drift_weight, qa_weight=0.0, quality_penalty=None,
+                            loss_scale=None):
   """The critic loss with its penalties and its gradients (no update; XLA-compilable).
 
   Args:
@@ -71,6 +114,9 @@ def discriminator_gradients(generator, discriminator, real, z, eps, *, global_ba
     global_batch_size: batch summed over replicas (B times the number of replicas).
     gp_weight, drift_weight, qa_weight: weights, applied here once each.
     quality_penalty: optional `penalties.QualityPenalty`.
+    loss_scale: optional float32 scalar (float16 training): the returned `grads` are of
+      loss * loss_scale, so that small float16 gradients do not underflow in the backward pass
+      (the second-order one through the 1-GP included).
 
   Returns:
     (loss, grads, metrics): this replica's share of the loss, the gradients for
@@ -88,6 +134,9 @@ def discriminator_gradients(generator, discriminator, real, z, eps, *, global_ba
     with tf.GradientTape(watch_accessed_variables=False) as inner:
       inner.watch(x_hat)
       d_hat = _float32(discriminator(x_hat))
+    # Not loss-scaled: the loss (with the 1-GP and the quality penalty built on grad_x_hat)
+    # then does not depend on the scale, so a non-finite loss is a real NaN/Inf, never an
+    # overflow (d_hat is O(1); its 16-bit gradients do not underflow).
     grad_x_hat = inner.gradient(d_hat, x_hat)
     scores = _float32(discriminator(tf.concat([real, fake], axis=0)))
     d_real, d_fake = tf.split(scores, 2)
@@ -106,7 +155,8 @@ def discriminator_gradients(generator, discriminator, real, z, eps, *, global_ba
       for key, value in extras.items():
         metrics[key] = _average(tf.stop_gradient(value), global_batch_size)
     loss = _average(per_example, global_batch_size)
-  grads = tape.gradient(loss, variables)
+    scaled = loss if loss_scale is None else loss * loss_scale  # Recorded: inside the tape.
+  grads = tape.gradient(scaled, variables)
   metrics.update(
       d_loss=loss,
       wasserstein=_average(d_real - d_fake, global_batch_size),
@@ -120,12 +170,12 @@ def discriminator_gradients(generator, discriminator, real, z, eps, *, global_ba
 
 def discriminator_update(generator, discriminator, optimizer, real, z, eps, *, global_batch_size,
                          gp_weight, drift_weight, qa_weight=0.0, quality_penalty=None,
-                         gradients_fn=None):
+                         gradients_fn=None, loss_scale=None):
   """Computes the critic loss with its penalties and applies one optimizer update.
 
   Arguments as `discriminator_gradients`, plus the Keras `optimizer` built on
   discriminator.trainable_variables and an optional `gradients_fn` to use instead of
-  `discriminator_gradients` (e.g. its XLA-compiled version).
+  `discriminator_gradients` (e.g. its XLA-compiled version) and an optional `LossScale`.
 
   Returns:
     the metrics of `discriminator_gradients` plus `skipped` (this replica's share of 1 when the
@@ -134,31 +184,36 @@ def discriminator_update(generator, discriminator, optimizer, real, z, eps, *, g
   loss, grads, metrics = (gradients_fn or discriminator_gradients)(
       generator, discriminator, real, z, eps, global_batch_size=global_batch_size,
       gp_weight=gp_weight, drift_weight=drift_weight, qa_weight=qa_weight,
-      quality_penalty=quality_penalty)
-  metrics["skipped"] = apply_if_finite(optimizer, grads, discriminator.trainable_variables, loss)
+      quality_penalty=quality_penalty,
+      loss_scale=None if loss_scale is None else loss_scale.scale)
+  metrics["skipped"] = apply_if_finite(optimizer, grads, discriminator.trainable_variables, loss,
+                                       loss_scale)
   return metrics
 
 
-def generator_gradients(generator, discriminator, z, *, global_batch_size):
-  """The generator loss -D(G(z)) (this replica's share) and its gradients; XLA-compilable."""
+def generator_gradients(generator, discriminator, z, *, global_batch_size, loss_scale=None):
+  """The generator loss -D(G(z)) (this replica's share) and its gradients (of loss * loss_scale
+  when given); XLA-compilable."""
   with tf.GradientTape() as tape:
     fake = generator(z, training=True)
     loss = _average(losses.wasserstein_generator_loss(_float32(discriminator(fake))),
                     global_batch_size)
-  return loss, tape.gradient(loss, generator.trainable_variables)
+    scaled = loss if loss_scale is None else loss * loss_scale
+  return loss, tape.gradient(scaled, generator.trainable_variables)
 
 
 def generator_update(generator, discriminator, optimizer, z, *, global_batch_size,
-                     gradients_fn=None):
+                     gradients_fn=None, loss_scale=None):
   """One generator update on -D(G(z)); z float32 (B', z_dim).
 
   Returns:
     {"g_loss": share, "skipped": share of the skip flag (see `apply_if_finite`)}.
   """
-  loss, grads = (gradients_fn or generator_gradients)(generator, discriminator, z,
-                                                      global_batch_size=global_batch_size)
-  return {"g_loss": loss,
-          "skipped": apply_if_finite(optimizer, grads, generator.trainable_variables, loss)}
+  loss, grads = (gradients_fn or generator_gradients)(
+      generator, discriminator, z, global_batch_size=global_batch_size,
+      loss_scale=None if loss_scale is None else loss_scale.scale)
+  return {"g_loss": loss, "skipped": apply_if_finite(
+      optimizer, grads, generator.trainable_variables, loss, loss_scale)}
 
 
 def ema_update(ema_variables, variables, decay):

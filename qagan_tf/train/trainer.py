@@ -80,13 +80,25 @@ def worker_role(strategy):
   return is_chief, task_id
 
 
+_POLICIES = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
 def build_models(config):
   """Builds (generator, discriminator, ema_generator) with all variables created.
 
-  The EMA generator starts as a copy of the generator.
+  The EMA generator starts as a copy of the generator. With config.mixed_precision, G and D
+  compute in 16 bits (Keras mixed policy: float32 weights, 16-bit activations, float32 outputs);
+  the EMA generator stays float32 throughout (samples and evaluation).
   """
-  generator = models.Generator(config.resolution, config.width, config.z_dim)
-  discriminator = models.Discriminator(config.resolution, config.width)
+  policy = _POLICIES[config.mixed_precision]
+  previous = keras.config.dtype_policy()
+  if policy:
+    keras.config.set_dtype_policy(policy)
+  try:
+    generator = models.Generator(config.resolution, config.width, config.z_dim)
+    discriminator = models.Discriminator(config.resolution, config.width)
+  finally:
+    keras.config.set_dtype_policy(previous)
   ema_generator = models.Generator(config.resolution, config.width, config.z_dim,
                                    name="ema_generator")
   for model in (generator, discriminator, ema_generator):
@@ -146,13 +158,24 @@ class Trainer:
       self.g_optimizer.build(self.generator.trainable_variables)
       self.d_optimizer.build(self.discriminator.trainable_variables)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+      # Dynamic loss scales (used with --mixed_precision=float16; checkpointed always, so that
+      # the checkpoint layout does not depend on the precision).
+      self.d_loss_scale = step_lib.LossScale(name="d_loss_scale")
+      self.g_loss_scale = step_lib.LossScale(name="g_loss_scale")
       # Steps in which a NaN/Inf loss or gradient dropped an update (see --on_nonfinite).
       self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                          name="nonfinite_steps")
-    self.checkpoint = tf.train.Checkpoint(
+    core = dict(
         step=self.step, generator=self.generator, discriminator=self.discriminator,
         ema_generator=self.ema_generator, g_optimizer=self.g_optimizer,
         d_optimizer=self.d_optimizer, nonfinite_steps=self.nonfinite_steps)
+    loss_scales = {"d": self.d_loss_scale.scale, "d_good": self.d_loss_scale.good_steps,
+                   "g": self.g_loss_scale.scale, "g_good": self.g_loss_scale.good_steps}
+    self.checkpoint = tf.train.Checkpoint(**core, loss_scales=loss_scales)  # What is saved.
+    # Restoring checks the core objects strictly; the loss scales are optional (checkpoints
+    # written before they existed keep working; the scales then start afresh).
+    self._core_checkpoint = tf.train.Checkpoint(**core)
+    self._loss_scale_checkpoint = tf.train.Checkpoint(loss_scales=loss_scales)
     # Multi-worker: every worker saves (the save is collective), only the chief into model_dir;
     # the others write to a scratch directory that is deleted after each save.
     self.is_chief, task_id = worker_role(self.strategy)
@@ -197,7 +220,8 @@ class Trainer:
     if latest and latest != self._restored:
       c = self.config
       try:
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        self._core_checkpoint.restore(latest).assert_existing_objects_matched()
+        self._loss_scale_checkpoint.restore(latest).expect_partial()
       except (ValueError, AssertionError) as e:
         raise CheckpointError(
             f"Checkpoint {latest} does not fit this configuration (resolution {c.resolution}, "
@@ -264,14 +288,19 @@ class Trainer:
           self.generator, self.discriminator, self.d_optimizer, inputs["real"][i],
           inputs["z"][i], inputs["eps"][i], global_batch_size=gb, gp_weight=c.gp_weight,
           drift_weight=c.drift_weight, qa_weight=c.qa_weight,
-          quality_penalty=self.quality_penalty, gradients_fn=self._d_gradients))
+          quality_penalty=self.quality_penalty, gradients_fn=self._d_gradients,
+          loss_scale=self._scale(self.d_loss_scale)))
     skipped = [m.pop("skipped") for m in d_metrics]
     metrics = {k: tf.add_n([m[k] for m in d_metrics]) / c.disc_iters for k in d_metrics[0]}
     metrics.update(step_lib.generator_update(
         self.generator, self.discriminator, self.g_optimizer, inputs["z_gen"],
-        global_batch_size=gb * c.g_batch_multiplier, gradients_fn=self._g_gradients))
+        global_batch_size=gb * c.g_batch_multiplier, gradients_fn=self._g_gradients,
+        loss_scale=self._scale(self.g_loss_scale)))
     metrics["skipped_updates"] = tf.add_n(skipped + [metrics.pop("skipped")])
     return metrics
+
+  def _scale(self, loss_scale):
+    return loss_scale if self.config.mixed_precision == "float16" else None
 
   def _build_iteration_fns(self):
     """(one(inputs) -> metrics, several(iterator, count)), both tf.functions."""

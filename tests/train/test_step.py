@@ -206,3 +206,80 @@ def test_replicas_agree_to_drop_when_only_one_sees_a_non_finite_value():
     for local in strategy.experimental_local_results(v):
       np.testing.assert_array_equal(b, local.numpy(), err_msg=v.path)
   assert int(opt.iterations.numpy()) == 0
+
+
+def _mixed_copy(g, d, policy):
+  """G and D computing under a Keras mixed policy, with the weights of g and d."""
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy(policy)
+  try:
+    g16, d16 = models.Generator(32, width=4, z_dim=8), models.Discriminator(32, width=4)
+  finally:
+    keras.config.set_dtype_policy(previous)
+  g16.build_for_inference()
+  d16.build_for_inference()
+  for src, dst in ((g, g16), (d, d16)):
+    for a, b in zip(src.variables, dst.variables):
+      assert b.dtype == "float32", b.path  # Mixed policies keep float32 weights.
+      b.assign(a)
+  return g16, d16
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_gradients_match_float32(policy):
+  """16-bit activations, float32 weights, losses and penalties: the critic's loss, 1-GP and
+  gradients (unscaled from float16's loss scale) agree with float32 to 16-bit round-off."""
+  g, d = _tiny()
+  g16, d16 = _mixed_copy(g, d, policy)
+  assert d16.layers[0].compute_dtype == policy.split("_")[1]
+  real, z, eps = _inputs()
+  kwargs = dict(global_batch_size=4, gp_weight=10.0, drift_weight=1e-3)
+  loss, grads, metrics = step.discriminator_gradients(g, d, real, z, eps, **kwargs)
+  scale = 2.0**12 if policy == "mixed_float16" else None
+  loss16, grads16, metrics16 = step.discriminator_gradients(g16, d16, real, z, eps,
+                                                            loss_scale=scale, **kwargs)
+  assert loss16.dtype == tf.float32 and metrics16["gp"].dtype == tf.float32
+  np.testing.assert_allclose(loss16.numpy(), loss.numpy(), rtol=2e-2)
+  np.testing.assert_allclose(metrics16["gp"].numpy(), metrics["gp"].numpy(), rtol=2e-2)
+  flat = np.concatenate([x.numpy().ravel() for x in grads])
+  flat16 = np.concatenate([x.numpy().ravel() for x in grads16]) / (scale or 1.0)
+  cosine = flat @ flat16 / np.linalg.norm(flat) / np.linalg.norm(flat16)
+  assert cosine > 0.99, cosine
+  np.testing.assert_allclose(np.linalg.norm(flat16), np.linalg.norm(flat), rtol=5e-2)
+  g_loss, g_grads = step.generator_gradients(g, d, z, global_batch_size=4)
+  g_loss16, g_grads16 = step.generator_gradients(g16, d16, z, global_batch_size=4,
+                                                 loss_scale=scale)
+  np.testing.assert_allclose(g_loss16.numpy(), g_loss.numpy(), rtol=5e-2, atol=1e-3)
+  flat = np.concatenate([x.numpy().ravel() for x in g_grads])
+  flat16 = np.concatenate([x.numpy().ravel() for x in g_grads16]) / (scale or 1.0)
+  assert flat @ flat16 / np.linalg.norm(flat) / np.linalg.norm(flat16) > 0.98
+
+
+def test_a_float16_overflow_halves_the_loss_scale_and_is_not_a_skipped_step(monkeypatch):
+  g, d = _tiny()
+  g, d = _mixed_copy(g, d, "mixed_float16")
+  opt = _optimizer(d.trainable_variables)
+  scale = step.LossScale(initial=2.0**40)  # 2^40 does not fit in float16: an overflow.
+  real, z, eps = _inputs()
+  update = tf.function(lambda r: step.discriminator_update(
+      g, d, opt, r, z, eps, global_batch_size=4, gp_weight=10.0, drift_weight=1e-3,
+      loss_scale=scale))
+  before = _values(d.variables)
+  metrics = update(real)
+  assert float(metrics["skipped"]) == 0.0  # Routine: not counted as a non-finite step.
+  assert float(scale.scale.numpy()) == 2.0**39 and int(opt.iterations.numpy()) == 0
+  for b, v in zip(before, d.variables):
+    np.testing.assert_array_equal(b, v.numpy(), err_msg=v.path)
+  # Finite updates grow it again: after GROWTH_STEPS of them it doubles.
+  monkeypatch.setattr(step.LossScale, "GROWTH_STEPS", 2)
+  scale.scale.assign(2.0**10)
+  update = tf.function(update.python_function)  # Retrace with the patched constant.
+  for expected in (2.0**10, 2.0**11):
+    assert float(update(real)["skipped"]) == 0.0
+    assert float(scale.scale.numpy()) == expected
+  assert int(opt.iterations.numpy()) == 2
+  # NaN in the batch at scale 1: non-finite whatever the scale, so it counts.
+  scale.scale.assign(1.0)
+  bad = tf.tensor_scatter_nd_update(real, [[0, 1, 1, 1]], [float("nan")])
+  assert float(update(bad)["skipped"]) == 1.0
+  assert float(scale.scale.numpy()) == 1.0 and int(opt.iterations.numpy()) == 2

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from qagan_tf import config as config_lib
+from qagan_tf.train import step as step_lib
 from qagan_tf.train import trainer as trainer_lib
 from tests.events import scalar_values
 
@@ -227,3 +228,38 @@ def test_xla_compiled_gradients_match_the_plain_step(tmp_path):
     # ~1e-7 round-off gradient (see test_two_replicas_match_one_device).
     tol = dict(rtol=1e-4, atol=1e-6) if key != "g_loss" else dict(rtol=0, atol=2.5 * 2e-4)
     np.testing.assert_allclose(value.numpy(), metrics[1][key].numpy(), err_msg=key, **tol)
+
+
+def test_mixed_precision_trains_and_resumes_with_its_loss_scale(tmp_path):
+  every = dict(max_steps=2, log_every=2, save_every=2, sample_every=2, histogram_every=2)
+  trainer = trainer_lib.Trainer(_config(mixed_precision="float16", penalty="ssim", **every),
+                                str(tmp_path), images=_images())
+  assert trainer.generator.layers[0].compute_dtype == "float16"
+  assert trainer.ema_generator.layers[0].compute_dtype == "float32"  # Samples, evaluation.
+  trainer.d_loss_scale.scale.assign(2.0**9)  # As if it had overflowed before.
+  assert trainer.train() == 2
+  assert float(trainer.d_loss_scale.scale.numpy()) == 2.0**9  # Two finite updates: kept.
+  assert int(trainer.d_loss_scale.good_steps.numpy()) == 2 * 2  # disc_iters = 2.
+  assert all(np.isfinite(v).all() for v in _state(trainer))
+  assert scalar_values(str(tmp_path), "train/nonfinite_steps") == {
+      "train/nonfinite_steps": [(2, 0.0)]}
+  resumed = trainer_lib.Trainer(_config(mixed_precision="float16", penalty="ssim", **every),
+                                str(tmp_path), images=_images())
+  assert resumed.restore() == 2
+  assert float(resumed.d_loss_scale.scale.numpy()) == 2.0**9
+  for a, b in zip(_state(trainer), _state(resumed)):
+    np.testing.assert_array_equal(a, b)
+  # The same checkpoint resumes in float32 or bfloat16: precision is a speed setting.
+  other = trainer_lib.Trainer(_config(mixed_precision="bfloat16", penalty="ssim", **every),
+                              str(tmp_path), images=_images())
+  assert other.restore() == 2
+
+
+def test_checkpoints_written_before_loss_scales_existed_still_restore(tmp_path):
+  trainer = trainer_lib.Trainer(_config(), str(tmp_path / "a"), images=_images())
+  trainer.step.assign(7)
+  tf.train.CheckpointManager(trainer._core_checkpoint, str(tmp_path / "old"), 1,
+                             checkpoint_name="ckpt").save(checkpoint_number=7)
+  resumed = trainer_lib.Trainer(_config(), str(tmp_path / "old"), images=_images())
+  assert resumed.restore() == 7
+  assert float(resumed.d_loss_scale.scale.numpy()) == step_lib.LossScale().scale.numpy()
