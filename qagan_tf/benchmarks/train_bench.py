@@ -11,24 +11,28 @@ import tensorflow as tf
 PENALTIES = ("wgan_gp", "ssim", "niqe")
 
 
-def _median_time(fn, repeats, warmup=2):
-  for _ in range(warmup):
-    fn()
-  times = []
+def _interleaved_times(fns, repeats, warmup=2):
+  """Times each of `fns` (name -> callable) `repeats` times, round-robin (A B C A B C ...), so
+  that a change in this shared machine's load hits every contender alike. Returns name ->
+  (median seconds, all times)."""
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in fns}
   for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times)), times
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t0)
+  return {name: (float(np.median(t)), t) for name, t in times.items()}
 
 
-def matmul_peak_gflops(n=2048, repeats=5):
-  """Measured float32 matmul throughput of this machine (GFLOP/s), the roofline reference."""
+def _matmul_fn(n=2048):
+  """A float32 matmul (the roofline reference) and its FLOPs."""
   a = tf.random.normal([n, n])
   b = tf.random.normal([n, n])
   fn = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-  t, _ = _median_time(lambda: fn().numpy(), repeats)
-  return 2.0 * n**3 / t / 1e9
+  return lambda: fn().numpy(), 2.0 * n**3
 
 
 def _graph_flops(concrete_function):
@@ -56,25 +60,40 @@ VARIANTS = {  # name: (config changes, steps per timed call)
 
 def speed_variants(config, images, repeats=5, log=print):
   """Seconds per training step (as `Trainer.train` runs it) with XLA, several steps per call
-  and mixed precision on/off, side by side, for the configured penalty."""
+  and mixed precision on/off, timed round-robin in one process, for the configured penalty."""
   from qagan_tf.train import trainer as trainer_lib
-  out = {}
-  for name, (changes, count) in VARIANTS.items():
-    c = dataclasses.replace(config, eval_every=0, **changes)
-    with tempfile.TemporaryDirectory() as tmp:
-      trainer = trainer_lib.Trainer(c, tmp, trainer_lib.make_strategy("auto"), images=images)
+  calls = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for name, (changes, count) in VARIANTS.items():
+      c = dataclasses.replace(config, eval_every=0, **changes)
+      trainer = trainer_lib.Trainer(c, f"{tmp}/{name}", trainer_lib.make_strategy("auto"),
+                                    images=images)
       iterator = iter(trainer.distributed_dataset(0))
 
-      def call():
+      def call(trainer=trainer, iterator=iterator, count=count):
         trainer.train_iterations(iterator, count)
         trainer.step.numpy()  # Wait for the call to finish.
-      t, _ = _median_time(call, repeats)
-    out[name] = {"step_s": t / count}
+      calls[name] = call
+    timed = _interleaved_times(calls, repeats * 2)
+  out = {name: {"step_s": timed[name][0] / VARIANTS[name][1]} for name in VARIANTS}
   for name, entry in out.items():
     entry["speedup_over_baseline"] = out["baseline"]["step_s"] / entry["step_s"]
     log(f"{config.penalty} {name}: {entry['step_s'] * 1e3:.1f} ms/step "
         f"({entry['speedup_over_baseline']:.2f}x)")
   return out
+
+
+def _d_step_fn(step_lib, trainer, c, inputs):
+  """One D update on fixed inputs (no input pipeline, no G update), as a tf.function."""
+  real, z, eps = inputs["real"][0], inputs["z"][0], inputs["eps"][0]
+
+  @tf.function
+  def d_step():
+    return step_lib.discriminator_update(
+        trainer.generator, trainer.discriminator, trainer.d_optimizer, real, z, eps,
+        global_batch_size=c.batch_size, gp_weight=c.gp_weight, drift_weight=c.drift_weight,
+        qa_weight=c.qa_weight, quality_penalty=trainer.quality_penalty)["d_loss"]
+  return d_step
 
 
 def run(config, repeats=5, log=print):
@@ -89,40 +108,42 @@ def run(config, repeats=5, log=print):
   result = {"config": {k: getattr(config, k) for k in ("resolution", "width", "batch_size",
                                                        "disc_iters")}, "penalties": {}}
   images = None
-  peak = matmul_peak_gflops()
-  result["matmul_peak_gflops"] = peak
-  log(f"matmul peak: {peak:.1f} GFLOP/s")
+  matmul, matmul_flops = _matmul_fn()
+  d_steps, iterations, flops = {}, {}, {}
+  tmp = tempfile.TemporaryDirectory()
   for name in PENALTIES:
     c = dataclasses.replace(config, penalty=name, qa_weight=max(config.qa_weight, 0.1),
                             eval_every=0)
-    with tempfile.TemporaryDirectory() as tmp:
-      trainer = trainer_lib.Trainer(c, tmp, trainer_lib.make_strategy("auto"), images=images)
-      images = trainer.load_data()
-      iterator = iter(trainer.distributed_dataset(0))
-      it_time, _ = _median_time(lambda: trainer.train_step(iterator)["d_loss"].numpy(),
-                                repeats)
-      # One D update alone on fixed inputs (no input pipeline, no G update).
-      inputs = next(iterator)
-      real, z, eps = inputs["real"][0], inputs["z"][0], inputs["eps"][0]
+    trainer = trainer_lib.Trainer(c, f"{tmp.name}/{name}", trainer_lib.make_strategy("auto"),
+                                  images=images)
+    images = trainer.load_data()
+    iterator = iter(trainer.distributed_dataset(0))
+    iterations[name] = (lambda t=trainer, it=iterator: t.train_step(it)["d_loss"].numpy())
+    # One D update alone on fixed inputs (no input pipeline, no G update).
+    inputs = next(iterator)
 
-      @tf.function
-      def d_step():
-        return step_lib.discriminator_update(
-            trainer.generator, trainer.discriminator, trainer.d_optimizer, real, z, eps,
-            global_batch_size=c.batch_size, gp_weight=c.gp_weight, drift_weight=c.drift_weight,
-            qa_weight=c.qa_weight, quality_penalty=trainer.quality_penalty)["d_loss"]
-
-      d_time, d_times = _median_time(lambda: d_step().numpy(), repeats * 2)
-      flops = _graph_flops(d_step.get_concrete_function())
-    entry = {"iteration_s": it_time, "d_step_s": d_time, "d_step_times_s": d_times,
-             "d_step_flops": flops}
-    if flops:
-      entry["d_step_gflops_per_s"] = flops / d_time / 1e9
+    d_step = _d_step_fn(step_lib, trainer, c, inputs)
+    d_steps[name] = (lambda f=d_step: f().numpy())
+    flops[name] = _graph_flops(d_step.get_concrete_function())
+  # Round-robin: the matmul peak, the three D steps, then the three iterations.
+  timed = _interleaved_times({"matmul": matmul, **{n: d_steps[n] for n in PENALTIES}},
+                             repeats * 4)
+  timed_it = _interleaved_times(iterations, repeats)
+  tmp.cleanup()
+  peak = matmul_flops / timed["matmul"][0] / 1e9
+  result["matmul_peak_gflops"] = peak
+  log(f"matmul peak: {peak:.1f} GFLOP/s")
+  for name in PENALTIES:
+    d_time, d_times = timed[name]
+    entry = {"iteration_s": timed_it[name][0], "d_step_s": d_time, "d_step_times_s": d_times,
+             "d_step_flops": flops[name]}
+    if flops[name]:
+      entry["d_step_gflops_per_s"] = flops[name] / d_time / 1e9
       entry["fraction_of_matmul_peak"] = entry["d_step_gflops_per_s"] / peak
     result["penalties"][name] = entry
-    log(f"{name}: iteration {it_time * 1e3:.1f} ms, D step {d_time * 1e3:.1f} ms"
-        + (f", {flops / 1e9:.3f} GFLOP/D step, {entry['fraction_of_matmul_peak']:.1%} of peak"
-           if flops else ""))
+    log(f"{name}: iteration {entry['iteration_s'] * 1e3:.1f} ms, D step {d_time * 1e3:.1f} ms"
+        + (f", {flops[name] / 1e9:.3f} GFLOP/D step, "
+           f"{entry['fraction_of_matmul_peak']:.1%} of peak" if flops[name] else ""))
   base = result["penalties"]["wgan_gp"]["d_step_s"]
   result["ssim_over_wgan_gp"] = result["penalties"]["ssim"]["d_step_s"] / base
   result["niqe_over_wgan_gp"] = result["penalties"]["niqe"]["d_step_s"] / base
