@@ -65,12 +65,12 @@ def apply_if_finite(optimizer, grads, variables, loss, loss_scale=None):
   if loss_scale is not None:
     grads = [None if g is None else g / loss_scale.scale for g in grads]
 
-  def all_finite(tensors):
-    here = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
-    return tf.equal(ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                                   1.0 - tf.cast(here, tf.float32)), 0.0)
-  loss_ok = all_finite([loss])
-  grads_ok = all_finite([g for g in grads if g is not None])
+  def finite_here(tensors):
+    return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
+  here = tf.stack([finite_here([loss]), finite_here([g for g in grads if g is not None])])
+  # One all-reduce for both flags: how many replicas saw a non-finite loss / gradient.
+  bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(here, tf.float32))
+  loss_ok, grads_ok = tf.equal(bad[0], 0.0), tf.equal(bad[1], 0.0)
 
   def cross_replica(strategy, grads, loss_ok, grads_ok):
     # Keras' optimizer update may call merge_call, which a cond in replica context does not

@@ -175,7 +175,6 @@ class Trainer:
     # Restoring checks the core objects strictly; the loss scales are optional (checkpoints
     # written before they existed keep working; the scales then start afresh).
     self._core_checkpoint = tf.train.Checkpoint(**core)
-    self._loss_scale_checkpoint = tf.train.Checkpoint(loss_scales=loss_scales)
     # Multi-worker: every worker saves (the save is collective), only the chief into model_dir;
     # the others write to a scratch directory that is deleted after each save.
     self.is_chief, task_id = worker_role(self.strategy)
@@ -221,7 +220,8 @@ class Trainer:
       c = self.config
       try:
         self._core_checkpoint.restore(latest).assert_existing_objects_matched()
-        self._loss_scale_checkpoint.restore(latest).expect_partial()
+        # Then the optional parts (loss scales) and the save counter, where present.
+        self.checkpoint.restore(latest).expect_partial()
       except (ValueError, AssertionError) as e:
         raise CheckpointError(
             f"Checkpoint {latest} does not fit this configuration (resolution {c.resolution}, "

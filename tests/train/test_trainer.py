@@ -247,6 +247,8 @@ def test_mixed_precision_trains_and_resumes_with_its_loss_scale(tmp_path):
                                 str(tmp_path), images=_images())
   assert resumed.restore() == 2
   assert float(resumed.d_loss_scale.scale.numpy()) == 2.0**9
+  assert int(resumed.checkpoint.save_counter.numpy()) == int(
+      trainer.checkpoint.save_counter.numpy()) > 0  # Resumed checkpoints stay bit-identical.
   for a, b in zip(_state(trainer), _state(resumed)):
     np.testing.assert_array_equal(a, b)
   # The same checkpoint resumes in float32 or bfloat16: precision is a speed setting.
