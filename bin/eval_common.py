@@ -34,6 +34,8 @@ def user_errors():
 
 def make_extractor(with_logits=None):
   from qagan_tf.metrics import features
+  from qagan_tf.utils import precision
+  precision.set_tensor_float_32(False)  # Generators and Inception in true float32 (no TF32).
   if FLAGS.inception_batch_size < 1:
     fail(f"--inception_batch_size={FLAGS.inception_batch_size} must be positive.")
   return features.InceptionFeatures(FLAGS.inception_weights, with_logits=with_logits,

@@ -92,6 +92,11 @@ flags.DEFINE_bool("jit_compile", _D.jit_compile,
 flags.DEFINE_enum("mixed_precision", _D.mixed_precision, ["none", "bfloat16", "float16"],
                   "G and D compute in 16 bits (weights, losses, penalties and IQA statistics "
                   "stay float32); float16 uses dynamic loss scaling.")
+flags.DEFINE_bool("allow_tf32", _D.allow_tf32,
+                  "Let Ampere and later GPUs run float32 matmuls/convolutions in TensorFloat-32 "
+                  "(faster G and D; also perturbs the SSIM/NIQE statistics). Off by default: "
+                  "float32 stays float32. In-training FID always runs without TF32. No effect "
+                  "on CPUs.")
 flags.DEFINE_integer("save_every", _D.save_every, "Checkpoint interval in steps.")
 flags.DEFINE_integer("keep_checkpoints", _D.keep_checkpoints, "Checkpoints kept in --model_dir.")
 flags.DEFINE_integer("log_every", _D.log_every, "Console/TensorBoard scalar interval in steps.")

@@ -61,6 +61,7 @@ class TrainConfig:
   steps_per_call: int = 1
   jit_compile: bool = False
   mixed_precision: str = "none"
+  allow_tf32: bool = False
   save_every: int = 1000
   keep_checkpoints: int = 3
   log_every: int = 100

@@ -36,7 +36,7 @@ def test_benchmark_writes_every_figure(tmp_path):
   assert result["niqe_over_wgan_gp"] == train["penalties"]["niqe"]["d_step_s"] / base
   assert set(train["speed_variants"]) == {"baseline", "steps_per_call_10", "xla",
                                           "xla_steps_per_call_10", "bfloat16", "float16",
-                                          "xla_bfloat16"}
+                                          "xla_bfloat16", "tf32", "xla_tf32"}
   assert all(v["step_s"] > 0 for v in train["speed_variants"].values())
   assert train["input_pipeline_iterations_per_s"] > 0 and train["peak_rss_mib"] > 0
   assert result["inception"]["tf_images_per_sec"] > 0

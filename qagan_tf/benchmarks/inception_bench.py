@@ -25,6 +25,8 @@ def run(weights=None, batch_size=32, repeats=3, input_size=32, with_torch=True, 
     a dict of figures for the benchmark file.
   """
   from qagan_tf.metrics import inception_weights
+  from qagan_tf.utils import precision
+  precision.set_tensor_float_32(False)  # As bin/fid computes features.
   model, info = inception_weights.load_inception(weights, with_logits=False)
   rng = np.random.default_rng(0)
   raw = rng.integers(0, 256, (batch_size, input_size, input_size, 3)).astype(np.float32)

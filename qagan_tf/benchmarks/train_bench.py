@@ -8,6 +8,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from qagan_tf.utils import precision
+
 PENALTIES = ("wgan_gp", "ssim", "niqe")
 
 
@@ -27,8 +29,12 @@ def _interleaved_times(fns, repeats, warmup=2):
   return {name: (float(np.median(t)), t) for name, t in times.items()}
 
 
-def _matmul_fn(n=2048):
-  """A float32 matmul (the roofline reference) and its FLOPs."""
+def _matmul_fn(n=None):
+  """A float32 matmul (the roofline reference) and its FLOPs: 2048^2 on a CPU, 8192^2 on a GPU
+  (a 2048^2 matmul leaves a large GPU mostly idle). It runs under the configured TF32 setting,
+  like the D steps it is compared with."""
+  if n is None:
+    n = 8192 if tf.config.list_logical_devices("GPU") else 2048
   a = tf.random.normal([n, n])
   b = tf.random.normal([n, n])
   fn = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
@@ -55,12 +61,14 @@ VARIANTS = {  # name: (config changes, steps per timed call)
     "bfloat16": ({"mixed_precision": "bfloat16"}, 1),
     "float16": ({"mixed_precision": "float16"}, 1),
     "xla_bfloat16": ({"jit_compile": True, "mixed_precision": "bfloat16"}, 1),
+    "tf32": ({"allow_tf32": True}, 1),  # Same as baseline on CPUs.
+    "xla_tf32": ({"jit_compile": True, "allow_tf32": True}, 1),
 }
 
 
 def speed_variants(config, images, repeats=5, log=print):
-  """Seconds per training step (as `Trainer.train` runs it) with XLA, several steps per call
-  and mixed precision on/off, timed round-robin in one process, for the configured penalty."""
+  """Seconds per training step (as `Trainer.train` runs it) with XLA, several steps per call,
+  mixed precision and TF32 on/off, timed round-robin in one process, for the configured penalty."""
   from qagan_tf.train import trainer as trainer_lib
   calls = {}
   with tempfile.TemporaryDirectory() as tmp:
@@ -71,10 +79,12 @@ def speed_variants(config, images, repeats=5, log=print):
       iterator = iter(trainer.distributed_dataset(0))
 
       def call(trainer=trainer, iterator=iterator, count=count):
+        precision.set_tensor_float_32(trainer.config.allow_tf32)  # Process-wide: set per call.
         trainer.train_iterations(iterator, count)
         trainer.step.numpy()  # Wait for the call to finish.
       calls[name] = call
     timed = _interleaved_times(calls, repeats * 2)
+  precision.set_tensor_float_32(config.allow_tf32)
   out = {name: {"step_s": timed[name][0] / VARIANTS[name][1]} for name in VARIANTS}
   for name, entry in out.items():
     entry["speedup_over_baseline"] = out["baseline"]["step_s"] / entry["step_s"]
@@ -106,7 +116,9 @@ def run(config, repeats=5, log=print):
   from qagan_tf.train import step as step_lib
   from qagan_tf.train import trainer as trainer_lib
   result = {"config": {k: getattr(config, k) for k in ("resolution", "width", "batch_size",
-                                                       "disc_iters")}, "penalties": {}}
+                                                       "disc_iters", "allow_tf32")},
+            "penalties": {}}
+  precision.set_tensor_float_32(config.allow_tf32)
   images = None
   matmul, matmul_flops = _matmul_fn()
   d_steps, iterations, flops = {}, {}, {}

@@ -6,6 +6,7 @@ import tensorflow as tf
 from qagan_tf.metrics import fid as fid_lib
 from qagan_tf.metrics import inception_weights
 from qagan_tf.metrics.inception import POOL3_DIM
+from qagan_tf.utils import precision
 from qagan_tf.utils.progress import ProgressBar
 
 
@@ -68,7 +69,8 @@ class InceptionFeatures:
     if n < self.batch_size:
       batch = np.concatenate([batch, np.zeros((self.batch_size - n,) + batch.shape[1:],
                                               batch.dtype)])
-    out = self._fn(tf.constant(batch))
+    with precision.tensor_float_32(False):  # The reference statistics are true float32.
+      out = self._fn(tf.constant(batch))
     return {k: v.numpy()[:n] for k, v in out.items()}
 
   def batches(self, images, where="images", progress=False, label="Inception features"):

@@ -18,6 +18,7 @@ from qagan_tf.train import penalties as penalties_lib
 from qagan_tf.train import schedule
 from qagan_tf.train import step as step_lib
 from qagan_tf.utils import images as images_lib
+from qagan_tf.utils import precision
 from qagan_tf.utils.progress import format_duration
 
 # A resume that changes one of these would load weights into a different model or continue a
@@ -151,6 +152,7 @@ class Trainer:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
       tf.config.experimental.enable_op_determinism()
+    precision.set_tensor_float_32(config.allow_tf32)  # Process-wide; see utils/precision.py.
     with self.strategy.scope():
       self.generator, self.discriminator, self.ema_generator = build_models(config)
       self.g_optimizer = self._make_optimizer(config.max_steps)
@@ -448,9 +450,11 @@ class Trainer:
     """FID (and IS when the weights have logits) of the EMA generator on eval_num_samples."""
     from qagan_tf.metrics import evaluation
     extractor, reference = self._evaluator
-    result = evaluation.evaluate_generator(
-        self.ema_generator, extractor, reference, self.config.eval_num_samples,
-        seed=_SAMPLE_SEED + 1, batch_size=min(250, self.config.eval_num_samples), kid_samples=0)
+    with precision.tensor_float_32(False):  # Comparable with bin/evaluate under --allow_tf32.
+      result = evaluation.evaluate_generator(
+          self.ema_generator, extractor, reference, self.config.eval_num_samples,
+          seed=_SAMPLE_SEED + 1, batch_size=min(250, self.config.eval_num_samples),
+          kid_samples=0)
     tf.summary.scalar("eval/fid", result["fid"], step=step)
     if "is_mean" in result:
       tf.summary.scalar("eval/is", result["is_mean"], step=step)

@@ -205,3 +205,37 @@ def test_download_without_network_explains_how_to_supply_the_file(tmp_path):
   with pytest.raises(inception_weights.WeightsError, match="--archive="):
     inception_weights.download("http://127.0.0.1:9/inception-2015-12-05.tgz", dest)
   assert not os.listdir(tmp_path)
+
+
+def test_features_are_computed_without_tf32_and_the_setting_is_restored():
+  from qagan_tf.utils import precision
+
+  class Probe:  # Records the TF32 setting each time the network runs (not only when traced).
+    with_logits = False
+
+    def __init__(self):
+      self.seen = []
+
+    def _record(self):
+      self.seen.append(precision.tensor_float_32_enabled())
+      return np.float32(0)
+
+    def __call__(self, x):
+      flag = tf.py_function(self._record, [], tf.float32)
+      return {"pool3": tf.zeros([tf.shape(x)[0], 2048]) + flag}
+
+  before = precision.tensor_float_32_enabled()
+  precision.set_tensor_float_32(True)  # TensorFlow's own default.
+  try:
+    probe = Probe()
+    extractor = features_lib.InceptionFeatures(model=probe, info={}, batch_size=2)
+    out = extractor(np.zeros((3, 32, 32, 3), np.uint8))
+    assert out["pool3"].shape == (3, 2048)
+    assert probe.seen == [False, False]
+    assert precision.tensor_float_32_enabled()
+    with pytest.raises(RuntimeError):  # Restored when the body raises, too.
+      with precision.tensor_float_32(False):
+        raise RuntimeError
+    assert precision.tensor_float_32_enabled()
+  finally:
+    precision.set_tensor_float_32(before)

@@ -265,3 +265,27 @@ def test_checkpoints_written_before_loss_scales_existed_still_restore(tmp_path):
   resumed = trainer_lib.Trainer(_config(), str(tmp_path / "old"), images=_images())
   assert resumed.restore() == 7
   assert float(resumed.d_loss_scale.scale.numpy()) == step_lib.LossScale().scale.numpy()
+
+
+def test_tf32_is_off_unless_allowed_and_in_training_fid_never_uses_it(tmp_path, monkeypatch):
+  from qagan_tf.metrics import evaluation
+  from qagan_tf.utils import precision
+  before = precision.tensor_float_32_enabled()
+  precision.set_tensor_float_32(True)  # TensorFlow's own default.
+  try:
+    trainer_lib.Trainer(_config(), str(tmp_path / "a"))
+    assert not precision.tensor_float_32_enabled()
+    trainer = trainer_lib.Trainer(_config(allow_tf32=True), str(tmp_path / "b"))
+    assert precision.tensor_float_32_enabled()
+    seen = []
+
+    def fake_evaluate_generator(*args, **kwargs):
+      seen.append(precision.tensor_float_32_enabled())
+      return {"fid": 1.0, "count": 1}
+    monkeypatch.setattr(evaluation, "evaluate_generator", fake_evaluate_generator)
+    trainer._evaluator = (None, None)
+    assert trainer.evaluate(0)["fid"] == 1.0
+    assert seen == [False]  # FID without TF32, comparable with bin/evaluate ...
+    assert precision.tensor_float_32_enabled()  # ... and training goes on with it.
+  finally:
+    precision.set_tensor_float_32(before)
