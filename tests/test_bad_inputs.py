@@ -162,6 +162,12 @@ CASES = [
     Case("train_unknown_penalty", "train",
          lambda w: TINY_RUN + [f"--model_dir={w}/t7", "--penalty=ssmi"],
          ("Unknown penalty 'ssmi'", "valid penalties"), absent=("t7",)),
+    Case("train_missing_npz", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t8", "--dataset=npz:/nonexistent.npz"],
+         ("npz:/nonexistent.npz: no such file",), absent=("t8",)),
+    Case("train_zero_batch", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t9", "--batch_size=0"],
+         ("batch_size=0 must be a positive integer",), absent=("t9",)),
     # bin/sample
     Case("sample_not_a_run", "sample",
          lambda w: [f"--model_dir={w}/empty_run", f"--output={w}/s1.png"],
@@ -247,6 +253,10 @@ CASES = [
          lambda w: ["--source=sobel", "--dataset=imagenet", "--resolution=32",
                     f"--output={w}/p2.npz"],
          ("Unknown dataset 'imagenet'",), absent=("p2.npz",)),
+    Case("fit_niqe_prior_model_dir_not_a_run", "fit_niqe_prior",
+         lambda w: ["--source=discriminator", "--dataset=embedded", f"--model_dir={w}/nonerun",
+                    f"--output={w}/p3.npz"],
+         ("nonerun", "config.json"), absent=("p3.npz",)),
 ]
 
 

@@ -21,7 +21,7 @@ def test_benchmark_writes_every_figure(tmp_path):
   proc = subprocess.run(
       [sys.executable, os.path.join(REPO, "bin", "benchmark"), "--flagfile=configs/smoke.cfg",
        "--width=8", "--batch_size=4", "--disc_iters=1", "--repeats=1", "--inception_batch=2",
-       "--nowith_torch", f"--output={out}"], cwd=REPO, env=env, capture_output=True, text=True,
+       "--nowith_torch", "--speed_variants=baseline,xla_tf32", f"--output={out}"], cwd=REPO, env=env, capture_output=True, text=True,
       timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out) as f:
@@ -34,10 +34,20 @@ def test_benchmark_writes_every_figure(tmp_path):
   base = train["penalties"]["wgan_gp"]["d_step_s"]
   assert result["ssim_over_wgan_gp"] == train["penalties"]["ssim"]["d_step_s"] / base
   assert result["niqe_over_wgan_gp"] == train["penalties"]["niqe"]["d_step_s"] / base
-  assert set(train["speed_variants"]) == {"baseline", "steps_per_call_10", "xla",
-                                          "xla_steps_per_call_10", "bfloat16", "float16",
-                                          "xla_bfloat16", "tf32", "xla_tf32"}
+  assert set(train["speed_variants"]) == {"baseline", "xla_tf32"}  # As asked (all by default).
+  assert train["speed_variants"]["baseline"]["speedup_over_baseline"] == 1.0
   assert all(v["step_s"] > 0 for v in train["speed_variants"].values())
   assert train["input_pipeline_iterations_per_s"] > 0 and train["peak_rss_mib"] > 0
   assert result["inception"]["tf_images_per_sec"] > 0
   assert "D step ratios" in proc.stdout and f"Wrote {out}" in proc.stdout
+
+
+def test_speed_variant_names_are_checked_before_anything_is_timed():
+  from qagan_tf.benchmarks import train_bench
+  assert {"baseline", "steps_per_call_10", "xla", "xla_steps_per_call_10", "bfloat16", "float16",
+          "xla_bfloat16", "tf32", "xla_tf32"} == set(train_bench.VARIANTS)
+  train_bench.check_variant_names(list(train_bench.VARIANTS))
+  with pytest.raises(ValueError, match="unknown --speed_variants xal.*choose from baseline"):
+    train_bench.run(None, variants=["baseline", "xal"])  # No config needed: fails first.
+  with pytest.raises(ValueError, match="must include baseline"):
+    train_bench.check_variant_names(["xla"])

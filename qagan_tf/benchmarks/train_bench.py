@@ -66,13 +66,30 @@ VARIANTS = {  # name: (config changes, steps per timed call)
 }
 
 
-def speed_variants(config, images, repeats=5, log=print):
+def check_variant_names(names):
+  """Raises ValueError naming unknown speed variants and the valid ones."""
+  unknown = [n for n in names if n not in VARIANTS]
+  if unknown:
+    raise ValueError(f"unknown --speed_variants {','.join(unknown)}; choose from "
+                     f"{','.join(VARIANTS)} (or all).")
+  if "baseline" not in names:
+    raise ValueError("--speed_variants must include baseline (the speedups are relative to it).")
+
+
+def speed_variants(config, images, repeats=5, log=print, names=None):
   """Seconds per training step (as `Trainer.train` runs it) with XLA, several steps per call,
-  mixed precision and TF32 on/off, timed round-robin in one process, for the configured penalty."""
+  mixed precision and TF32 on/off, timed round-robin in one process, for the configured penalty.
+
+  Args:
+    names: the VARIANTS to time (default all; must include baseline).
+  """
   from qagan_tf.train import trainer as trainer_lib
+  names = list(VARIANTS) if names is None else list(names)
+  check_variant_names(names)
   calls = {}
   with tempfile.TemporaryDirectory() as tmp:
-    for name, (changes, count) in VARIANTS.items():
+    for name in names:
+      changes, count = VARIANTS[name]
       c = dataclasses.replace(config, eval_every=0, **changes)
       trainer = trainer_lib.Trainer(c, f"{tmp}/{name}", trainer_lib.make_strategy("auto"),
                                     images=images)
@@ -85,7 +102,7 @@ def speed_variants(config, images, repeats=5, log=print):
       calls[name] = call
     timed = _interleaved_times(calls, repeats * 2)
   precision.set_tensor_float_32(config.allow_tf32)
-  out = {name: {"step_s": timed[name][0] / VARIANTS[name][1]} for name in VARIANTS}
+  out = {name: {"step_s": timed[name][0] / VARIANTS[name][1]} for name in names}
   for name, entry in out.items():
     entry["speedup_over_baseline"] = out["baseline"]["step_s"] / entry["step_s"]
     log(f"{config.penalty} {name}: {entry['step_s'] * 1e3:.1f} ms/step "
@@ -106,13 +123,16 @@ def _d_step_fn(step_lib, trainer, c, inputs):
   return d_step
 
 
-def run(config, repeats=5, log=print):
+def run(config, repeats=5, log=print, variants=None):
   """Per-iteration and per-D-step medians for each penalty, ratios, FLOPs, peak fraction.
 
   Args:
     config: the base `TrainConfig` (its penalty is replaced by each of PENALTIES; the 1-GP and
       QA weights stay as configured, the QA weight at least 0.1 so the penalty is computed).
+    variants: the speed VARIANTS to time (default all); checked before anything is timed.
   """
+  if variants is not None:
+    check_variant_names(variants)
   from qagan_tf.train import step as step_lib
   from qagan_tf.train import trainer as trainer_lib
   result = {"config": {k: getattr(config, k) for k in ("resolution", "width", "batch_size",
@@ -161,7 +181,7 @@ def run(config, repeats=5, log=print):
   result["niqe_over_wgan_gp"] = result["penalties"]["niqe"]["d_step_s"] / base
   log(f"D step ratios: ssim/wgan_gp {result['ssim_over_wgan_gp']:.3f}, niqe/wgan_gp "
       f"{result['niqe_over_wgan_gp']:.3f}")
-  result["speed_variants"] = speed_variants(config, images, repeats, log)
+  result["speed_variants"] = speed_variants(config, images, repeats, log, variants)
   # Input pipeline alone.
   with tempfile.TemporaryDirectory() as tmp:
     trainer = trainer_lib.Trainer(dataclasses.replace(config, eval_every=0), tmp, images=images)
