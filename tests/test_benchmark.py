@@ -21,8 +21,8 @@ def test_benchmark_writes_every_figure(tmp_path):
   proc = subprocess.run(
       [sys.executable, os.path.join(REPO, "bin", "benchmark"), "--flagfile=configs/smoke.cfg",
        "--width=8", "--batch_size=4", "--disc_iters=1", "--repeats=1", "--inception_batch=2",
-       "--nowith_torch", "--speed_variants=baseline,xla_tf32", f"--output={out}"], cwd=REPO, env=env, capture_output=True, text=True,
-      timeout=900)
+       "--nowith_torch", "--speed_variants=baseline,xla_tf32", f"--output={out}"], cwd=REPO,
+      env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out) as f:
     result = json.load(f)
