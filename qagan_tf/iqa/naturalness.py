@@ -17,7 +17,9 @@ from qagan_tf.iqa.similarity import RGB_TO_GRAY
 
 FEATURES_PER_SCALE = 18
 SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # MATLAB circshift offsets of the pairwise products.
-POOLINGS = ("image", "batch")
+POOLINGS = ("pooled", "image", "batch")
+# |MSCN| below this is exact arithmetic's 0 (see `mscn`).
+MSCN_ZERO = 1e-10
 
 
 def _gaussian_window():
@@ -45,6 +47,12 @@ def _filter(x, window):
 def mscn(images, eps=0.0):
   """Mean-subtracted contrast-normalised coefficients (I - mu) / (sigma + 1).
 
+  Where a 7x7 window is flat, the pixel equals its local mean and the coefficient is 0 in exact
+  arithmetic; the filter's last-bit rounding would make it +-1e-14, which the AGGD fit's hard
+  split then counts as a negative or a positive value (how depends on the order in which the
+  filter sums, so MATLAB, SciPy and TF ports disagree by up to 5% on images with flat regions).
+  Coefficients with |value| < MSCN_ZERO are therefore set to exactly 0 (their gradient is 0).
+
   Args:
     images: float (N, H, W) grayscale, NIQE's scale [0, 255].
     eps: added under sigma's sqrt (0 for MATLAB; > 0 for finite gradients on flat regions).
@@ -55,7 +63,8 @@ def mscn(images, eps=0.0):
   window = _gaussian_window()
   mu = _filter(images, window)
   sigma = tf.sqrt(tf.abs(_filter(images * images, window) - mu * mu) + eps)
-  return (images - mu) / (sigma + 1.0), sigma
+  coeffs = (images - mu) / (sigma + 1.0)
+  return tf.where(tf.abs(coeffs) < MSCN_ZERO, tf.zeros_like(coeffs), coeffs), sigma
 
 
 def _to_blocks(x, bh, bw):
@@ -67,13 +76,14 @@ def _to_blocks(x, bh, bw):
   return tf.reshape(x, [n, (h // bh) * (w // bw), bh, bw])
 
 
-def _block_features(blocks, method, eps):
+def _block_features(blocks, method, eps, split="hard", temperature=aggd.DEFAULT_TEMPERATURE):
   """(N, B, bh, bw) MSCN blocks -> (N, B, 18) features: [alpha, mean beta] + 4 x [alpha, eta,
   beta_l, beta_r] of the products with the circularly shifted block (MATLAB circshift)."""
   samples = [blocks] + [blocks * tf.roll(blocks, s, axis=[2, 3]) for s in SHIFTS]
   shape = tf.shape(blocks)
   samples = tf.reshape(tf.stack(samples, axis=2), tf.concat([shape[:2], [5, -1]], 0))
-  alpha, beta_l, beta_r = aggd.fit_aggd(samples, axis=-1, method=method, eps=eps)
+  alpha, beta_l, beta_r = aggd.fit_aggd(samples, axis=-1, method=method, eps=eps, split=split,
+                                        temperature=temperature)
   eta = aggd.aggd_mean_param(alpha, beta_l, beta_r)
   feats = [alpha[..., 0], 0.5 * (beta_l[..., 0] + beta_r[..., 0])]
   for i in range(1, 5):
@@ -97,7 +107,7 @@ def check_block_size(height, width, block_size, scales):
 
 
 def niqe_features(images, block_size=96, scales=2, method="root", eps=0.0,
-                  return_sharpness=False):
+                  return_sharpness=False, split="hard", temperature=aggd.DEFAULT_TEMPERATURE):
   """The NIQE block features of grayscale images.
 
   Args:
@@ -109,6 +119,8 @@ def niqe_features(images, block_size=96, scales=2, method="root", eps=0.0,
     method: "grid" (MATLAB) or "root" (differentiable) alpha estimation.
     eps: see `aggd.fit_aggd` and `mscn`.
     return_sharpness: also return the mean local sigma of each scale-1 block.
+    split, temperature: the AGGD fit's left/right split ("hard": MATLAB; "soft": smooth, for
+      penalties that are differentiated); see `aggd.fit_aggd`.
 
   Returns:
     float (N, blocks, 18 * scales) [, float (N, blocks) sharpness].
@@ -124,7 +136,8 @@ def niqe_features(images, block_size=96, scales=2, method="root", eps=0.0,
   for s in range(scales):
     coeffs, sigma = mscn(x, eps)
     div = 2**s
-    feats.append(_block_features(_to_blocks(coeffs, bh // div, bw // div), method, eps))
+    feats.append(_block_features(_to_blocks(coeffs, bh // div, bw // div), method, eps, split,
+                                 temperature))
     if s == 0:
       sharpness = tf.reduce_mean(_to_blocks(sigma, bh, bw), axis=[2, 3])
     if s + 1 < scales:
@@ -133,14 +146,34 @@ def niqe_features(images, block_size=96, scales=2, method="root", eps=0.0,
   return (feats, sharpness) if return_sharpness else feats
 
 
-def _mvg_distance(mu_p, cov_p, mu_t, cov_t, reg, eps):
-  """sqrt(d^T ((cov_p + cov_t) / 2 + reg I)^-1 d + eps) through a Cholesky solve."""
-  d = mu_p - mu_t
-  dim = d.shape[-1]
-  cov = 0.5 * (cov_p + cov_t) + reg * tf.eye(dim, dtype=d.dtype)
-  chol = tf.linalg.cholesky(cov)
-  sol = tf.linalg.cholesky_solve(chol, d[..., None])
-  return tf.sqrt(tf.reduce_sum(d[..., None] * sol, axis=[-2, -1]) + eps)
+class _Whitened:
+  """The pristine model in whitened coordinates: u = A (f - mu_P) with A = L^-1, Sigma_P = L L^T.
+
+  The distance sqrt(d^T ((Sigma_P + Sigma_T) / 2)^-1 d) is invariant under this change of
+  coordinates, and there (Sigma_P + Sigma_T) / 2 becomes (I + C) / 2 with C = A Sigma_T A^T, whose
+  eigenvalues are all >= 1/2: the Cholesky solve is well conditioned in float32 without a
+  ridge. (The priors' covariances have eigenvalues down to 1e-5 against a largest of ~5: a
+  ridge large enough to stabilise a float32 Cholesky of the raw matrix would decide the score.)
+  """
+
+  def __init__(self, model, dtype, covariance_regularization):
+    cov = np.asarray(model.cov, np.float64)
+    inverse_chol = np.linalg.inv(np.linalg.cholesky(0.5 * (cov + cov.T)))
+    self.mu = tf.constant(model.mu, dtype)
+    self.transform = tf.constant(inverse_chol.T, dtype)  # Row vectors: u = (f - mu) @ A^T.
+    dim = cov.shape[0]
+    # (Sigma_P + Sigma_T) / 2 + r I  ->  (I + C) / 2 + r A A^T.
+    self.base = tf.constant(0.5 * np.eye(dim) + covariance_regularization
+                            * inverse_chol @ inverse_chol.T, dtype)
+
+  def coordinates(self, feats):
+    return tf.linalg.matmul(feats - self.mu, self.transform)
+
+  def distance(self, u_mean, u_cov, eps):
+    """sqrt(u^T ((I + C) / 2 + ridge)^-1 u + eps) for u (..., D) and C (..., D, D)."""
+    chol = tf.linalg.cholesky(self.base + 0.5 * u_cov)
+    sol = tf.linalg.cholesky_solve(chol, u_mean[..., None])
+    return tf.sqrt(tf.reduce_sum(u_mean[..., None] * sol, axis=[-2, -1]) + eps)
 
 
 def _mvg(feats):
@@ -155,8 +188,30 @@ def _mvg(feats):
   return mu, cov
 
 
-def niqe_score(images, model, *, block_size=32, scales=2, pooling="image", grayscale=True,
-               covariance_regularization=1e-6, eps=1e-8, dtype=tf.float32):
+def _all_replicas_sum(values):
+  """Sums a list of tensors over the replicas of the current tf.distribute replica context
+  (differentiable: the gradient of an all-reduce sum is the all-reduce sum of the gradients);
+  the values themselves outside a multi-replica context."""
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None or ctx.num_replicas_in_sync == 1:
+    return values
+  return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def _global_mvg(rows):
+  """Mean and (n - 1)-covariance of rows (n, D) pooled over all replicas (two passes, so that
+  float32 does not lose the covariance to cancellation)."""
+  n_local = tf.cast(tf.shape(rows)[0], rows.dtype)
+  total, count = _all_replicas_sum([tf.reduce_sum(rows, axis=0), n_local])
+  mean = total / count
+  centred = rows - mean
+  (scatter,) = _all_replicas_sum([tf.linalg.matmul(centred, centred, transpose_a=True)])
+  return mean, scatter / tf.maximum(count - 1.0, 1.0)
+
+
+def niqe_score(images, model, *, block_size=32, scales=2, pooling="batch", grayscale=True,
+               covariance_regularization=0.0, eps=1e-8, dtype=tf.float32, split="soft",
+               temperature=aggd.DEFAULT_TEMPERATURE):
   """Differentiable NIQE of a batch (the QAGAN quality-aware penalty's core, paper eqs. 14-15).
 
   Args:
@@ -164,15 +219,24 @@ def niqe_score(images, model, *, block_size=32, scales=2, pooling="image", grays
       rgb2gray weights (no rounding); for C > 1 and grayscale=False each channel is a separate
       image. Values on the scale of the pristine model's features.
     model: `NiqeModel` (pristine mean and covariance of 18 * scales features).
-    block_size: block size at scale 1 (GAN images are 32-96 px; several blocks per image give a
-      per-image covariance).
+    block_size: block size at scale 1.
     scales: number of scales.
-    pooling: "image" (one MVG per image; the expectation of per-image NIQE, paper eq. 15) or
-      "batch" (one MVG over all blocks of the batch, as the authors' code; the score is repeated
-      for every image).
-    covariance_regularization: added to the diagonal of (Sigma_P + Sigma_T) / 2 before Cholesky.
+    pooling: how the test MVG (mu_T, Sigma_T) is estimated; the distance is
+      sqrt((mu_P - mu_T)^T ((Sigma_P + Sigma_T) / 2)^-1 (mu_P - mu_T)) in every case.
+      "batch": one MVG over all blocks of the batch, over all replicas under tf.distribute (as
+        the authors' code); the score is repeated for every image.
+      "pooled": mu_T per image (the mean of its blocks' features), Sigma_T the covariance of all
+        blocks of the batch (all replicas): a per-image score whose covariance is estimated from
+        enough blocks to exist (with one block per image a per-image covariance does not, with 4
+        blocks it has rank 3 for 36 features).
+      "image": mu_T and Sigma_T per image (paper eq. 15 literally: the expectation of per-image
+        NIQE; Sigma_T = 0 for one block per image).
+    covariance_regularization: ridge added to (Sigma_P + Sigma_T) / 2 (0: none is needed, the
+      solve runs in the prior's whitened coordinates; see `_Whitened`).
     eps: keeps sqrt and divisions finite (AGGD fits, MSCN sigma and the final distance).
     dtype: computation dtype (float32 or float64).
+    split, temperature: the AGGD fits' left/right split; "soft" (default) keeps the score smooth
+      in the images (see `aggd.fit_aggd`), "hard" is MATLAB's.
 
   Returns:
     float (N,) scores (per channel image when grayscale=False: (N * C,)).
@@ -193,15 +257,17 @@ def niqe_score(images, model, *, block_size=32, scales=2, pooling="image", grays
   if model.mu.shape != (dim,):
     raise ValueError(f"The NIQE model has {model.mu.shape[0]} features; {scales} scale(s) need "
                      f"{dim}.")
-  feats = niqe_features(x, block_size, scales, method="root", eps=eps)
-  mu_p = tf.constant(model.mu, dtype)
-  cov_p = tf.constant(model.cov, dtype)
+  feats = niqe_features(x, block_size, scales, method="root", eps=eps, split=split,
+                        temperature=temperature)
+  white = _Whitened(model, dtype, covariance_regularization)
+  u = white.coordinates(feats)  # (N, blocks, D)
+  if pooling == "image":
+    u_mean, u_cov = _mvg(u)
+    return white.distance(u_mean, u_cov, eps)
+  mean, cov = _global_mvg(tf.reshape(u, [-1, dim]))
   if pooling == "batch":
-    mu_t, cov_t = _mvg(tf.reshape(feats, [-1, dim]))
-    score = _mvg_distance(mu_p, cov_p, mu_t, cov_t, covariance_regularization, eps)
-    return tf.fill(tf.shape(feats)[:1], score)
-  mu_t, cov_t = _mvg(feats)
-  return _mvg_distance(mu_p, cov_p, mu_t, cov_t, covariance_regularization, eps)
+    return tf.fill(tf.shape(u)[:1], white.distance(mean, cov, eps))
+  return white.distance(tf.reduce_mean(u, axis=1), cov, eps)
 
 
 # --- metric mode --------------------------------------------------------------------------------
@@ -255,3 +321,40 @@ def niqe(image, model=None, block_size=96):
   mu_t, cov_t = _nan_mvg(feats)
   d = model.mu - mu_t
   return float(np.sqrt(d @ np.linalg.pinv((model.cov + cov_t) / 2.0) @ d))
+
+
+def niqe_of_images(images, model=None, block_size=None, batch_size=256):
+  """Metric-mode NIQE (as `niqe`) of many small images at once, e.g. a GAN's samples.
+
+  MATLAB's 96 px blocks do not fit 32-96 px images; the default block is half the image side
+  (4 blocks per image at scale 1), so each score rests on 4 block feature vectors (the test
+  covariance has rank <= 3, and `pinv` handles that as MATLAB does). Compare such scores only
+  with scores at the same resolution and block size.
+
+  Args:
+    images: uint8 (N, H, W, 3) RGB (or (N, H, W) grayscale).
+    model: `NiqeModel` (default: the classic natural-image model).
+    block_size: block size (default: min(H, W) // 2, rounded down to an even number).
+
+  Returns:
+    float64 numpy (N,).
+  """
+  from qagan_tf.iqa import model as model_lib
+  model = model or model_lib.natural_model()
+  images = np.asarray(images)
+  if images.ndim == 4 and images.shape[-1] == 3:
+    gray = matlab_rgb2gray(images).astype(np.float64)
+  elif images.ndim == 3:
+    gray = images.astype(np.float64)
+  else:
+    raise ValueError(f"niqe_of_images expects (N, H, W, 3) or (N, H, W) images, got shape "
+                     f"{images.shape}.")
+  block = block_size or (min(gray.shape[1:3]) // 2) // 2 * 2
+  scores = []
+  for start in range(0, len(gray), batch_size):
+    feats = niqe_features(gray[start:start + batch_size], block, 2, method="grid").numpy()
+    for f in feats:
+      mu_t, cov_t = _nan_mvg(f)
+      d = model.mu - mu_t
+      scores.append(float(np.sqrt(d @ np.linalg.pinv((model.cov + cov_t) / 2.0) @ d)))
+  return np.asarray(scores)

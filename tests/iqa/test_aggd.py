@@ -79,3 +79,38 @@ def test_one_sided_samples_give_finite_values_and_gradients_with_eps():
 def test_matlab_mode_keeps_nan_for_an_empty_side():
   a, bl, br = aggd.fit_aggd(tf.constant([[1.0, 2.0, 3.0]], tf.float64), method="grid")
   assert np.isnan(bl.numpy()[0]) and np.isfinite(br.numpy()[0]) or np.isnan(a.numpy()[0])
+
+
+def test_the_soft_split_is_continuous_where_the_hard_split_jumps():
+  # 400 samples and one more that crosses 0: the hard split moves it from one side's count to
+  # the other's, so the fit jumps; the soft split changes by O(crossing).
+  base = _sample_aggd(1.2, 0.8, 1.1, 400, seed=3)
+  def fit(last, split):
+    x = tf.constant(np.append(base, last)[None])
+    return np.concatenate([t.numpy() for t in aggd.fit_aggd(x, method="root", eps=1e-12,
+                                                            split=split)])
+  for split, continuous in (("hard", False), ("soft", True)):
+    jump = np.abs(fit(1e-9, split) - fit(-1e-9, split)).max()
+    assert (jump < 1e-6) == continuous, (split, jump)
+  # Away from 0 the soft split agrees with the hard one: a second-order bias only.
+  x = tf.constant(_sample_aggd(1.3, 2.0, 0.7, 20_000, seed=4))
+  hard = np.array([t.numpy() for t in aggd.fit_aggd(x, split="hard")])
+  soft = np.array([t.numpy() for t in aggd.fit_aggd(x, split="soft")])
+  np.testing.assert_allclose(soft, hard, rtol=0.03)
+  with pytest.raises(ValueError, match="split='half'"):
+    aggd.fit_aggd(x, split="half")
+
+
+def test_the_fixed_step_newton_root_matches_the_chandrupatla_reference():
+  r = tf.constant(np.linspace(0.0630, 0.7405, 2001), tf.float64)
+  newton = aggd.alpha_root(r).numpy()
+  reference = aggd.alpha_chandrupatla(r).numpy()
+  np.testing.assert_allclose(newton, reference, atol=1e-9)
+  # No data-dependent loop: the compiled graph holds no While op, whatever the inputs.
+  graph = tf.function(aggd.alpha_root).get_concrete_function(
+      tf.TensorSpec([None], tf.float32)).graph
+  assert not [op.type for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+  compiled = tf.function(aggd.alpha_root, jit_compile=True)
+  alpha32 = compiled(tf.cast(r, tf.float32))
+  # float32 rounds alpha itself where rho is flat (near 10); rho(alpha) is what must match.
+  np.testing.assert_allclose(aggd.rho(tf.cast(alpha32, tf.float64)).numpy(), r.numpy(), atol=2e-6)

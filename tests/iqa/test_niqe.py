@@ -35,14 +35,27 @@ def _natural_gray(size=64, seed=0):
 
 # --- metric mode -------------------------------------------------------------------------------
 
+# Exact arithmetic (|MSCN| < 1e-10 is 0; see naturalness.mscn): reference/iqa_calibration/README.
+EXACT = {"I03.bmp": 15.745958, "I04.bmp": 3.654922, "I06.bmp": 3.234328}
+
+
 @pytest.mark.parametrize("name", sorted(MATLAB))
-def test_metric_mode_reproduces_matlab_within_0_2_percent(name):
+def test_metric_mode_gives_the_exact_arithmetic_scores(name):
   model = model_lib.load_model(reference_path("niqe", "modelparameters.mat"))
   image = _load_bmp(reference_path("iqa_calibration", name))
   score = naturalness.niqe(image, model)
-  rel = abs(score - MATLAB[name]) / MATLAB[name]
-  print(f"{name}: ours {score:.6f} MATLAB {MATLAB[name]:.6f} relative error {rel:.2e}")
-  assert rel < 2e-3
+  assert score == pytest.approx(EXACT[name], rel=1e-4)
+  # And MATLAB's own figure within 0.1% (its filter rounds flat windows to +-1e-14).
+  assert abs(score - MATLAB[name]) / MATLAB[name] < 1e-3
+
+
+def test_mscn_of_flat_windows_is_exactly_zero():
+  flat = np.full((1, 24, 24), 117.3)
+  flat[0, 12:, 12:] = 41.0  # A step: flat windows on both sides, non-zero values at the edge.
+  coeffs, _ = naturalness.mscn(tf.constant(flat))
+  coeffs = coeffs.numpy()[0]
+  assert np.all(coeffs[:5, :5] == 0.0) and np.all(coeffs[-5:, -5:] == 0.0)
+  assert np.abs(coeffs[10:14, 10:14]).max() > 0.1
 
 
 def test_shipped_natural_model_equals_the_matlab_release():
@@ -137,7 +150,7 @@ def test_niqe_score_gradients_are_finite(kind):
        "zero": np.zeros(shape),
        "gradient_like": rng.normal(size=shape) * 1e-4}[kind].astype(np.float32)
   x = tf.constant(x)
-  for pooling in ("image", "batch"):
+  for pooling in naturalness.POOLINGS:
     with tf.GradientTape() as tape:
       tape.watch(x)
       score = naturalness.niqe_score(x, model_lib.natural_model(), block_size=16,
@@ -160,30 +173,55 @@ def test_niqe_score_under_tf_function_and_xla_matches_eager():
     np.testing.assert_allclose(fn(tf.constant(x, dtype)).numpy(), eager.numpy(), rtol=rtol)
 
 
-def test_niqe_score_is_per_image_and_batch_pooling_pools_all_blocks():
+def _reference_distance(model, feats_mean, feats_cov):
+  """NumPy/SciPy reference: sqrt(d^T ((Sigma_P + Sigma_T) / 2)^-1 d) in the raw coordinates."""
+  d = model.mu - feats_mean
+  return float(np.sqrt(d @ np.linalg.solve((model.cov + feats_cov) / 2.0, d)))
+
+
+def test_niqe_score_poolings_match_a_numpy_reference():
   model = model_lib.natural_model()
   imgs = np.stack([_natural_gray(32, s) for s in range(3)])
-  batch = naturalness.niqe_score(imgs, model, block_size=16, dtype=tf.float64).numpy()
-  single = [naturalness.niqe_score(imgs[i:i + 1], model, block_size=16,
-                                   dtype=tf.float64).numpy()[0] for i in range(3)]
-  np.testing.assert_allclose(batch, single, rtol=1e-10)
-  pooled = naturalness.niqe_score(imgs, model, block_size=16, pooling="batch",
-                                  dtype=tf.float64).numpy()
-  assert np.all(pooled == pooled[0])
-  # One image repeated three times: the batch pool equals the per-image value (the covariance
-  # normalisation differs, N-1 over 4 blocks vs 12 blocks, so only nearly).
-  rep = naturalness.niqe_score(np.repeat(imgs[:1], 3, 0), model, block_size=16, pooling="batch",
-                               dtype=tf.float64).numpy()[0]
-  assert rep == pytest.approx(single[0], rel=0.2)
+  feats = naturalness.niqe_features(tf.constant(imgs), 16, 2, method="root", eps=1e-8,
+                                    split="soft").numpy()  # (3, 4 blocks, 36)
+  every_block = feats.reshape(-1, 36)
+  batch_cov = np.cov(every_block, rowvar=False)
+  expected = {
+      "image": [_reference_distance(model, f.mean(0), np.cov(f, rowvar=False)) for f in feats],
+      "pooled": [_reference_distance(model, f.mean(0), batch_cov) for f in feats],
+      "batch": [_reference_distance(model, every_block.mean(0), batch_cov)] * 3}
+  for pooling, values in expected.items():
+    got = naturalness.niqe_score(imgs, model, block_size=16, pooling=pooling,
+                                 dtype=tf.float64).numpy()
+    np.testing.assert_allclose(got, values, rtol=1e-6, err_msg=pooling)
+  # Per image, "image" and "pooled" agree for a batch of one.
+  one = [naturalness.niqe_score(imgs[:1], model, block_size=16, pooling=p,
+                                dtype=tf.float64).numpy()[0] for p in ("image", "pooled")]
+  assert one[0] == pytest.approx(one[1], rel=1e-10)
+
+
+def test_the_whitened_solve_needs_no_ridge_in_float32():
+  # The priors' covariances have eigenvalues down to 1e-5: the float32 score must still match
+  # float64 (the issue's ridge of 1e-3 moved the per-image score from 9.59 to 5.96).
+  prior = model_lib.load_model(reference_path("niqe", "model_cifar_grad.mat"))
+  assert np.linalg.eigvalsh(prior.cov).min() < 2e-5
+  imgs = np.stack([_natural_gray(64, s) for s in range(4)])
+  scores = {dtype: naturalness.niqe_score(imgs, prior, block_size=32, pooling="image",
+                                          dtype=dtype).numpy() for dtype in (tf.float32, tf.float64)}
+  np.testing.assert_allclose(scores[tf.float32], scores[tf.float64], rtol=2e-3)
+  ridged = naturalness.niqe_score(imgs, prior, block_size=32, pooling="image",
+                                  covariance_regularization=1e-3, dtype=tf.float64).numpy()
+  assert np.all(ridged < 0.9 * scores[tf.float64])  # What a ridge of that size does.
 
 
 def test_grayscale_false_scores_each_channel():
   model = model_lib.natural_model()
   rgb = np.stack([_natural_gray(32, s) for s in range(3)], axis=-1)[None]
   per_channel = naturalness.niqe_score(rgb, model, block_size=16, grayscale=False,
-                                       dtype=tf.float64).numpy()
+                                       pooling="image", dtype=tf.float64).numpy()
   assert per_channel.shape == (3,)
-  alone = naturalness.niqe_score(rgb[..., 1], model, block_size=16, dtype=tf.float64).numpy()
+  alone = naturalness.niqe_score(rgb[..., 1], model, block_size=16, pooling="image",
+                                 dtype=tf.float64).numpy()
   assert per_channel[1] == pytest.approx(alone[0], rel=1e-10)
 
 
@@ -264,7 +302,8 @@ def test_bin_niqe_json_matches_matlab_and_reports_errors(tmp_path):
   assert [r["path"] for r in results] == paths
   for r in results:
     expected = MATLAB[os.path.basename(r["path"])]
-    assert abs(r["niqe"] - expected) / expected < 2e-3
+    assert r["niqe"] == pytest.approx(EXACT[os.path.basename(r["path"])], rel=1e-4)
+    assert abs(r["niqe"] - expected) / expected < 1e-3
 
   text = _niqe_cli(paths[1])
   assert text.returncode == 0 and text.stdout.split()[1] == paths[1]
