@@ -55,22 +55,45 @@ flags.DEFINE_bool("ssim_grayscale", _D.ssim_grayscale,
 flags.DEFINE_float("ssim_cs_offset", _D.ssim_cs_offset,
                    "SSIM penalty: added to CS's denominator (0: the paper; 0.01: authors' code).")
 flags.DEFINE_string("niqe_prior", _D.niqe_prior,
-                    "NIQE penalty: pristine model: natural (classic NIQE), cifar_grad, stl_grad, "
-                    "face_grad (the authors' fitted models), or a .npz/.mat path "
-                    "(bin/fit_niqe_prior).")
+                    "NIQE penalty: pristine model: cifar_grad, stl_grad (the authors' Sobel-"
+                    "magnitude priors for CIFAR-10 32 px and STL-10 48 px), face_grad (their "
+                    "raw-D-gradient prior for CelebA 64 px), natural (classic NIQE, 96 px "
+                    "blocks of photographs), or a .npz/.mat path (bin/fit_niqe_prior). The prior "
+                    "records how it was fitted; the penalty transforms D's gradients the same "
+                    "way (the flags below default to the prior's values).")
 flags.DEFINE_integer("niqe_block_size", _D.niqe_block_size,
-                     "NIQE penalty: block size at scale 1 (0: resolution / 2).")
-flags.DEFINE_integer("niqe_scales", _D.niqe_scales, "NIQE penalty: number of scales.")
-flags.DEFINE_enum("niqe_pooling", _D.niqe_pooling, ["image", "batch"],
-                  "NIQE penalty: one MVG per image (paper eq. 15) or over the batch's blocks "
-                  "(authors' code).")
+                     "NIQE penalty: block size at scale 1 (0: the prior's).")
+flags.DEFINE_integer("niqe_scales", _D.niqe_scales, "NIQE penalty: number of scales (0: the "
+                     "prior's).")
+flags.DEFINE_enum("niqe_pooling", _D.niqe_pooling, ["batch", "pooled", "image"],
+                  "NIQE penalty: the test MVG. batch (default): one MVG over all blocks of the "
+                  "global batch (as the authors' code; the only estimator that ranks natural "
+                  "statistics above distorted ones reliably, README); pooled: per-image mean "
+                  "with the global batch's covariance; image: mean and covariance per image "
+                  "(paper eq. 15 literally).")
 flags.DEFINE_bool("niqe_grayscale", _D.niqe_grayscale,
-                  "NIQE penalty: gradients to luma first (authors) instead of per channel.")
-flags.DEFINE_enum("niqe_normalization", _D.niqe_normalization, ["auto", "max", "none"],
-                  "NIQE penalty: scaling of D's input gradient before NIQE: max (peak |g| -> "
-                  "255, image scale), none (raw), auto (from the prior's scale).")
+                  "NIQE penalty: gradients to luma first (as every shipped prior's inputs).")
+flags.DEFINE_enum("niqe_transform", _D.niqe_transform, ["auto", "magnitude", "signed"],
+                  "NIQE penalty: per-pixel magnitude of D's gradient (priors of Sobel or "
+                  "gradient magnitudes) or its signed values (auto: the prior's).")
+flags.DEFINE_enum("niqe_normalization", _D.niqe_normalization,
+                  ["auto", "none", "contrast", "max"],
+                  "NIQE penalty: scaling of D's gradient before NIQE: contrast (mean local "
+                  "standard deviation -> --niqe_normalization_scale), max (peak |g| -> scale), "
+                  "none (raw); auto: what brings it to the prior's inputs' scale.")
+flags.DEFINE_float("niqe_normalization_scale", _D.niqe_normalization_scale,
+                   "NIQE penalty: target of --niqe_normalization (0: the prior's).")
+flags.DEFINE_enum("niqe_split", _D.niqe_split, ["soft", "hard"],
+                  "NIQE penalty: AGGD left/right split. soft: smooth in D's weights; hard: "
+                  "MATLAB's counts (the penalty jumps when a value crosses 0).")
+flags.DEFINE_float("niqe_split_temperature", _D.niqe_split_temperature,
+                   "NIQE penalty: width of the soft split's ramp, relative to the values' RMS.")
 flags.DEFINE_float("niqe_covariance_regularization", _D.niqe_covariance_regularization,
-                   "NIQE penalty: ridge added to (Sigma_P + Sigma_T) / 2 before Cholesky.")
+                   "NIQE penalty: ridge added to (Sigma_P + Sigma_T) / 2 (0: none needed; the "
+                   "solve is whitened by the prior).")
+flags.DEFINE_bool("niqe_allow_prior_mismatch", _D.niqe_allow_prior_mismatch,
+                  "NIQE penalty: use --niqe_* values that contradict how the prior was fitted "
+                  "(logged), instead of refusing them.")
 flags.DEFINE_float("drift_weight", _D.drift_weight,
                    "Weight of the drift term mean(D(x)^2) (authors: 1e-5; 0 disables).")
 flags.DEFINE_float("ema_decay", _D.ema_decay, "Decay of the generator's EMA copy (authors: 0.99).")

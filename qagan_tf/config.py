@@ -43,14 +43,19 @@ class TrainConfig:
   ssim_max_val: float = 2.0
   ssim_grayscale: bool = True
   ssim_cs_offset: float = 0.0
-  # NIQE gradient penalty (penalty="niqe").
-  niqe_prior: str = "natural"
+  # NIQE gradient penalty (penalty="niqe"). 0 / "auto": as the prior was fitted (its metadata).
+  niqe_prior: str = "cifar_grad"
   niqe_block_size: int = 0
-  niqe_scales: int = 2
-  niqe_pooling: str = "image"
+  niqe_scales: int = 0
+  niqe_pooling: str = "batch"
   niqe_grayscale: bool = True
+  niqe_transform: str = "auto"
   niqe_normalization: str = "auto"
-  niqe_covariance_regularization: float = 1e-3
+  niqe_normalization_scale: float = 0.0
+  niqe_split: str = "soft"
+  niqe_split_temperature: float = 0.03
+  niqe_covariance_regularization: float = 0.0
+  niqe_allow_prior_mismatch: bool = False
   # Generator EMA.
   ema_decay: float = 0.99
   # Bookkeeping.
@@ -106,21 +111,29 @@ class TrainConfig:
                        f"{self.resolution}].")
     if not (self.ssim_sigma > 0 and self.ssim_max_val > 0 and self.ssim_cs_offset >= 0):
       raise ValueError("ssim_sigma and ssim_max_val must be > 0 and ssim_cs_offset >= 0.")
-    if self.niqe_pooling not in ("image", "batch"):
-      raise ValueError(f"niqe_pooling={self.niqe_pooling!r}: use image or batch.")
-    if self.niqe_normalization not in ("auto", "max", "none"):
-      raise ValueError(f"niqe_normalization={self.niqe_normalization!r}: use auto, max or none.")
-    if self.niqe_scales < 1 or self.niqe_block_size < 0:
-      raise ValueError("niqe_scales must be >= 1 and niqe_block_size >= 0 (0: auto).")
-    if self.penalty == "niqe":
-      block = self.niqe_block_size or self.resolution // 2
-      div = 2 ** (self.niqe_scales - 1)
-      if block > self.resolution or block % div or block // div < 4:
-        raise ValueError(f"niqe_block_size={block} does not fit {self.resolution} px images "
-                         f"with {self.niqe_scales} scales: it must be <= {self.resolution}, a "
-                         f"multiple of {div} and at least {4 * div} (0 picks resolution / 2).")
-    if not self.niqe_covariance_regularization >= 0:
-      raise ValueError("niqe_covariance_regularization must be >= 0.")
+    choices = {"niqe_pooling": ("pooled", "image", "batch"),
+               "niqe_transform": ("auto", "magnitude", "signed"),
+               "niqe_normalization": ("auto", "none", "contrast", "max"),
+               "niqe_split": ("soft", "hard")}
+    for name, valid in choices.items():
+      if getattr(self, name) not in valid:
+        raise ValueError(f"{name}={getattr(self, name)!r}: use one of {', '.join(valid)}.")
+    if self.niqe_scales < 0 or self.niqe_block_size < 0:
+      raise ValueError("niqe_scales and niqe_block_size must be >= 0 (0: the prior's).")
+    if self.penalty == "niqe" and self.niqe_block_size:
+      div = 2 ** (max(self.niqe_scales, 2) - 1)
+      if self.niqe_block_size > self.resolution or self.niqe_block_size % div or (
+          self.niqe_block_size // div < 4):
+        raise ValueError(f"niqe_block_size={self.niqe_block_size} does not fit "
+                         f"{self.resolution} px images with {max(self.niqe_scales, 2)} scales: it "
+                         f"must be <= {self.resolution}, a multiple of {div} and at least "
+                         f"{4 * div} (0: the prior's).")
+    for name in ("niqe_covariance_regularization", "niqe_normalization_scale",
+                 "niqe_split_temperature"):
+      if not getattr(self, name) >= 0:
+        raise ValueError(f"{name}={getattr(self, name)} must be >= 0.")
+    if self.niqe_split == "soft" and not self.niqe_split_temperature > 0:
+      raise ValueError("niqe_split=soft needs niqe_split_temperature > 0 (default 0.03).")
     if self.eval_every < 0:
       raise ValueError(f"eval_every={self.eval_every} must be >= 0 (0: no in-training FID).")
     if self.eval_every and not self.eval_stats:
@@ -146,9 +159,36 @@ class TrainConfig:
 
   @classmethod
   def from_dict(cls, values):
-    """Builds a config from a dict, ignoring unknown keys (from newer versions) and filling defaults."""
+    """Builds a config from a dict, ignoring unknown keys (from newer versions) and filling defaults.
+
+    A NIQE run written before the penalty followed its prior's metadata (no `niqe_transform`)
+    gets the settings it actually trained with (`LEGACY_NIQE`), so that resuming it with the
+    new defaults is refused as a configuration change instead of silently changing the penalty.
+    """
     names = {f.name for f in dataclasses.fields(cls)}
+    values = dict(values)
+    if values.get("penalty") == "niqe" and "niqe_transform" not in values:
+      legacy = dict(LEGACY_NIQE)
+      legacy["niqe_normalization"] = ("none" if values.get("niqe_normalization") == "none" or (
+          values.get("niqe_normalization", "auto") == "auto"
+          and values.get("niqe_prior") == "face_grad") else "max")
+      legacy["niqe_normalization_scale"] = 255.0 if legacy["niqe_normalization"] == "max" else 0.0
+      legacy["niqe_block_size"] = (values.get("niqe_block_size")
+                                   or values.get("resolution", cls.resolution) // 2)
+      legacy.setdefault("niqe_prior", "natural")
+      values = {**{k: v for k, v in legacy.items() if k not in values or k in _LEGACY_OVERRIDE},
+                **{k: v for k, v in values.items() if k not in _LEGACY_OVERRIDE}}
     return cls(**{k: v for k, v in values.items() if k in names})
+
+
+# What the NIQE penalty did before priors carried metadata (qagan_tf <= 0.1): signed luma
+# gradients scaled to a peak of 255 (raw for raw-gradient priors), blocks of resolution / 2, the
+# hard AGGD split, a 1e-3 ridge, per-image MVGs, the "natural" prior by default.
+LEGACY_NIQE = {"niqe_transform": "signed", "niqe_split": "hard", "niqe_pooling": "image",
+               "niqe_scales": 2, "niqe_covariance_regularization": 1e-3,
+               "niqe_allow_prior_mismatch": True}
+_LEGACY_OVERRIDE = ("niqe_transform", "niqe_split", "niqe_allow_prior_mismatch",
+                    "niqe_normalization", "niqe_normalization_scale", "niqe_block_size")
 
 
 def save_config(config, model_dir):

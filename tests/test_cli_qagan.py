@@ -40,21 +40,28 @@ def test_fit_niqe_prior_from_a_run_and_from_sobel(tmp_path):
   _run([os.path.join(REPO, "bin", "train"), "--flagfile=configs/smoke.cfg",
         f"--model_dir={run_dir}", "--max_steps=2", "--num_examples=64"], cwd=REPO)
   outputs = {}
-  for source in ("discriminator", "sobel"):
+  # "discriminator" is the older name of d_gradient (signed D gradients).
+  for source, recorded in (("d_gradient_magnitude", "d_gradient_magnitude"),
+                           ("sobel_magnitude", "sobel_magnitude"),
+                           ("discriminator", "d_gradient")):
     out = str(tmp_path / f"{source}.npz")
     args = [os.path.join(REPO, "bin", "fit_niqe_prior"), f"--source={source}",
             "--dataset=embedded", "--num_images=64", f"--output={out}"]
-    if source == "discriminator":
+    if source != "sobel_magnitude":
       args.append(f"--model_dir={run_dir}")
-    _run(args, cwd=REPO)
+    proc = _run(args, cwd=REPO)
+    assert "one block" not in proc.stderr and f"Wrote {out}" in proc.stdout
     outputs[source] = out
     with np.load(out) as f:
       cov = f["cov"]
       assert f["mu"].shape == (36,) and np.allclose(cov, cov.T)
       assert np.linalg.eigvalsh(cov).min() > 0
-      assert json.loads(str(f["settings"]))["source"] == source
+      metadata = json.loads(str(f["metadata"]))
+    assert (metadata["source"], metadata["block_size"], metadata["resolution"]) == (
+        recorded, 32, 32)
+    assert metadata["provenance"]["dataset"] == "embedded"
   # A fitted prior trains.
   _run([os.path.join(REPO, "bin", "train"), "--flagfile=configs/smoke_niqe.cfg",
         f"--model_dir={tmp_path / 'qa'}", "--max_steps=1", "--num_examples=64",
-        f"--niqe_prior={outputs['discriminator']}"], cwd=REPO)
+        f"--niqe_prior={outputs['d_gradient_magnitude']}"], cwd=REPO)
   # Its bad inputs are in tests/test_bad_inputs.py.

@@ -121,8 +121,14 @@ class DiscriminatorBlock(keras.layers.Layer):
     return skip + h
 
 
+def _at_least_float32(x):
+  """16-bit outputs (mixed precision) back to float32; float32 and float64 unchanged."""
+  return tf.cast(x, tf.float32) if x.dtype in (tf.float16, tf.bfloat16) else x
+
+
 class Generator(keras.Model):
-  """z (N, z_dim) float -> images (N, R, R, 3) float32 in [-1, 1] (tanh)."""
+  """z (N, z_dim) float -> images (N, R, R, 3) float32 (float64 under a float64 policy) in
+  [-1, 1] (tanh)."""
 
   def __init__(self, resolution=32, width=128, z_dim=128, name="generator"):
     super().__init__(name=name)
@@ -143,7 +149,7 @@ class Generator(keras.Model):
     for block in self.blocks:
       h = block(h, training=training)
     h = tf.nn.relu(self.bn_out(h, training=training))
-    return tf.cast(tf.tanh(self.conv_out(h)), tf.float32)  # float32 under mixed precision too.
+    return _at_least_float32(tf.tanh(self.conv_out(h)))
 
   @property
   def blocks(self):
@@ -155,7 +161,8 @@ class Generator(keras.Model):
 
 
 class Discriminator(keras.Model):
-  """Images (N, R, R, 3) float in [-1, 1] -> critic scores (N,) float32. No normalisation."""
+  """Images (N, R, R, 3) float in [-1, 1] -> critic scores (N,) float32 (float64 under a float64
+  policy). No normalisation."""
 
   def __init__(self, resolution=32, width=128, name="discriminator"):
     super().__init__(name=name)
@@ -175,7 +182,7 @@ class Discriminator(keras.Model):
     for block in self.blocks:
       h = block(h)
     h = tf.reduce_mean(tf.nn.relu(h), axis=[1, 2])
-    return tf.cast(tf.squeeze(self.dense(h), axis=-1), tf.float32)
+    return _at_least_float32(tf.squeeze(self.dense(h), axis=-1))
 
   @property
   def blocks(self):

@@ -53,6 +53,8 @@ class QualityPenalty:
   summary_tag: str
   fn: Callable[[PenaltyInputs], tf.Tensor]
   extra_tags: tuple = ()  # Names of the per-example statistics fn returns, if any.
+  prior: object = None  # NIQE: the `niqe_prior.Prior` and the resolved `NiqeSettings`.
+  settings: object = None
 
 
 # name -> factory(config) -> Optional[QualityPenalty]. "wgan_gp" is the baseline: 1-GP only.

@@ -25,6 +25,11 @@ from qagan_tf.utils.progress import format_duration
 # different experiment; bin/train refuses it unless --allow_config_change.
 INCOMPATIBLE_KEYS = ("dataset", "resolution", "width", "z_dim", "penalty", "seed",
                      "g_batch_multiplier", "disc_iters", "batch_size")
+# For a NIQE run these define the penalty itself (a run from before priors carried metadata has
+# its old values in config.json: see TrainConfig.from_dict).
+NIQE_KEYS = ("niqe_prior", "niqe_block_size", "niqe_scales", "niqe_pooling", "niqe_grayscale",
+             "niqe_transform", "niqe_normalization", "niqe_normalization_scale", "niqe_split",
+             "niqe_split_temperature", "niqe_covariance_regularization")
 _SAMPLE_SEED = 20191208
 
 
@@ -120,7 +125,8 @@ def check_config_change(old, new, allow_change=False):
   """
   old_d, new_d = old.to_dict(), new.to_dict()
   changes = [(k, old_d[k], new_d[k]) for k in sorted(new_d) if old_d.get(k) != new_d[k]]
-  bad = [c for c in changes if c[0] in INCOMPATIBLE_KEYS]
+  bad = [c for c in changes if c[0] in INCOMPATIBLE_KEYS
+         or (new.penalty == "niqe" and c[0] in NIQE_KEYS)]
   if bad and not allow_change:
     listed = ", ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in bad)
     raise ValueError(f"The run in this model_dir was started with a different configuration "
@@ -340,7 +346,7 @@ class Trainer:
     with tf.init_scope():
       self._metric_sums = {k: tf.Variable(0.0, trainable=False) for k in names + ["_count"]}
 
-  def _pop_metric_means(self):
+  def pop_metric_means(self):
     """Means over the finite steps since the last call ({} when there were none) and reset."""
     count = float(self._metric_sums["_count"].numpy())
     means = {k: float(v.numpy()) / count for k, v in self._metric_sums.items()
@@ -402,14 +408,18 @@ class Trainer:
 
   def _write_histograms(self, step):
     for v in self.discriminator.trainable_variables:
-      tf.summary.histogram(f"discriminator/{v.path}", v, step=step)
-    self._write_quality_summaries(step)
+      tf.summary.histogram(v.path, v, step=step)  # v.path starts with "discriminator/".
+    if self.quality_penalty is not None and self.quality_penalty.prior is not None:
+      self._write_niqe_summaries(step)
 
-  def _write_quality_summaries(self, step):
-    """NIQE of D's input gradients at real and interpolated images, and MSCN histograms of the
-    images and of D's gradients (real vs generated; the paper's supplementary Figs. 1 and 4)."""
+  def _write_niqe_summaries(self, step):
+    """NIQE (under the penalty's prior and transform) of D's input gradients at real and
+    interpolated images, and MSCN histograms of the images and of those transformed gradients,
+    real vs generated (the paper's supplementary Figs. 1 and 4)."""
+    from qagan_tf.train import niqe_prior
     from qagan_tf.train import quality_penalties as qp
     c = self.config
+    prior, settings = self.quality_penalty.prior, self.quality_penalty.settings
     n = min(c.batch_size, 16, len(self.load_data()))
     real = tf.constant(self.load_data()[:n], tf.float32) / 127.5 - 1.0
     fake = tf.constant(self.sample(n, ema=False, seed=_SAMPLE_SEED + 2))
@@ -418,22 +428,17 @@ class Trainer:
     for name, x in (("real", real), ("fake", fake), ("interpolated", x_hat)):
       with tf.GradientTape() as tape:
         tape.watch(x)
-        score = tf.reduce_sum(self.discriminator(x))
+        score = tf.reduce_sum(tf.cast(self.discriminator(x), tf.float32))
       grads[name] = tape.gradient(score, x)
-    prior = qp.load_prior(c.niqe_prior)
-    normalization = qp.resolve_normalization(c.niqe_normalization, prior)
-    try:
-      for name in ("real", "interpolated"):
-        prepared = qp.prepare_gradients(grads[name], normalization, c.niqe_grayscale)
-        tf.summary.scalar(f"quality/niqe_grad_{name}",
-                          tf.reduce_mean(qp.niqe_scores(prepared, prior, c)), step=step)
-    except ValueError as e:  # A block size that does not fit: skip the scalar, keep training.
-      logging.warning("NIQE summaries skipped: %s", e)
+    for name in ("real", "interpolated"):
+      tf.summary.scalar(f"quality/niqe_grad_{name}", tf.reduce_mean(
+          niqe_prior.gradient_distance(grads[name], prior, settings)), step=step)
     for name, images in (("real", real), ("fake", fake)):
       tf.summary.histogram(f"quality/mscn_spatial_{name}",
                            qp.mscn_sample((images + 1.0) * 127.5), step=step)
-      tf.summary.histogram(f"quality/mscn_grad_{name}", qp.mscn_sample(
-          qp.prepare_gradients(grads[name], normalization, True)), step=step)
+      maps = niqe_prior.penalty_inputs(grads[name], settings)
+      tf.summary.histogram(f"quality/mscn_grad_{name}", qp.mscn_sample(maps[..., None]),
+                           step=step)
 
   def prepare_evaluation(self):
     """Loads the Inception and the reference statistics for in-training FID (fails fast, before
@@ -545,7 +550,7 @@ class Trainer:
     """Scalars and the console line (every log_every), sample grids, histograms."""
     c = self.config
     if step % c.log_every == 0 or last:
-      means = self._pop_metric_means()
+      means = self.pop_metric_means()
       self._check_finite(means, step)
       rate = progress.update(step)
       for k, v in means.items():
