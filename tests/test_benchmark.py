@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests import reference
@@ -51,3 +52,38 @@ def test_speed_variant_names_are_checked_before_anything_is_timed():
     train_bench.run(None, variants=["baseline", "xal"])  # No config needed: fails first.
   with pytest.raises(ValueError, match="must include baseline"):
     train_bench.check_variant_names(["xla"])
+
+
+@pytest.mark.slow
+def test_a_tiny_quality_benchmark_shows_fid_falling(tmp_path):
+  out = str(tmp_path / "quality.json")
+  env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=reference.reference_path(
+      "inception/fid_inception_2015_12_05_pool3.npz"))
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "bin", "benchmark"), "--flagfile=configs/quality_cpu.cfg",
+       "--sections=quality", "--quality_variants=wgan_gp,niqe", "--quality_seeds=0",
+       "--quality_iterations=20", "--quality_eval_every=10", "--quality_samples=64",
+       "--quality_heldout=128", "--quality_workers=1", f"--output={out}"], cwd=REPO, env=env,
+      capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(out) as f:
+    result = json.load(f)
+  for name in ("wgan_gp", "niqe"):
+    q = result["quality"][name]
+    assert q["iterations"] == [0, 10, 20]
+    for key in ("fid_mean", "fid_std", "kid_mean", "niqe_mean", "d_weight_variance_mean"):
+      assert len(q[key]) == 3 and all(np.isfinite(q[key])), (name, key)
+    assert q["fid_mean"][-1] < q["fid_mean"][0], (name, q["fid_mean"])  # Learning shows.
+    assert q["fid_std"] == [0.0, 0.0, 0.0]  # One seed.
+  # Both variants start from the same weights: the same iteration-0 scores.
+  assert result["quality"]["wgan_gp"]["fid_mean"][0] == result["quality"]["niqe"]["fid_mean"][0]
+  assert result["verdicts"]["niqe"]["final_fid_minus_baseline"] == pytest.approx(
+      result["quality"]["niqe"]["fid_mean"][-1] - result["quality"]["wgan_gp"]["fid_mean"][-1])
+  assert os.path.getsize(out[:-len(".json")] + ".png") > 10_000
+
+
+def test_quality_variant_names_are_checked():
+  from qagan_tf.benchmarks import quality_bench
+  quality_bench.check_variant_names(list(quality_bench.VARIANTS))
+  with pytest.raises(ValueError, match="unknown --quality_variants nique.*choose from wgan_gp"):
+    quality_bench.check_variant_names(["wgan_gp", "nique"])
