@@ -2,10 +2,14 @@
 
 from absl import flags
 
-from qagan_tf import config as config_lib
-from qagan_tf import models
-from qagan_tf.data import sources
-from qagan_tf.train import penalties
+from qagan_tf.utils import cli
+
+cli.import_tensorflow_quietly()  # Before qagan_tf.models imports it, printing CUDA-stub lines.
+
+from qagan_tf import config as config_lib  # noqa: E402
+from qagan_tf import models  # noqa: E402
+from qagan_tf.data import sources  # noqa: E402
+from qagan_tf.train import penalties  # noqa: E402
 
 _D = config_lib.TrainConfig()
 

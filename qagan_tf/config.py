@@ -212,6 +212,43 @@ def load_config(model_dir):
                             "directory (bin/train writes config.json there).")
   try:
     with open(path) as f:
-      return TrainConfig.from_dict(json.load(f))
+      values = json.load(f)
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON ({e}).") from None
+  check_config_values(values, path)
+  config = TrainConfig.from_dict(values)
+  try:
+    return config.validate()
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from None
+
+
+# Keys without which a run's checkpoints cannot be rebuilt: a default would silently build
+# another network (and TF would then print a warning per unmatched variable).
+REQUIRED_KEYS = ("dataset", "resolution", "width", "z_dim", "penalty")
+
+
+def check_config_values(values, path):
+  """Raises ValueError naming the key when config.json lacks an architecture key or holds a
+  value of the wrong type (e.g. "width": "eight")."""
+  if not isinstance(values, dict):
+    raise ValueError(f"{path}: expected a JSON object of settings, got {type(values).__name__}.")
+  missing = [k for k in REQUIRED_KEYS if k not in values]
+  if missing:
+    raise ValueError(f"{path} has no {', '.join(repr(k) for k in missing)}: this run cannot be "
+                     "rebuilt without it; restore the file or add the key with the value the run "
+                     "was trained with.")
+  for field in dataclasses.fields(TrainConfig):
+    if field.name not in values:
+      continue
+    value, kind = values[field.name], type(field.default)
+    if kind is float:
+      ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is int:
+      ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+      ok = isinstance(value, kind)
+    if not ok:
+      raise ValueError(f"{path}: key {field.name!r} is {value!r} ({type(value).__name__}); it "
+                       f"must be of type {kind.__name__} (default {field.default!r}). Fix the file "
+                       "or restore it from a backup.")

@@ -105,6 +105,42 @@ def _flagfile(w):
     f.write("--flagfile=" + os.path.join(REPO, "configs", "smoke.cfg") + "\n--disc_iter=3\n")
 
 
+def _float_npz(w):
+  _npz(f"{w}/float01.npz", images=_images().astype(np.float32) / 255.0)
+
+
+def _config_with(w, name, change):
+  """A copy of the trained run whose config.json is changed by `change(dict)`."""
+  import json
+  _copy_run(w, name)
+  path = os.path.join(w, name, "config.json")
+  with open(path) as f:
+    values = json.load(f)
+  change(values)
+  with open(path, "w") as f:
+    json.dump(values, f)
+
+
+BUSY = {}  # The trainer that holds w/busy's lock while the catalogue runs.
+
+
+def _busy_trainer(w):
+  """A real bin/train on w/busy, under way (its lock taken) before the catalogue starts."""
+  proc = subprocess.Popen([sys.executable, os.path.join(REPO, "bin", "train"), *TINY_RUN,
+                           f"--model_dir={w}/busy", "--max_steps=100000"], cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  BUSY["proc"] = proc
+  lock = os.path.join(w, "busy", ".lock")
+  for _ in range(1200):
+    if os.path.exists(lock) and os.path.getsize(lock) > 0:
+      return
+    if proc.poll() is not None:
+      raise AssertionError(f"the first trainer ended with {proc.returncode}")
+    import time
+    time.sleep(0.25)
+  raise AssertionError("the first trainer never took its lock")
+
+
 def _readonly_dir(w):
   """A directory nobody may create files in: chmod 555, or, for root (who ignores modes),
   sysfs, which refuses new files to everyone."""
@@ -168,7 +204,28 @@ CASES = [
     Case("train_zero_batch", "train",
          lambda w: TINY_RUN + [f"--model_dir={w}/t9", "--batch_size=0"],
          ("batch_size=0 must be a positive integer",), absent=("t9",)),
+    Case("train_second_trainer_on_a_busy_run", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/busy", "--max_steps=100000"],
+         ("busy", "in use by another bin/train", "PID", "choose another --model_dir"),
+         setup=_busy_trainer),
+    Case("train_float_npz_in_0_1", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t10", f"--dataset=npz:{w}/float01.npz"],
+         ("float01.npz", "float32", "[0, 1]", "np.round(np.clip(x, 0, 1) * 255)"),
+         setup=_float_npz, absent=("t10",)),
+    Case("train_missing_flagfile", "train",
+         lambda w: [f"--flagfile={w}/nope.cfg", f"--model_dir={w}/t11"],
+         ("nope.cfg", "no such file", "configs/"), absent=("t11",)),
     # bin/sample
+    Case("sample_config_value_of_wrong_type", "sample",
+         lambda w: [f"--model_dir={w}/eight", f"--output={w}/s5.png"],
+         ("eight/config.json", "'width'", "'eight'", "int"),
+         setup=lambda w: _config_with(w, "eight", lambda v: v.update(width="eight")),
+         absent=("s5.png",)),
+    Case("sample_config_without_width", "sample",
+         lambda w: [f"--model_dir={w}/nowidth", f"--output={w}/s6.png"],
+         ("nowidth/config.json", "'width'", "cannot be rebuilt"),
+         setup=lambda w: _config_with(w, "nowidth", lambda v: v.pop("width")),
+         absent=("s6.png",)),
     Case("sample_not_a_run", "sample",
          lambda w: [f"--model_dir={w}/empty_run", f"--output={w}/s1.png"],
          ("empty_run", "not a qagan_tf run directory"),
@@ -298,8 +355,14 @@ def catalogue(tmp_path_factory):
     setup(work)
   runs = [os.path.join(work, d) for d in ("run", "corrupt", "arch")]
   before = [_snapshot(d) for d in runs]
-  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-    results = dict(zip([c.name for c in CASES], pool.map(lambda c: _run(c, work), CASES)))
+  try:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+      results = dict(zip([c.name for c in CASES], pool.map(lambda c: _run(c, work), CASES)))
+    busy_alive = BUSY["proc"].poll() is None  # The first trainer kept going.
+  finally:
+    BUSY["proc"].kill()
+    BUSY["proc"].wait()
+  assert busy_alive
   return work, results, before, [_snapshot(d) for d in runs]
 
 
@@ -321,6 +384,14 @@ def test_bad_input_gets_one_clear_error(catalogue, case):
                                                                                   ".part"))]
   assert not leftovers
   assert after == before  # The runs' checkpoints, config, samples and report are untouched.
+  # Quiet: on a CPU-only machine with the default verbosity the error line is all there is
+  # (bin/train also logs its start-up at INFO level; no warning or CUDA/absl line).
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  if case.script == "train":
+    others = [line for line in lines if f"bin/{case.script}: error: " not in line]
+    assert all(line.startswith("I") and "] " in line for line in others), shown
+  else:
+    assert len(lines) == 1, shown
 
 
 def test_the_catalogue_is_big_and_covers_every_script():

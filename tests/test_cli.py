@@ -83,6 +83,43 @@ def test_sigterm_saves_a_checkpoint_of_the_last_finished_step(tmp_path):
   assert latest and int(latest.rsplit("-", 1)[1]) >= 3
 
 
+@pytest.mark.slow
+def test_ctrl_c_is_answered_during_the_first_step_and_a_second_one_aborts(tmp_path):
+  """Ctrl-C while the first step compiles (a minute on CPU) is acknowledged at once, not after
+  the step; a second Ctrl-C ends the run with status 130 and one line, without saving."""
+  import signal
+  import time
+  model_dir = str(tmp_path / "run")
+  proc = subprocess.Popen(
+      [sys.executable, os.path.join(REPO, "bin", "train"), "--flagfile=configs/smoke.cfg",
+       f"--model_dir={model_dir}", "--num_examples=64"],
+      cwd=REPO, stderr=subprocess.PIPE, text=True,
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  seen = ""
+  for line in proc.stderr:
+    seen += line
+    if "Compiling and running the first" in line:
+      break
+  time.sleep(1.0)
+  proc.send_signal(signal.SIGINT)
+  t0 = time.time()
+  for line in proc.stderr:
+    seen += line
+    if "Ctrl-C: stopping after the current step" in line:
+      break
+  acknowledged = time.time() - t0
+  proc.send_signal(signal.SIGINT)
+  rest = proc.stderr.read()
+  proc.wait(timeout=60)
+  shown = seen[-2000:] + rest[-2000:]
+  assert "First call done" not in seen + rest, shown  # Both answered inside the first step.
+  assert proc.returncode == 130, shown
+  assert "Second Ctrl-C: aborting now, without saving" in rest and "Traceback" not in rest
+  assert acknowledged < 10, shown
+  import tensorflow as tf
+  assert tf.train.latest_checkpoint(model_dir) is None
+
+
 def _losses_by_step(model_dir):
   """{tag: {step: value}} over every event file, later files winning: what TensorBoard shows
   once a resumed run has rewritten the steps after its checkpoint."""

@@ -1,12 +1,16 @@
 """Image sources: each returns the whole training set as uint8 NHWC numpy at the model resolution."""
 
 import os
+import warnings
 import zipfile
 
 import numpy as np
+from absl import logging
 from PIL import Image
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# Resizing by more than this factor (either way) is logged: usually a wrong --resolution.
+RESIZE_WARNING_FACTOR = 2.0
 TFDS_SOURCES = ("cifar10", "stl10", "celeb_a")
 # Natural RGB photographs that scikit-image ships inside its wheel (no download needed).
 _EMBEDDED_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
@@ -67,6 +71,17 @@ def load_images(dataset, resolution, data_dir=None, num_examples=0, seed=0, down
   return images
 
 
+def warn_if_batch_exceeds(num_images, batch_size, where):
+  """Logs a warning with the numbers when one batch needs more images than the dataset has
+  (every batch then repeats images). Returns True when it warned."""
+  if batch_size > num_images:
+    logging.warning("%s has %d image(s) but --batch_size=%d: every batch repeats images; use "
+                    "--batch_size=%d or fewer, or more data.", where, num_images, batch_size,
+                    num_images)
+    return True
+  return False
+
+
 def load_image_set(path):
   """Images for evaluation, at their own size: an .npz (uint8 NHWC under `images`) or a folder of
   PNG/JPEG files (all the same size, found recursively).
@@ -117,12 +132,48 @@ def _check_images(images, where, resolution):
                     f"shape {images.shape}.")
   if images.dtype != np.uint8:
     raise DataError(f"{where}: expected dtype uint8 (pixels 0..255), got {images.dtype}; "
-                    "convert with np.clip(x, 0, 255).astype(np.uint8).")
+                    f"{_uint8_fix(images)}")
   if images.shape[-1] == 1:
     images = np.repeat(images, 3, axis=-1)
   if resolution is not None and images.shape[1:3] != (resolution, resolution):
+    _warn_resize(where, images.shape[1:3], resolution)
     images = np.stack([_resize(im, resolution) for im in images])
   return images
+
+
+def _uint8_fix(images):
+  """The conversion to uint8 that keeps the picture, from the array's dtype and value range."""
+  if np.issubdtype(images.dtype, np.floating):
+    lo, hi = float(np.nanmin(images)), float(np.nanmax(images))
+    rng = f"values in [{lo:.3g}, {hi:.3g}]"
+    if lo >= 0.0 and hi <= 1.0:
+      return (f"{rng}, so pixels in [0, 1]: convert with "
+              "np.round(np.clip(x, 0, 1) * 255).astype(np.uint8).")
+    if lo >= -1.0 and hi <= 1.0:
+      return (f"{rng}, so pixels in [-1, 1]: convert with "
+              "np.round((np.clip(x, -1, 1) + 1) * 127.5).astype(np.uint8).")
+    if lo >= 0.0 and hi <= 255.0:
+      return f"{rng}: convert with np.round(x).astype(np.uint8)."
+    return (f"{rng}, not a known pixel range ([0, 1], [-1, 1] or [0, 255]): rescale to 0..255 "
+            "first, then np.round(x).astype(np.uint8).")
+  if images.dtype == np.uint16:
+    return ("16-bit pixels: convert with np.round(x / 257).astype(np.uint8) "
+            "(0..65535 -> 0..255).")
+  if np.issubdtype(images.dtype, np.integer):
+    lo, hi = int(images.min()), int(images.max())
+    if lo >= 0 and hi <= 255:
+      return f"values in [{lo}, {hi}]: convert with x.astype(np.uint8)."
+    return f"values in [{lo}, {hi}]: rescale to 0..255, then x.astype(np.uint8)."
+  return "save the images as uint8 (0..255)."
+
+
+def _warn_resize(where, size, resolution):
+  h, w = int(size[0]), int(size[1])
+  factor = max(resolution / min(h, w), max(h, w) / resolution)
+  if factor > RESIZE_WARNING_FACTOR:
+    logging.warning("%s: images are %dx%d, resized to %dx%d (%.1fx %s); check --resolution.",
+                    where, w, h, resolution, resolution, factor,
+                    "up" if resolution > min(h, w) else "down")
 
 
 def _resize(image, resolution):
@@ -162,16 +213,60 @@ def _load_folder(path, resolution):
                     "recursively).")
   images = []
   for f in files:
-    try:
-      with Image.open(f) as im:
-        images.append(_resize(np.asarray(im.convert("RGB")), resolution))
-    except (OSError, ValueError) as e:
-      raise DataError(f"{where}: cannot decode image {f} ({e}); remove or replace it.") from None
+    image = read_image(f, where)
+    if not images and resolution is not None and image.shape[:2] != (resolution, resolution):
+      _warn_resize(where, image.shape[:2], resolution)
+    images.append(_resize(image, resolution))
     if images[-1].shape != images[0].shape:
       raise DataError(f"{where}: mixed image sizes ({files[0]} is {images[0].shape[1]}x"
                       f"{images[0].shape[0]}, {f} is {images[-1].shape[1]}x"
                       f"{images[-1].shape[0]}); give a folder of equally sized images.")
   return np.stack(images)
+
+
+def read_image(path, where=None):
+  """One image file as uint8 (H, W, 3): 8-bit as is, 16-bit (PNG/TIFF grayscale or RGB)
+  scaled to 8 bits by /257 and rounded (0..65535 -> 0..255, exact for x * 257), palettes and
+  alpha converted by PIL. A decompression-bomb-sized image is logged in one line naming it.
+
+  Raises:
+    DataError: naming the file, when it cannot be decoded or its pixels have no known scale.
+  """
+  where = f"{where}: " if where else ""
+  try:
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always", Image.DecompressionBombWarning)
+      with Image.open(path) as im:
+        im.load()
+        image = _to_rgb8(im, path, where)
+    for w in caught:
+      if issubclass(w.category, Image.DecompressionBombWarning):
+        logging.warning("%s%s is very large (%s); loading it takes a lot of memory.", where,
+                        path, w.message)
+  except Image.DecompressionBombError as e:
+    raise DataError(f"{where}cannot load image {path}: {e}; downscale it first.") from None
+  except (OSError, ValueError, SyntaxError) as e:
+    if isinstance(e, DataError):
+      raise
+    raise DataError(f"{where}cannot decode image {path} ({e}); remove or replace it.") from None
+  return image
+
+
+def _to_rgb8(im, path, where):
+  mode = im.mode
+  if mode.startswith("I;16") or mode == "I":
+    a = np.asarray(im).astype(np.float64)
+    if a.min() < 0 or a.max() > 65535:
+      raise DataError(f"{where}image {path} has {mode} pixels outside 0..65535; save it as "
+                      "8- or 16-bit.")
+    a = np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8)
+    return np.repeat(a[..., None], 3, axis=-1)
+  if mode == "F":
+    raise DataError(f"{where}image {path} has floating-point pixels (mode F) of unknown scale; "
+                    "save it as an 8- or 16-bit PNG.")
+  if mode in ("RGB;16", "RGBA;16", "RGB;16B"):  # Not produced by current PIL; kept explicit.
+    raise DataError(f"{where}image {path} has mode {mode}; save it as an 8-bit PNG.")
+  return np.asarray(im.convert("RGB"))
 
 
 def _tfds_image_fn(name, resolution):

@@ -25,7 +25,8 @@ def generator_batches(generator, num, batch_size, seed):
 
 
 def evaluate_generator(generator, extractor, reference, num_samples, seed=0, batch_size=250,
-                       splits=10, kid_samples=10_000, progress=False, label="samples"):
+                       splits=10, kid_samples=10_000, progress=False, label="samples",
+                       log=None):
   """Scores one generator against reference statistics.
 
   Args:
@@ -36,6 +37,8 @@ def evaluate_generator(generator, extractor, reference, num_samples, seed=0, bat
     seed: latent stream of this repeat.
     splits: IS splits (10).
     kid_samples: generated activations kept for KID (KID needs reference activations too).
+    log: callable(str) told what runs after the Inception pass (FID's matrix square root and
+      KID take a minute or two on 2 CPU cores), or None.
 
   Returns:
     {"fid", "is_mean", "is_std" (when the weights have logits), "kid" (when possible), "count"}.
@@ -43,6 +46,11 @@ def evaluate_generator(generator, extractor, reference, num_samples, seed=0, bat
   out = extractor.statistics(generator_batches(generator, num_samples, batch_size, seed),
                              total=num_samples, progress=progress, keep_logits=True,
                              keep_activations=kid_samples, label=label)
+  if log:
+    log(f"{label}: computing FID (2048x2048 matrix square root, float64)"
+        + (", IS" if out["logits"] is not None else "")
+        + (" and KID (100 subsets)" if reference.get("activations") is not None
+           and out["activations"] is not None else "") + " ...")
   result = {"count": out["count"], "fid": fid_lib.frechet_distance(
       out["mu"], out["sigma"], reference["mu"], reference["sigma"])}
   if out["logits"] is not None:
@@ -81,12 +89,35 @@ def markdown_table(report):
   for name, summary in report["summary"].items():
     lines.append(f"| {name} | {cell(summary, 'fid')} | {cell(summary, 'is_mean')} | "
                  f"{cell(summary, 'kid', 1e3)} |")
+  summaries = list(report["summary"].values())
+  notes = []
+  if summaries and all("is_mean" not in s for s in summaries):
+    notes.append(IS_UNAVAILABLE)
+  if summaries and all("kid" not in s for s in summaries):
+    notes.append(KID_UNAVAILABLE)
+  if notes:
+    lines += [""] + [f"n/a: {n}" for n in notes]
   return "\n".join(lines) + "\n"
 
 
-def write_report(report, directory):
-  """Writes eval_step_<N>.json and .md in `directory` (atomically); returns both paths."""
+IS_UNAVAILABLE = ("IS needs the Inception softmax layer, which these weights lack (pool_3 only); "
+                  "get the official graph with bin/fetch_inception and pass its .npz with "
+                  "--inception_weights.")
+KID_UNAVAILABLE = ("KID needs the real images' activations; compute the statistics with "
+                   "bin/compute_stats --keep_activations.")
+
+
+def write_report(report, directory, overwrite=False):
+  """Writes eval_step_<N>.json and .md in `directory` (atomically); returns both paths.
+
+  An existing report of the same step is kept: the new one gets the suffix _2, _3, ...
+  (overwrite=True replaces it)."""
   base = os.path.join(directory, f"eval_step_{report['step']:07d}")
+  if not overwrite:
+    stem, n = base, 1
+    while os.path.exists(base + ".json") or os.path.exists(base + ".md"):
+      n += 1
+      base = f"{stem}_{n}"
   files.atomic_write_text(base + ".json", json.dumps(report, indent=2) + "\n")
   files.atomic_write_text(base + ".md", markdown_table(report))
   return base + ".json", base + ".md"
@@ -118,6 +149,7 @@ def run_protocol(model_dir, stats_path, extractor, num_samples=50_000, repeats=5
     for r in range(repeats):
       result = evaluate_generator(generator, extractor, reference, num_samples, seed=r,
                                   batch_size=batch_size, splits=splits, progress=progress,
+                                  log=log if progress else None,
                                   label=f"{name} repeat {r + 1}/{repeats}")
       log(f"{name} repeat {r + 1}/{repeats}: " + " ".join(
           f"{k}={v:.4f}" for k, v in result.items() if k != "count"))

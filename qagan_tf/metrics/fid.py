@@ -105,7 +105,10 @@ def trace_sqrt_product(sigma1, sigma2, method="sqrtm"):
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, method="sqrtm"):
-  """FID between two Gaussians (float64).
+  """FID between two Gaussians (float64), clamped at 0.
+
+  The distance is >= 0 in exact arithmetic; for (nearly) identical statistics the rounding of
+  the matrix square root of two 2048x2048 matrices leaves about -1e-4, which is reported as 0.
 
   Raises:
     StatisticsError: for shapes that differ or non-finite values.
@@ -116,8 +119,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, method="sqrtm"):
     raise StatisticsError(f"The statistics have different dimensions ({mu1.shape[0]} vs "
                           f"{mu2.shape[0]}); both must come from the same layer (pool_3: 2048).")
   diff = mu1 - mu2
-  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
-               - 2.0 * trace_sqrt_product(sigma1, sigma2, method))
+  return max(0.0, float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
+                        - 2.0 * trace_sqrt_product(sigma1, sigma2, method)))
 
 
 def fid_from_activations(activations1, activations2, method="sqrtm"):

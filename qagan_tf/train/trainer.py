@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import sys
 import threading
 import time
 
@@ -227,10 +228,19 @@ class Trainer:
     if latest and latest != self._restored:
       c = self.config
       try:
-        self._core_checkpoint.restore(latest).assert_existing_objects_matched()
+        status = self._core_checkpoint.restore(latest)
+        try:
+          status.assert_existing_objects_matched()
+        except AssertionError:
+          status.expect_partial()  # Refused below: no unrestored-values warnings on top.
+          raise
+        # The file also holds the optional parts restored next: no "could not be found"
+        # warnings for them when this status is collected.
+        status.expect_partial()
         # Then the optional parts (loss scales) and the save counter, where present.
         self.checkpoint.restore(latest).expect_partial()
       except (ValueError, AssertionError) as e:
+        _quiet_unrestored_warnings()
         raise CheckpointError(
             f"Checkpoint {latest} does not fit this configuration (resolution {c.resolution}, "
             f"width {c.width}, z_dim {c.z_dim}): {str(e).splitlines()[0]} It was written by "
@@ -331,10 +341,15 @@ class Trainer:
       self._metric_sums["_count"].assign_add(good)
       return metrics
 
-    @tf.function
+    @tf.function(autograph=False)
     def several(iterator, count):
-      for _ in tf.range(count):  # A tf.while_loop: one trace whatever the count.
+      # One tf.while_loop, one trace whatever the count. Written out rather than left to
+      # AutoGraph: the loop is traced in a helper thread (see `_responsive`), where AutoGraph
+      # does not convert `for` over a tensor.
+      def body(i):
         iteration(next(iterator))
+        return (i + 1,)
+      tf.while_loop(lambda i: i < count, body, (tf.constant(0, count.dtype),))
 
     return tf.function(iteration), several
 
@@ -383,6 +398,8 @@ class Trainer:
       self._images = data_lib.load_images(c.dataset, c.resolution, c.data_dir or None,
                                           c.num_examples, c.seed, c.download)
       logging.info("Loaded %d images.", len(self._images))
+      data_lib.warn_if_batch_exceeds(len(self._images), c.batch_size,
+                                    f"dataset={c.dataset}")
     return self._images
 
   def distributed_dataset(self, start_iteration):
@@ -455,11 +472,14 @@ class Trainer:
     """FID (and IS when the weights have logits) of the EMA generator on eval_num_samples."""
     from qagan_tf.metrics import evaluation
     extractor, reference = self._evaluator
+    logging.info("step %d | evaluating %d EMA samples with the Inception network ...", step,
+                 self.config.eval_num_samples)
     with precision.tensor_float_32(False):  # Comparable with bin/evaluate under --allow_tf32.
       result = evaluation.evaluate_generator(
           self.ema_generator, extractor, reference, self.config.eval_num_samples,
           seed=_SAMPLE_SEED + 1, batch_size=min(250, self.config.eval_num_samples),
-          kid_samples=0)
+          kid_samples=0, progress=True, label=f"step {step} eval",
+          log=lambda m: logging.info("%s", m))
     tf.summary.scalar("eval/fid", result["fid"], step=step)
     if "is_mean" in result:
       tf.summary.scalar("eval/is", result["is_mean"], step=step)
@@ -503,7 +523,13 @@ class Trainer:
           writer.flush()
           raise TrainingInterrupted(signum, step, self.save())
         count = self._steps_to_next_event(step, end)
-        self.train_iterations(iterator, count)
+        if step == start:
+          logging.info("Compiling and running the first %d step(s) (tracing the training step "
+                       "takes about a minute on CPU; Ctrl-C is answered after it) ...", count)
+          t_first = time.time()
+        _responsive(lambda: self.train_iterations(iterator, count))
+        if step == start:
+          logging.info("First call done in %s.", format_duration(time.time() - t_first))
         step += count
         nonfinite.update(step)
         last = step == end
@@ -577,6 +603,13 @@ class Trainer:
           f"in {self.model_dir} is the last good one; lower --lr or check the data.")
 
 
+def _quiet_unrestored_warnings():
+  """A refused checkpoint leaves a half-restored status behind, whose garbage collection logs a
+  dozen "unrestored values" warnings around our one-line error; the run is ending anyway."""
+  import logging as py_logging
+  py_logging.getLogger("tensorflow").setLevel(py_logging.ERROR)
+
+
 def _tf_message(error):
   """The first line of a TF error's message, without the {{function_node ...}} prefix."""
   text = getattr(error, "message", None) or str(error) or type(error).__name__
@@ -636,8 +669,35 @@ class TrainingInterrupted(Exception):
     self.signum, self.step, self.path = signum, step, path
 
 
+def _responsive(fn):
+  """Runs fn() in a helper thread while the main thread waits in short slices, so that Python
+  signal handlers (which only ever run in the main thread, between bytecodes) answer Ctrl-C
+  within 0.2 s even while a long TF call (the first step's tracing, a minute on CPU) runs.
+  Returns fn's result; re-raises its exception here."""
+  if threading.current_thread() is not threading.main_thread():
+    return fn()
+  outcome = {}
+
+  def target():
+    try:
+      outcome["value"] = fn()
+    except BaseException as e:  # Re-raised in the main thread.
+      outcome["error"] = e
+  worker = threading.Thread(target=target, name="qagan-train-step", daemon=True)
+  worker.start()
+  while worker.is_alive():
+    worker.join(0.2)
+  if "error" in outcome:
+    raise outcome["error"]
+  return outcome.get("value")
+
+
 class _SignalFlag:
-  """Records SIGINT/SIGTERM instead of dying mid-step (main thread only; restored on exit)."""
+  """Records SIGINT/SIGTERM instead of dying mid-step (main thread only; restored on exit).
+
+  The first signal is acknowledged at once (the run stops after the current step and saves a
+  checkpoint); a second Ctrl-C aborts at once without saving, and says so (the latest complete
+  checkpoint stays the latest: checkpoints are written atomically)."""
 
   def __init__(self):
     self.signum = None
@@ -651,7 +711,16 @@ class _SignalFlag:
 
   def _handle(self, signum, frame):
     del frame
+    if self.signum is not None and signum == signal.SIGINT:
+      sys.stderr.write("\nSecond Ctrl-C: aborting now, without saving; the latest checkpoint "
+                       "is the one before this step.\n")
+      sys.stderr.flush()
+      os._exit(130)
     self.signum = signum
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    sys.stderr.write(f"\n{name}: stopping after the current step and saving a checkpoint "
+                     "(Ctrl-C again aborts at once, without saving) ...\n")
+    sys.stderr.flush()
 
   def __exit__(self, *exc):
     for signum, handler in self._previous.items():

@@ -10,6 +10,20 @@ def _cannot_write(path, error, hint):
   return OSError(f"cannot write {path} ({reason}); {hint}")
 
 
+def _umask():
+  """The process's umask without changing it (Linux: /proc; elsewhere a brief set-and-restore)."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError):
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
 def atomic_write(path, write):
   """Calls `write(tmp_path)` on a temporary file beside `path`, then renames it over `path`.
 
@@ -26,6 +40,8 @@ def atomic_write(path, write):
     raise _cannot_write(path, e, "choose another location.") from None
   try:
     write(tmp)
+    # mkstemp creates 0600; the file gets the mode a plain open() would give (umask applied).
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
   except BaseException as e:
     if os.path.exists(tmp):

@@ -112,3 +112,87 @@ def test_tfds_missing_dataset_explains_download(tmp_path):
   os.environ.pop("TFDS_DATA_DIR", None)
   with pytest.raises(data.DataError, match="tfds build cifar10"):
     data.load_images("cifar10", 32, data_dir=str(tmp_path), download=False)
+
+
+def _write_png16(path, array):
+  """A 16-bit grayscale or RGB(A) PNG written byte by byte (PIL cannot write 16-bit RGB)."""
+  import struct
+  import zlib
+  a = np.asarray(array, np.uint16)
+  color_type, a3 = (0, a[..., None]) if a.ndim == 2 else ({3: 2, 4: 6}[a.shape[2]], a)
+  h, w = a3.shape[:2]
+  raw = b"".join(b"\x00" + a3[y].astype(">u2").tobytes() for y in range(h))
+
+  def chunk(kind, payload):
+    return (struct.pack(">I", len(payload)) + kind + payload
+            + struct.pack(">I", zlib.crc32(kind + payload) & 0xffffffff))
+  with open(path, "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type,
+                                                                0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_pngs_give_the_same_images_as_their_8_bit_versions(tmp_path):
+  """PIL opens 16-bit grayscale PNGs as mode I;16, whose convert("RGB") clipped ~98% of the
+  pixels to 255; they are now scaled by /257 (exact for 8-bit values x 257)."""
+  rng = np.random.default_rng(3)
+  gray = rng.integers(0, 256, (3, 16, 16), dtype=np.uint8)
+  rgb = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+  for name, images in (("gray", gray), ("rgb", rgb)):
+    for bits, folder in ((8, tmp_path / f"{name}8"), (16, tmp_path / f"{name}16")):
+      folder.mkdir()
+      for i, im in enumerate(images):
+        if bits == 8:
+          Image.fromarray(im).save(folder / f"{i}.png")
+        else:
+          _write_png16(folder / f"{i}.png", im.astype(np.uint16) * 257)
+    eight = sources.load_image_set(str(tmp_path / f"{name}8"))
+    sixteen = sources.load_image_set(str(tmp_path / f"{name}16"))
+    np.testing.assert_array_equal(sixteen, eight)
+    if name == "gray":
+      assert Image.open(tmp_path / "gray16" / "0.png").mode.startswith("I;16")
+      np.testing.assert_array_equal(sixteen[..., 1], gray)
+  # Values that are not multiples of 257 round to the nearest 8-bit level.
+  _write_png16(tmp_path / "odd.png", np.array([[0, 128, 300, 65535]]))
+  np.testing.assert_array_equal(sources.read_image(str(tmp_path / "odd.png"))[0, :, 0],
+                                [0, 0, 1, 255])
+
+
+@pytest.mark.parametrize("scale,offset", [(1.0, 0.0), (2.0, -1.0), (255.0, 0.0)])
+def test_float_npz_is_refused_with_a_fix_that_keeps_the_picture(tmp_path, scale, offset):
+  images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+  x = (images / 255.0 * scale + offset).astype(np.float32)
+  np.savez(tmp_path / "f.npz", images=x)
+  with pytest.raises(data.DataError, match="float32") as error:
+    data.load_images(f"npz:{tmp_path}/f.npz", 8)
+  fix = str(error.value).split("convert with ", 1)[1].rstrip(".")
+  converted = eval(fix, {"np": np, "x": x})  # The message's own expression.
+  assert converted.dtype == np.uint8
+  np.testing.assert_array_equal(converted, images)
+
+
+def test_large_resizes_and_oversized_batches_are_announced(tmp_path, caplog):
+  import logging
+  caplog.set_level(logging.WARNING)
+  np.savez(tmp_path / "small.npz", images=np.zeros((4, 8, 8, 3), np.uint8))
+  data.load_images(f"npz:{tmp_path}/small.npz", 32)
+  assert "images are 8x8, resized to 32x32 (4.0x up)" in caplog.text
+  caplog.clear()
+  data.load_images(f"npz:{tmp_path}/small.npz", 12)  # 1.5x: no warning.
+  assert "resized" not in caplog.text
+  assert data.warn_if_batch_exceeds(64, 512, "dataset=npz:x")
+  assert "dataset=npz:x has 64 image(s) but --batch_size=512" in caplog.text
+  assert not data.warn_if_batch_exceeds(64, 64, "x")
+
+
+def test_huge_images_are_named_in_one_line(tmp_path, caplog, monkeypatch):
+  import logging
+  caplog.set_level(logging.WARNING)
+  path = tmp_path / "big.png"
+  Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(path)
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1600 px: a "bomb" warning, < 2x.
+  assert sources.read_image(str(path)).shape == (40, 40, 3)
+  assert "big.png is very large" in caplog.text
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # > 2x the limit: PIL refuses.
+  with pytest.raises(data.DataError, match="big.png.*downscale it"):
+    sources.read_image(str(path))
