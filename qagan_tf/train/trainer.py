@@ -46,6 +46,22 @@ def _tf_config_workers():
   return sum(len(cluster.get(k, [])) for k in ("chief", "worker"))
 
 
+_COLLECTIVE_KEY_STRIDE = 10_000
+
+
+def mirrored_strategy(devices=None):
+  """A MirroredStrategy over `devices` (default: all GPUs, or the CPU) with its own collective keys.
+
+  Every MirroredStrategy numbers its collective groups from the same class-wide base, and the
+  process-wide collective executor remembers each (group, instance) key with the shapes it first
+  saw. A second MirroredStrategy in one process (a benchmark training several variants, tests)
+  would reuse those keys for different tensors and abort with "Shape mismatch in the collective
+  instance". Moving the base on for each new strategy gives it keys no earlier one used.
+  """
+  tf.distribute.MirroredStrategy._collective_key_base += _COLLECTIVE_KEY_STRIDE  # pylint: disable=protected-access
+  return tf.distribute.MirroredStrategy(devices)
+
+
 def make_strategy(name="auto"):
   """Returns a tf.distribute strategy. Create it before any other TF work in the process.
 
@@ -62,11 +78,11 @@ def make_strategy(name="auto"):
       name = "multi_worker"
     else:
       gpus = tf.config.list_logical_devices("GPU")
-      return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+      return mirrored_strategy() if len(gpus) > 1 else tf.distribute.get_strategy()
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "mirrored":
-    return tf.distribute.MirroredStrategy()
+    return mirrored_strategy()
   if name == "multi_worker":
     if not _tf_config_workers():
       raise ValueError("--strategy=multi_worker needs TF_CONFIG with the cluster and this "

@@ -12,6 +12,7 @@ from qagan_tf import config as config_lib
 from qagan_tf import iqa, models
 from qagan_tf.iqa import model as niqe_model_lib
 from qagan_tf.train import niqe_prior, penalties, quality_penalties as qp, step
+from qagan_tf.train import trainer as trainer_lib
 from tests.reference import reference_path
 
 
@@ -270,7 +271,7 @@ def test_mirrored_niqe_update_equals_the_single_device_update(pooling):
   devices = [dev.name for dev in tf.config.list_logical_devices("CPU")][:2]
   assert len(devices) == 2  # tests/conftest.py splits the CPU in two.
   results = []
-  for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(devices)):
+  for strategy in (tf.distribute.get_strategy(), trainer_lib.mirrored_strategy(devices)):
     with strategy.scope():
       g, d = _tiny()
       opt = keras.optimizers.SGD(0.5)

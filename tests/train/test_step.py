@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from qagan_tf import models
 from qagan_tf.train import step
+from qagan_tf.train import trainer as trainer_lib
 
 
 def _tiny(seed=0):
@@ -123,7 +124,7 @@ def test_mirrored_update_equals_single_device_update():
   real, z, eps = _inputs(batch=8)
   results = []
   devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-  for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(devices)):
+  for strategy in (tf.distribute.get_strategy(), trainer_lib.mirrored_strategy(devices)):
     with strategy.scope():
       g, d = _tiny()
       opt = keras.optimizers.SGD(0.5)
@@ -187,7 +188,7 @@ def test_replicas_agree_to_drop_when_only_one_sees_a_non_finite_value():
   real, z, eps = _inputs(batch=8)
   real = tf.tensor_scatter_nd_update(real, [[6, 0, 0, 2]], [float("inf")])  # Replica 2's half.
   devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-  strategy = tf.distribute.MirroredStrategy(devices)
+  strategy = trainer_lib.mirrored_strategy(devices)
   with strategy.scope():
     g, d = _tiny()
     opt = _optimizer(d.trainable_variables)

@@ -85,7 +85,7 @@ def test_two_replicas_match_one_device(tmp_path):
                    histogram_every=100)
   single = trainer_lib.Trainer(config, str(tmp_path / "one"), images=_images())
   mirrored = trainer_lib.Trainer(config, str(tmp_path / "two"),
-                                 tf.distribute.MirroredStrategy(devices), images=_images())
+                                 trainer_lib.mirrored_strategy(devices), images=_images())
   assert mirrored.strategy.num_replicas_in_sync == 2
   for trainer in (single, mirrored):
     iterator = iter(trainer.distributed_dataset(0))
@@ -98,6 +98,25 @@ def test_two_replicas_match_one_device(tmp_path):
                                  atol=tol / 10, err_msg=key)
   for a, b in zip(_state(single), _state(mirrored)):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=2.5 * config.lr)
+
+
+def test_each_mirrored_strategy_gets_collective_keys_of_its_own():
+  """Two MirroredStrategies in one process all-reduce tensors of different shapes. A plain
+  tf.distribute.MirroredStrategy would reuse the first one's collective keys and abort with "Shape
+  mismatch in the collective instance" (and poison every later collective in the process, so that
+  case is not run here); trainer.mirrored_strategy must not (a benchmark trains several runs in
+  one process)."""
+  devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+  sums = []
+  for size in (37, 2):
+    strategy = trainer_lib.mirrored_strategy(devices)
+
+    @tf.function
+    def run(strategy=strategy, size=size):
+      return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+          "SUM", tf.ones([size])))
+    sums.append([t.numpy().tolist() for t in strategy.experimental_local_results(run())])
+  assert sums == [[[2.0] * 37] * 2, [[2.0] * 2] * 2]
 
 
 def test_config_change_check():
