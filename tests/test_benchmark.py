@@ -80,6 +80,11 @@ def test_a_tiny_quality_benchmark_shows_fid_falling(tmp_path):
   assert result["verdicts"]["niqe"]["final_fid_minus_baseline"] == pytest.approx(
       result["quality"]["niqe"]["fid_mean"][-1] - result["quality"]["wgan_gp"]["fid_mean"][-1])
   assert os.path.getsize(out[:-len(".json")] + ".png") > 10_000
+  with open(out[:-len(".json")] + ".md") as f:
+    table = f.read()
+  fid = result["quality"]["niqe"]["fid_mean"]
+  assert f"| niqe | {fid[0]:.1f} ± 0.0 | {fid[1]:.1f} ± 0.0 | {fid[2]:.1f} ± 0.0 |" in table
+  assert "| wgan_gp |" in table and "(baseline)" in table
 
 
 def test_quality_variant_names_are_checked():

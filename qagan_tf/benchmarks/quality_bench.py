@@ -247,9 +247,12 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), iteration
         name, seed = futures[future]
         result, lines = future.result()
         results[(name, seed)] = result
-        elapsed = time.time() - t0
+        # `workers` runs train at once: the runs left take their mean time per run, divided
+        # among the workers (elapsed / done would count the runs still in flight as not begun).
+        per_run = np.mean([r["seconds"] for r in results.values()])
+        eta = per_run * (len(jobs) - done) / min(workers, len(jobs))
         log(f"quality: {name}, seed {seed} done ({done}/{len(jobs)}; ETA "
-            f"{format_duration(elapsed / done * (len(jobs) - done))}): " + "; ".join(
+            f"{format_duration(eta)}): " + "; ".join(
                 line.strip() for line in lines[-1:]))
     for name, seed, _, _ in jobs:
       runs[name].append(results[(name, seed)])
@@ -290,6 +293,38 @@ def verdicts(quality, baseline="wgan_gp"):
       entry["no_worse_than_baseline"] = entry["final_fid_minus_baseline"] <= 2.0 * spread
     out[name] = entry
   return out
+
+
+def markdown(result):
+  """The result as Markdown a reader can paste: FID (mean ± std over seeds) at every scored
+  iteration, then final KID, NIQE, D's weight variance, time per run and the verdicts."""
+  q_all, s = result["quality"], result["settings"]
+  iterations = next(iter(q_all.values()))["iterations"]
+  lines = [
+      f"FID of {s['num_samples']} samples against {s['heldout_count']} held-out images "
+      f"(mean ± std over seeds {', '.join(map(str, s['seeds']))}; {s['generator']} generator):",
+      "",
+      "| variant | " + " | ".join(f"it {i}" for i in iterations) + " | final / initial |",
+      "|---" * (len(iterations) + 2) + "|"]
+  for name, q in q_all.items():
+    cells = [f"{m:.1f} ± {d:.1f}" for m, d in zip(q["fid_mean"], q["fid_std"])]
+    lines.append(f"| {name} | " + " | ".join(cells) + f" | {q['final_over_initial_fid']:.2f} |")
+  lines += ["", f"At iteration {iterations[-1]} (held-out images' NIQE "
+                f"{result['reference']['heldout_niqe']:.2f}):", "",
+            "| variant | KID ×1e3 | NIQE | D weight variance | minutes / run | learns "
+            "(final/initial FID ≤ 0.6) | final FID − wgan_gp (2 × spread) |",
+            "|---|---|---|---|---|---|---|"]
+  for name, q in q_all.items():
+    v = result["verdicts"][name]
+    versus = (f"{v['final_fid_minus_baseline']:+.1f} ({v['twice_spread']:.1f}): "
+              f"{'no worse' if v['no_worse_than_baseline'] else 'worse'}"
+              if "twice_spread" in v else "(baseline)")
+    lines.append(
+        f"| {name} | {1e3 * q['kid_mean'][-1]:.1f} ± {1e3 * q['kid_std'][-1]:.1f} | "
+        f"{q['niqe_mean'][-1]:.2f} ± {q['niqe_std'][-1]:.2f} | "
+        f"{q['d_weight_variance_mean'][-1]:.2e} | {q['minutes_per_run']:.1f} | "
+        f"{'yes' if v['learns'] else 'no'} | {versus} |")
+  return "\n".join(lines) + "\n"
 
 
 def plot(result, path):
