@@ -131,8 +131,9 @@ flags.DEFINE_integer("sample_every", _D.sample_every, "Sample-grid interval in s
 flags.DEFINE_integer("histogram_every", _D.histogram_every, "D weight-histogram interval in steps.")
 flags.DEFINE_integer("num_sample_images", _D.num_sample_images, "Images in each sample grid.")
 flags.DEFINE_integer("eval_every", _D.eval_every,
-                     "In-training FID/IS of the EMA generator every N steps, logged as eval/fid "
-                     "and eval/is (0: off; needs --eval_stats).")
+                     "In-training evaluation of the EMA generator every N steps: eval/fid, "
+                     "eval/is, eval/niqe, and eval/kid, eval/precision, eval/recall when "
+                     "--eval_stats keeps activations (0: off; needs --eval_stats).")
 flags.DEFINE_integer("eval_num_samples", _D.eval_num_samples,
                      "Samples per in-training evaluation (the final protocol: bin/evaluate).")
 flags.DEFINE_string("eval_stats", _D.eval_stats,

@@ -310,6 +310,14 @@ CASES = [
          lambda w: ["--source=sobel", "--dataset=imagenet", "--resolution=32",
                     f"--output={w}/p2.npz"],
          ("Unknown dataset 'imagenet'",), absent=("p2.npz",)),
+    # bin/report
+    Case("report_no_runs", "report", lambda w: [f"--output={w}/rp1"],
+         ("no run directories", "bin/report RUN_DIR... --output=DIR"), absent=("rp1",)),
+    Case("report_not_a_run", "report",
+         lambda w: [f"{w}/run", f"{w}/corruptimg", f"--output={w}/rp2"],
+         ("corruptimg is not a run directory", "config.json"), absent=("rp2",)),
+    Case("report_no_evaluation", "report", lambda w: [f"{w}/run", f"--output={w}/rp3"],
+         ("no evaluation in", "bin/evaluate --model_dir="), absent=("rp3",)),
     Case("fit_niqe_prior_model_dir_not_a_run", "fit_niqe_prior",
          lambda w: ["--source=discriminator", "--dataset=embedded", f"--model_dir={w}/nonerun",
                     f"--output={w}/p3.npz"],
@@ -397,5 +405,5 @@ def test_bad_input_gets_one_clear_error(catalogue, case):
 def test_the_catalogue_is_big_and_covers_every_script():
   assert len(CASES) >= 25
   assert {c.script for c in CASES} >= {"train", "sample", "evaluate", "fid", "compute_stats",
-                                       "niqe", "fit_niqe_prior"}
+                                       "niqe", "fit_niqe_prior", "report"}
   assert len({c.name for c in CASES}) == len(CASES)

@@ -64,6 +64,14 @@ class InceptionFeatures:
     self.has_logits = model.with_logits
     self._fn = tf.function(model, jit_compile=jit_compile, reduce_retracing=True)
 
+  @property
+  def softmax_biases(self):
+    """float64 (1008,) biases of the softmax layer (None without logits): `evaluation`'s
+    is_logits="openai" subtracts them, as OpenAI's IS code (pool_3 times the weights only)."""
+    if not self.has_logits:
+      return None
+    return self.model.softmax_biases.numpy().astype(np.float64)
+
   def _run(self, batch):
     n = len(batch)
     if n < self.batch_size:

@@ -46,6 +46,34 @@ def _tf_config_workers():
   return sum(len(cluster.get(k, [])) for k in ("chief", "worker"))
 
 
+# In-training evaluation: result key -> TensorBoard tag.
+EVAL_SUMMARIES = (("fid", "eval/fid"), ("is_mean", "eval/is"), ("is_std", "eval/is_std"),
+                  ("kid", "eval/kid"), ("precision", "eval/precision"),
+                  ("recall", "eval/recall"), ("niqe", "eval/niqe"))
+
+# The metrics the HParams dashboard shows beside each run's configuration (logged scalars).
+HPARAMS_METRICS = tuple(name for _, name in EVAL_SUMMARIES if name != "eval/is_std") + (
+    "train/d_loss", "train/g_loss", "train/wasserstein")
+
+
+def hparams_values(config):
+  """The configuration as HParams values: numbers, booleans and strings (None and lists as text)."""
+  values = {}
+  for key, value in config.to_dict().items():
+    values[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
+  return values
+
+
+def write_hparams(config, trial_id):
+  """Writes the run's HParams summary (its configuration, and which logged scalars are its
+  metrics) to the default summary writer, so that runs can be compared in TensorBoard's HParams
+  dashboard. Written at every start of training: a resumed run shows its current settings."""
+  from tensorboard.plugins.hparams import api as hp
+  hp.hparams_config(hparams=[hp.HParam(k) for k in sorted(hparams_values(config))],
+                    metrics=[hp.Metric(tag) for tag in HPARAMS_METRICS])
+  hp.hparams(hparams_values(config), trial_id=trial_id)
+
+
 _COLLECTIVE_KEY_STRIDE = 10_000
 
 
@@ -485,23 +513,25 @@ class Trainer:
     self._evaluator = (extractor, reference)
 
   def evaluate(self, step):
-    """FID (and IS when the weights have logits) of the EMA generator on eval_num_samples."""
+    """FID (IS when the weights have logits; KID and precision/recall when the statistics keep
+    activations) and NIQE of the EMA generator on eval_num_samples, logged as eval/*."""
     from qagan_tf.metrics import evaluation
     extractor, reference = self._evaluator
+    n = self.config.eval_num_samples
     logging.info("step %d | evaluating %d EMA samples with the Inception network ...", step,
                  self.config.eval_num_samples)
     with precision.tensor_float_32(False):  # Comparable with bin/evaluate under --allow_tf32.
       result = evaluation.evaluate_generator(
           self.ema_generator, extractor, reference, self.config.eval_num_samples,
           seed=_SAMPLE_SEED + 1, batch_size=min(250, self.config.eval_num_samples),
-          kid_samples=0, progress=True, label=f"step {step} eval",
+          kid_samples=n if reference.get("activations") is not None else 0,
+          niqe_samples=min(n, 500), progress=True, label=f"step {step} eval",
           log=lambda m: logging.info("%s", m))
-    tf.summary.scalar("eval/fid", result["fid"], step=step)
-    if "is_mean" in result:
-      tf.summary.scalar("eval/is", result["is_mean"], step=step)
-      tf.summary.scalar("eval/is_std", result["is_std"], step=step)
+    for key, name in EVAL_SUMMARIES:
+      if key in result:
+        tf.summary.scalar(name, result[key], step=step)
     logging.info("step %d | eval on %d EMA samples: %s", step, result["count"], " ".join(
-        f"{k}={result[k]:.4g}" for k in ("fid", "is_mean") if k in result))
+        f"{k}={result[k]:.4g}" for k, _ in EVAL_SUMMARIES if k in result))
     return result
 
   # --- the loop ----------------------------------------------------------------------------
@@ -533,6 +563,8 @@ class Trainer:
     nonfinite = _NonFiniteWatch(self, c.on_nonfinite)
     step = start
     with writer.as_default(), _SignalFlag() as interrupt:
+      if self.is_chief:
+        write_hparams(c, os.path.basename(os.path.normpath(self.model_dir)))
       while step < end:
         signum = self._agreed_signal(interrupt.signum)
         if signum is not None:

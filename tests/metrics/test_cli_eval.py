@@ -115,7 +115,8 @@ def test_in_training_fid_and_the_evaluation_protocol(tmp_path, weights_env):
   run("train", "--flagfile=configs/smoke.cfg", f"--model_dir={model_dir}", "--max_steps=2",
       "--num_examples=64", "--eval_every=1", "--eval_num_samples=20", f"--eval_stats={stats}",
       env=weights_env)
-  assert scalar_steps(model_dir, "eval/fid") == [1, 2]
+  for tag in ("eval/fid", "eval/kid", "eval/precision", "eval/recall", "eval/niqe"):
+    assert scalar_steps(model_dir, tag) == [1, 2], tag
 
   run("evaluate", f"--model_dir={model_dir}", f"--stats={stats}", "--num_samples=30",
       "--repeats=2", env=weights_env)
@@ -125,8 +126,19 @@ def test_in_training_fid_and_the_evaluation_protocol(tmp_path, weights_env):
     summary = report["summary"][name]
     assert len(summary["fid"]["values"]) == 2 and summary["fid"]["mean"] > 0
     assert "kid" in summary
+    for key in ("precision", "recall"):
+      assert all(0.0 <= v <= 1.0 for v in summary[key]["values"]), (name, key)
+    assert len(summary["niqe"]["values"]) == 2 and summary["niqe"]["mean"] > 0
+    for run_result in report["runs"][name]:
+      assert {"precision", "recall", "niqe", "niqe_std"} <= set(run_result)
+  assert report["niqe_samples"] == 30
   with open(os.path.join(model_dir, "eval", "eval_step_0000002.md")) as f:
-    assert "| ema |" in f.read()
+    table = f.read()
+  ema = report["summary"]["ema"]
+  assert "| ema |" in table and "| precision | recall | NIQE |" in table
+  assert (f"| {ema['precision']['mean']:.3f} ± {ema['precision']['std']:.3f} | "
+          f"{ema['recall']['mean']:.3f} ± {ema['recall']['std']:.3f} | "
+          f"{ema['niqe']['mean']:.3f} ± {ema['niqe']['std']:.3f} |") in table
 
   proc = run("evaluate", f"--model_dir={model_dir}", f"--stats={tmp_path / 'none.npz'}",
              env=weights_env, check=False)

@@ -125,3 +125,36 @@ def test_statistics_files_round_trip_and_bad_files_are_refused(tmp_path):
   with pytest.raises(fid.StatisticsError, match="no such file"):
     stats_io.load_statistics(str(tmp_path / "none.npz"))
   assert sorted(p.name for p in tmp_path.iterdir()) == ["images.npz", "s.npz", "ttur.npz"]
+
+
+def test_is_logits_protocols_differ_by_the_softmax_bias_and_bad_names_are_refused():
+  from qagan_tf.metrics import evaluation
+  rng = np.random.default_rng(7)
+  logits = rng.normal(size=(40, 1008)) * 3
+  bias = rng.normal(size=1008) * 2
+
+  class Generator:
+    z_dim = 2
+
+    def __call__(self, z, training=False):
+      return tf.zeros([z.shape[0], 8, 8, 3])
+
+  class Extractor:
+    softmax_biases = bias
+
+    def statistics(self, batches, **kwargs):
+      count = sum(len(b) for b in batches)
+      act = rng.normal(size=(count, 4))
+      return {"mu": act.mean(0), "sigma": np.cov(act, rowvar=False), "count": count,
+              "logits": logits[:count], "activations": None}
+
+  reference = {"mu": np.zeros(4), "sigma": np.eye(4)}
+  scores = {p: evaluation.evaluate_generator(Generator(), Extractor(), reference, 40, splits=4,
+                                             niqe_samples=0, is_logits=p)["is_mean"]
+            for p in ("tfgan", "openai")}
+  assert scores["tfgan"] == pytest.approx(inception_score.inception_score(logits, 4)[0])
+  assert scores["openai"] == pytest.approx(inception_score.inception_score(logits - bias, 4)[0])
+  assert abs(scores["tfgan"] - scores["openai"]) > 0.01
+  with pytest.raises(ValueError, match="is_logits='bias'.*tfgan, openai"):
+    evaluation.evaluate_generator(Generator(), Extractor(), reference, 40, splits=4,
+                                  niqe_samples=0, is_logits="bias")

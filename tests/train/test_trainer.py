@@ -60,6 +60,25 @@ def test_training_writes_checkpoints_samples_and_summaries(tmp_path):
               "train/steps_per_sec", "samples/ema"):
     assert tag in events, tag
   assert any(t.startswith("discriminator/") for t in events)
+  hparams = _hparams(str(tmp_path))
+  assert hparams["lr"].number_value == pytest.approx(_config().lr)
+  assert hparams["penalty"].string_value == "wgan_gp"
+  assert hparams["width"].number_value == 4
+
+
+def _hparams(model_dir):
+  """The HParams session-start values written into model_dir's event files."""
+  from tensorboard.plugins.hparams import plugin_data_pb2
+  found = {}
+  for path in glob.glob(os.path.join(model_dir, "events.out.tfevents.*")):
+    for record in tf.data.TFRecordDataset(path):
+      for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value:
+        if value.metadata.plugin_data.plugin_name == "hparams":
+          data = plugin_data_pb2.HParamsPluginData.FromString(
+              value.metadata.plugin_data.content)
+          if data.HasField("session_start_info"):
+            found.update(data.session_start_info.hparams)
+  return found
 
 
 def test_resume_is_exact(tmp_path):
