@@ -206,12 +206,13 @@ def load_config(model_dir):
     FileNotFoundError: with a message that names the directory when it holds no run.
     ValueError: when the file is not valid JSON.
   """
+  from qagan_tf.utils import files
   path = os.path.join(model_dir, CONFIG_FILENAME)
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     raise FileNotFoundError(f"{path} not found: --model_dir={model_dir} is not a qagan_tf run "
                             "directory (bin/train writes config.json there).")
   try:
-    with open(path) as f:
+    with files.open_file(path) as f:
       values = json.load(f)
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON ({e}).") from None

@@ -7,7 +7,6 @@ eval/eval_step_*.json. A run that lacks a part still gets its rows, with the gap
 
 import csv
 import dataclasses
-import glob
 import io
 import json
 import os
@@ -16,6 +15,7 @@ import re
 import numpy as np
 
 from qagan_tf import config as config_lib
+from qagan_tf.utils import files
 
 MISSING = "—"
 # Table columns: (key in an evaluation summary, header, scale).
@@ -43,7 +43,7 @@ def _events(run_dir):
   """(scalars, last histograms, wall hours) from every event file of run_dir, read in order."""
   import tensorflow as tf
   scalars, histograms, hours = {}, {}, 0.0
-  for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
+  for path in sorted(files.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
     first = last = None
     try:
       for record in tf.data.TFRecordDataset(path):
@@ -69,7 +69,7 @@ def _events(run_dir):
 def _latest_evaluation(run_dir):
   """The eval JSON of the highest step (the newest file among equal steps), or None."""
   found = []
-  for path in glob.glob(os.path.join(run_dir, "eval", "eval_step_*.json")):
+  for path in files.glob(os.path.join(run_dir, "eval", "eval_step_*.json")):
     match = re.search(r"eval_step_(\d+)(?:_(\d+))?\.json$", path)
     if match:
       found.append((int(match.group(1)), int(match.group(2) or 1), path))
@@ -77,7 +77,7 @@ def _latest_evaluation(run_dir):
     return None
   path = max(found)[2]
   try:
-    with open(path) as f:
+    with files.open_file(path) as f:
       report = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise ReportError(f"{path}: unreadable evaluation ({e}); run bin/evaluate again.") from None
@@ -94,9 +94,9 @@ def load_run(run_dir, label=None):
   Raises:
     ReportError: when `run_dir` is missing or is not a run directory.
   """
-  if not os.path.isdir(run_dir):
+  if not files.isdir(run_dir):
     raise ReportError(f"{run_dir}: no such directory.")
-  if not os.path.isfile(os.path.join(run_dir, config_lib.CONFIG_FILENAME)):
+  if not files.isfile(os.path.join(run_dir, config_lib.CONFIG_FILENAME)):
     raise ReportError(f"{run_dir} is not a run directory (no {config_lib.CONFIG_FILENAME}; "
                       "bin/train writes one into every --model_dir).")
   try:
@@ -181,7 +181,6 @@ def csv_text(table_rows):
 # --- plots ------------------------------------------------------------------------------------
 
 def _save(fig, path):
-  from qagan_tf.utils import files
   import matplotlib.pyplot as plt
   files.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
   plt.close(fig)
@@ -272,8 +271,7 @@ def plot_histograms(runs, output_dir):
 
 def write(runs, output_dir):
   """Writes table.md, table.csv and the PNGs into output_dir; returns their paths."""
-  from qagan_tf.utils import files
-  os.makedirs(output_dir, exist_ok=True)
+  files.makedirs(output_dir)
   table_rows = rows(runs)
   paths = [os.path.join(output_dir, "table.md"), os.path.join(output_dir, "table.csv")]
   files.atomic_write_text(paths[0], markdown(table_rows))

@@ -167,7 +167,7 @@ def write_report(report, directory, overwrite=False):
   base = os.path.join(directory, f"eval_step_{report['step']:07d}")
   if not overwrite:
     stem, n = base, 1
-    while os.path.exists(base + ".json") or os.path.exists(base + ".md"):
+    while files.exists(base + ".json") or files.exists(base + ".md"):
       n += 1
       base = f"{stem}_{n}"
   files.atomic_write_text(base + ".json", json.dumps(report, indent=2) + "\n")
@@ -185,7 +185,7 @@ def run_protocol(model_dir, stats_path, extractor, num_samples=50_000, repeats=5
   """
   from qagan_tf import sampling
   reference = stats_io.load_statistics(stats_path, dim=2048)
-  report = {"model_dir": os.path.abspath(model_dir), "stats": os.path.abspath(stats_path),
+  report = {"model_dir": files.absolute(model_dir), "stats": files.absolute(stats_path),
             "num_samples": num_samples, "repeats": repeats, "splits": splits,
             "niqe_samples": min(niqe_samples, num_samples), "is_logits": is_logits,
             "weights_sha256": extractor.info["sha256"],

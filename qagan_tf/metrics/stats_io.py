@@ -1,7 +1,6 @@
 """Statistics files (TTUR-compatible `.npz`: `mu`, `sigma`, plus metadata) and image inputs."""
 
 import json
-import os
 import zipfile
 
 import numpy as np
@@ -29,18 +28,18 @@ def save_statistics(path, mu, sigma, count, weights_sha256, source="", activatio
 
 
 def _read_npz(path):
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     raise StatisticsError(f"{path}: no such file.")
   return npz.read_arrays(path, StatisticsError, "")
 
 
 def is_statistics_file(path):
   """True for an .npz holding `mu` and `sigma` (TTUR statistics), False for other .npz files."""
-  if not path.lower().endswith(".npz") or not os.path.isfile(path):
+  if not path.lower().endswith(".npz") or not files.isfile(path):
     return False
   try:
-    with np.load(path, allow_pickle=False) as data:
-      return "mu" in data.files and "sigma" in data.files
+    with files.open_file(path, "rb") as f, np.load(f, allow_pickle=False) as data:
+      return "mu" in data.files and "sigma" in data.files  # (Only the zip directory is read.)
   except (OSError, ValueError, zipfile.BadZipFile):
     return False
 

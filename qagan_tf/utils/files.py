@@ -1,8 +1,71 @@
 """Writing output files atomically: a reader sees the old file or the complete new one, and a
-failure (full disk, no permission, interrupt) leaves no partial file behind."""
+failure (full disk, no permission, interrupt) leaves no partial file behind.
+
+Paths with a scheme (gs://, s3://, hdfs://, ram://) go through `tf.io.gfile`: the file is written
+locally, copied beside its target and renamed over it. Object stores have no atomic rename (GCS
+renames by copy and delete), so there a reader may briefly see no file, and a writer killed during
+the copy can leave a `.tmp-*` object beside the target; the target itself is never half written.
+Where rename is not implemented at all, the file is copied straight to its target.
+"""
 
 import os
 import tempfile
+import uuid
+
+
+def is_remote(path):
+  """True for a path that only `tf.io.gfile` can reach (it has a scheme other than file://)."""
+  return "://" in str(path) and not str(path).startswith("file://")
+
+
+def absolute(path):
+  """os.path.abspath for local paths; remote paths are already absolute."""
+  return path if is_remote(path) else os.path.abspath(path)
+
+
+def exists(path):
+  if is_remote(path):
+    import tensorflow as tf
+    return tf.io.gfile.exists(path)
+  return os.path.exists(path)
+
+
+def isdir(path):
+  if is_remote(path):
+    import tensorflow as tf
+    return tf.io.gfile.isdir(path)
+  return os.path.isdir(path)
+
+
+def isfile(path):
+  if is_remote(path):
+    import tensorflow as tf
+    return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+  return os.path.isfile(path)
+
+
+def glob(pattern):
+  if is_remote(pattern):
+    import tensorflow as tf
+    return tf.io.gfile.glob(pattern)
+  import glob as glob_lib
+  return glob_lib.glob(pattern)
+
+
+def open_file(path, mode="r"):
+  """A file object for local or remote paths ('r', 'rb', 'w', 'wb')."""
+  if is_remote(path):
+    import tensorflow as tf
+    return tf.io.gfile.GFile(path, mode)
+  return open(path, mode)
+
+
+def makedirs(path):
+  if is_remote(path):
+    import tensorflow as tf
+    tf.io.gfile.makedirs(path)
+  else:
+    os.makedirs(path, exist_ok=True)
 
 
 def _cannot_write(path, error, hint):
@@ -31,6 +94,8 @@ def atomic_write(path, write):
     OSError: naming `path` and the fix when the directory or the file cannot be written; the
       temporary file is removed first.
   """
+  if is_remote(path):
+    return _remote_atomic_write(path, write)
   directory = os.path.dirname(os.path.abspath(path))
   try:
     os.makedirs(directory, exist_ok=True)
@@ -51,6 +116,39 @@ def atomic_write(path, write):
     raise
 
 
+def _remote_atomic_write(path, write):
+  import tensorflow as tf
+  suffix = os.path.splitext(path)[1]
+  fd, local = tempfile.mkstemp(prefix=".tmp-", suffix=suffix)
+  os.close(fd)
+  staged = None
+  try:
+    write(local)
+    directory = path.rsplit("/", 1)[0]
+    tf.io.gfile.makedirs(directory)
+    staged = f"{directory}/.tmp-{uuid.uuid4().hex}{suffix}"
+    tf.io.gfile.copy(local, staged, overwrite=True)
+    try:
+      tf.io.gfile.rename(staged, path, overwrite=True)
+    except tf.errors.UnimplementedError:
+      tf.io.gfile.copy(local, path, overwrite=True)  # No rename on this file system.
+      tf.io.gfile.remove(staged)
+    staged = None
+  except tf.errors.OpError as e:
+    raise OSError(f"cannot write {path} ({e.message}); check the location and its "
+                  "permissions.") from None
+  except OSError as e:  # Writing the local copy failed.
+    raise _cannot_write(path, e, "free local disk space (the file is written to the temporary "
+                        "directory first) or choose another location.") from None
+  finally:
+    os.remove(local)
+    if staged is not None:
+      try:
+        tf.io.gfile.remove(staged)
+      except tf.errors.OpError:
+        pass
+
+
 def atomic_write_text(path, text):
   """Writes `text` to `path` atomically (see `atomic_write`)."""
   def write(tmp):
@@ -62,7 +160,15 @@ def atomic_write_text(path, text):
 def check_writable_directory(path):
   """Raises OSError naming `path` unless a file can be created in its directory (or, when that
   does not exist yet, in its nearest existing ancestor). A real probe: os.access is wrong for
-  root and for read-only file systems."""
+  root and for read-only file systems. Remote paths: the directory is created (the write itself
+  reports a lack of permission)."""
+  if is_remote(path):
+    import tensorflow as tf
+    try:
+      tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
+    except tf.errors.OpError as e:
+      raise OSError(f"cannot write {path}: {e.message}; choose another location.") from None
+    return
   probe = os.path.dirname(os.path.abspath(path))
   while not os.path.exists(probe):
     probe = os.path.dirname(probe)

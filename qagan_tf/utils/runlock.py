@@ -20,6 +20,15 @@ class RunDirectoryInUse(OSError):
   """Another process holds the run directory's lock; the message names it and the fix."""
 
 
+class _NoLock:
+  """What `acquire` returns for a remote run directory (no flock there)."""
+
+  model_dir = path = None
+
+  def release(self):
+    pass
+
+
 class RunLock:
   """Holds the lock of one run directory until `release()` (or the process ends)."""
 
@@ -60,6 +69,14 @@ def acquire(model_dir, what="bin/train"):
     RunDirectoryInUse: another live process holds it (naming its PID, host and start time).
     OSError: the directory cannot be written.
   """
+  if "://" in str(model_dir) and not str(model_dir).startswith("file://"):
+    # gs://, s3://, ram://: no flock on object stores; one trainer per directory is then up to
+    # the user (the README says so).
+    from absl import logging
+    logging.warning(
+        "%s is not on a local file system: it cannot be locked, so nothing stops a second "
+        "trainer from writing into it.", model_dir)
+    return _NoLock()
   os.makedirs(model_dir, exist_ok=True)
   path = os.path.join(model_dir, LOCK_FILENAME)
   for _ in range(100):
