@@ -321,7 +321,7 @@ def test_tf32_is_off_unless_allowed_and_in_training_fid_never_uses_it(tmp_path, 
       seen.append(precision.tensor_float_32_enabled())
       return {"fid": 1.0, "count": 1}
     monkeypatch.setattr(evaluation, "evaluate_generator", fake_evaluate_generator)
-    trainer._evaluator = (None, None)
+    trainer._evaluator = (None, {})  # (No reference activations: no KID.)
     assert trainer.evaluate(0)["fid"] == 1.0
     assert seen == [False]  # FID without TF32, comparable with bin/evaluate ...
     assert precision.tensor_float_32_enabled()  # ... and training goes on with it.
