@@ -58,10 +58,10 @@ def evaluate_generator(generator, extractor, reference, num_samples, seed=0, bat
   kept = []  # The first niqe_samples images, for NIQE.
 
   def batches():
-    for batch in generator_batches(generator, num_samples, batch_size, seed):
-      have = sum(len(b) for b in kept)
-      if have < niqe_samples:
-        kept.append(batch[:niqe_samples - have])
+    for start, batch in zip(range(0, num_samples, batch_size),
+                            generator_batches(generator, num_samples, batch_size, seed)):
+      if start < niqe_samples:
+        kept.append(batch[:niqe_samples - start])
       yield batch
 
   out = extractor.statistics(batches(),

@@ -518,12 +518,11 @@ class Trainer:
     from qagan_tf.metrics import evaluation
     extractor, reference = self._evaluator
     n = self.config.eval_num_samples
-    logging.info("step %d | evaluating %d EMA samples with the Inception network ...", step,
-                 self.config.eval_num_samples)
+    logging.info("step %d | evaluating %d EMA samples with the Inception network ...", step, n)
     with precision.tensor_float_32(False):  # Comparable with bin/evaluate under --allow_tf32.
       result = evaluation.evaluate_generator(
-          self.ema_generator, extractor, reference, self.config.eval_num_samples,
-          seed=_SAMPLE_SEED + 1, batch_size=min(250, self.config.eval_num_samples),
+          self.ema_generator, extractor, reference, n, seed=_SAMPLE_SEED + 1,
+          batch_size=min(250, n),
           kid_samples=n if reference.get("activations") is not None else 0,
           niqe_samples=min(n, 500), progress=True, label=f"step {step} eval",
           log=lambda m: logging.info("%s", m))

@@ -1,8 +1,11 @@
 """Reading .npz files safely (never unpickling) with errors that name the file."""
 
+import io
 import zipfile
 
 import numpy as np
+
+from qagan_tf.utils import files
 
 
 def read_arrays(path, error_class, what):
@@ -14,10 +17,8 @@ def read_arrays(path, error_class, what):
   """
   try:
     source = path
-    if "://" in str(path) and not str(path).startswith("file://"):
-      import io
-      import tensorflow as tf
-      with tf.io.gfile.GFile(path, "rb") as f:  # gs://, ram://, ...: np.load needs a local file.
+    if files.is_remote(path):  # gs://, ram://, ...: read through tf.io.gfile.
+      with files.open_file(path, "rb") as f:
         source = io.BytesIO(f.read())
     with np.load(source, allow_pickle=False) as data:
       return {k: data[k] for k in data.files}

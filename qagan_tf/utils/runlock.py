@@ -69,7 +69,8 @@ def acquire(model_dir, what="bin/train"):
     RunDirectoryInUse: another live process holds it (naming its PID, host and start time).
     OSError: the directory cannot be written.
   """
-  if "://" in str(model_dir) and not str(model_dir).startswith("file://"):
+  from qagan_tf.utils import files
+  if files.is_remote(model_dir):
     # gs://, s3://, ram://: no flock on object stores; one trainer per directory is then up to
     # the user (the README says so).
     from absl import logging
