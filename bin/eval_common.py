@@ -1,9 +1,10 @@
 """Flags and helpers shared by the evaluation scripts (bin/compute_stats, bin/fid, bin/evaluate)."""
 
 import os
-import sys
 
 from absl import flags
+
+from qagan_tf.utils import cli
 
 flags.DEFINE_string("inception_weights", None,
                     "Inception weights: the .npz export or classify_image_graph_def.pb (default: "
@@ -12,15 +13,6 @@ flags.DEFINE_integer("inception_batch_size", 64, "Images per Inception call.")
 flags.DEFINE_bool("jit_compile", False, "Compile the Inception network with XLA.")
 flags.DEFINE_bool("progress", True, "Print progress with rate and ETA to stderr.")
 FLAGS = flags.FLAGS
-
-
-def script_name():
-  return "bin/" + os.path.basename(sys.argv[0])
-
-
-def fail(message):
-  """Exits with one clear error line (no traceback)."""
-  sys.exit(f"{script_name()}: error: {message}")
 
 
 def user_errors():
@@ -37,7 +29,7 @@ def make_extractor(with_logits=None):
   from qagan_tf.utils import precision
   precision.set_tensor_float_32(False)  # Generators and Inception in true float32 (no TF32).
   if FLAGS.inception_batch_size < 1:
-    fail(f"--inception_batch_size={FLAGS.inception_batch_size} must be positive.")
+    cli.fail(f"--inception_batch_size={FLAGS.inception_batch_size} must be positive.")
   return features.InceptionFeatures(FLAGS.inception_weights, with_logits=with_logits,
                                     batch_size=FLAGS.inception_batch_size,
                                     jit_compile=FLAGS.jit_compile)
@@ -46,11 +38,11 @@ def make_extractor(with_logits=None):
 def check_output_path(path, suffixes, flag="--output"):
   """Refuses an output path with the wrong suffix or an unwritable directory, before any work."""
   if not path.lower().endswith(suffixes):
-    fail(f"{flag}={path} must end in {' or '.join(suffixes)}.")
+    cli.fail(f"{flag}={path} must end in {' or '.join(suffixes)}.")
   from qagan_tf.utils import files
   try:
     files.check_writable_directory(path)
   except OSError as e:
-    fail(f"{flag}={path}: {e}")
+    cli.fail(f"{flag}={path}: {e}")
   if os.path.isdir(path):
-    fail(f"{flag}={path} is a directory; give a file name.")
+    cli.fail(f"{flag}={path} is a directory; give a file name.")

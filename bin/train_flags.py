@@ -1,5 +1,7 @@
 """absl flags of a training configuration, shared by bin/train and bin/benchmark."""
 
+import types
+
 from absl import flags
 
 from qagan_tf.utils import cli
@@ -9,9 +11,9 @@ cli.import_tensorflow_quietly()  # Before qagan_tf.models imports it, printing C
 from qagan_tf import config as config_lib  # noqa: E402
 from qagan_tf import models  # noqa: E402
 from qagan_tf.data import sources  # noqa: E402
-from qagan_tf.train import penalties  # noqa: E402
+from qagan_tf.train import losses, penalties  # noqa: E402
 
-_D = config_lib.TrainConfig()
+_D = types.SimpleNamespace(**config_lib.flat_defaults())  # Defaults by flag name.
 
 # Data.
 flags.DEFINE_string("dataset", _D.dataset,
@@ -40,11 +42,19 @@ flags.DEFINE_float("beta2", _D.beta2, "Adam beta2 (paper: 0.9).")
 flags.DEFINE_enum("lr_decay", _D.lr_decay, ["linear", "constant"],
                   "linear: lr * max(0, 1 - step / max_steps) as the authors; constant: no decay.")
 # Losses and penalties.
+flags.DEFINE_enum("loss", _D.loss, list(losses.LOSSES),
+                  "Adversarial loss: wasserstein (WGAN-GP, the paper), hinge (SNGAN) or "
+                  "nonsaturating (the original GAN's, D outputs logits).")
+flags.DEFINE_enum("d_norm", _D.d_norm, list(config_lib.D_NORMS),
+                  "Normalisation of D's layers: none (the paper) or spectral (SNGAN: every "
+                  "kernel divided by its largest singular value, one power iteration per D "
+                  "update).")
 flags.DEFINE_string("penalty", _D.penalty,
-                    f"Quality-aware penalty added to the 1-GP: one of "
-                    f"{', '.join(penalties.penalty_names())} (wgan_gp: none, the baseline).")
+                    f"Quality-aware penalty added to the critic loss: one of "
+                    f"{', '.join(penalties.penalty_names())} (wgan_gp and none: no quality "
+                    "penalty, the baselines).")
 flags.DEFINE_float("gp_weight", _D.gp_weight,
-                   "Weight of the 1-GP (QAGAN paper: 1; WGAN-GP baseline: 10).")
+                   "Weight of the 1-GP (QAGAN paper: 1; WGAN-GP baseline: 10; SNGAN: 0, none).")
 flags.DEFINE_float("qa_weight", _D.qa_weight, "Weight of the quality-aware penalty (paper: 0.1).")
 flags.DEFINE_enum("ssim_window", _D.ssim_window, ["gaussian", "uniform", "tf_image"],
                   "SSIM penalty: local-statistics window (authors: gaussian 8x8, sigma 1.5; "
@@ -145,7 +155,6 @@ flags.DEFINE_string("inception_weights", _D.inception_weights,
 
 def config_from_flags(flag_values=flags.FLAGS):
   """The `TrainConfig` the parsed flags describe (validated)."""
-  names = config_lib.TrainConfig.__dataclass_fields__
-  values = {name: getattr(flag_values, name) for name in names}
+  values = {name: getattr(flag_values, name) for name in config_lib.flat_defaults()}
   values["resolution"] = int(values["resolution"])
-  return config_lib.TrainConfig(**values).validate()
+  return config_lib.TrainConfig.create(**values).validate()

@@ -4,6 +4,12 @@ import dataclasses
 import json
 import os
 
+from qagan_tf.data import sources
+from qagan_tf.train import losses
+from qagan_tf.train import niqe_penalty
+from qagan_tf.train import penalties
+from qagan_tf.train import ssim_penalty
+
 CONFIG_FILENAME = "config.json"
 
 
@@ -31,31 +37,16 @@ class TrainConfig:
   beta1: float = 0.0
   beta2: float = 0.9
   lr_decay: str = "linear"
-  # Losses and penalties.
+  # Losses, penalties and D's normalisation.
+  loss: str = "wasserstein"
+  d_norm: str = "none"
   penalty: str = "wgan_gp"
   gp_weight: float = 1.0
   qa_weight: float = 0.1
   drift_weight: float = 1e-5
-  # SSIM-distance penalty (penalty="ssim"); defaults: the authors' window on grayscale [-1, 1].
-  ssim_window: str = "gaussian"
-  ssim_window_size: int = 8
-  ssim_sigma: float = 1.5
-  ssim_max_val: float = 2.0
-  ssim_grayscale: bool = True
-  ssim_cs_offset: float = 0.0
-  # NIQE gradient penalty (penalty="niqe"). 0 / "auto": as the prior was fitted (its metadata).
-  niqe_prior: str = "cifar_grad"
-  niqe_block_size: int = 0
-  niqe_scales: int = 0
-  niqe_pooling: str = "batch"
-  niqe_grayscale: bool = True
-  niqe_transform: str = "auto"
-  niqe_normalization: str = "auto"
-  niqe_normalization_scale: float = 0.0
-  niqe_split: str = "soft"
-  niqe_split_temperature: float = 0.03
-  niqe_covariance_regularization: float = 0.0
-  niqe_allow_prior_mismatch: bool = False
+  # Each penalty's settings: a group per penalty (penalties.CONFIG_GROUPS), flags ssim_*, niqe_*.
+  ssim: ssim_penalty.SsimConfig = dataclasses.field(default_factory=ssim_penalty.SsimConfig)
+  niqe: niqe_penalty.NiqeConfig = dataclasses.field(default_factory=niqe_penalty.NiqeConfig)
   # Generator EMA.
   ema_decay: float = 0.99
   # Bookkeeping.
@@ -97,43 +88,18 @@ class TrainConfig:
     for name in ("beta1", "beta2", "ema_decay"):
       if not 0 <= getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1).")
-    from qagan_tf.data import sources  # Local: keep config importable without TF.
     try:
       sources.check_dataset_name(self.dataset)
     except sources.DataError as e:
       raise ValueError(str(e)) from None
     if self.num_examples < 0:
       raise ValueError(f"num_examples={self.num_examples} must be >= 0 (0: all).")
-    if self.ssim_window not in ("gaussian", "uniform", "tf_image"):
-      raise ValueError(f"ssim_window={self.ssim_window!r}: use gaussian, uniform or tf_image.")
-    if self.ssim_window_size < 1 or self.ssim_window_size > self.resolution:
-      raise ValueError(f"ssim_window_size={self.ssim_window_size} must be in [1, resolution="
-                       f"{self.resolution}].")
-    if not (self.ssim_sigma > 0 and self.ssim_max_val > 0 and self.ssim_cs_offset >= 0):
-      raise ValueError("ssim_sigma and ssim_max_val must be > 0 and ssim_cs_offset >= 0.")
-    choices = {"niqe_pooling": ("pooled", "image", "batch"),
-               "niqe_transform": ("auto", "magnitude", "signed"),
-               "niqe_normalization": ("auto", "none", "contrast", "max"),
-               "niqe_split": ("soft", "hard")}
-    for name, valid in choices.items():
-      if getattr(self, name) not in valid:
-        raise ValueError(f"{name}={getattr(self, name)!r}: use one of {', '.join(valid)}.")
-    if self.niqe_scales < 0 or self.niqe_block_size < 0:
-      raise ValueError("niqe_scales and niqe_block_size must be >= 0 (0: the prior's).")
-    if self.penalty == "niqe" and self.niqe_block_size:
-      div = 2 ** (max(self.niqe_scales, 2) - 1)
-      if self.niqe_block_size > self.resolution or self.niqe_block_size % div or (
-          self.niqe_block_size // div < 4):
-        raise ValueError(f"niqe_block_size={self.niqe_block_size} does not fit "
-                         f"{self.resolution} px images with {max(self.niqe_scales, 2)} scales: it "
-                         f"must be <= {self.resolution}, a multiple of {div} and at least "
-                         f"{4 * div} (0: the prior's).")
-    for name in ("niqe_covariance_regularization", "niqe_normalization_scale",
-                 "niqe_split_temperature"):
-      if not getattr(self, name) >= 0:
-        raise ValueError(f"{name}={getattr(self, name)} must be >= 0.")
-    if self.niqe_split == "soft" and not self.niqe_split_temperature > 0:
-      raise ValueError("niqe_split=soft needs niqe_split_temperature > 0 (default 0.03).")
+    losses.get_loss(self.loss)
+    if self.d_norm not in D_NORMS:
+      raise ValueError(f"Unknown d_norm {self.d_norm!r}; use one of {', '.join(D_NORMS)}.")
+    penalties.check_penalty_name(self.penalty)
+    for group in penalties.CONFIG_GROUPS:
+      getattr(self, group).validate(self)
     if self.eval_every < 0:
       raise ValueError(f"eval_every={self.eval_every} must be >= 0 (0: no in-training FID).")
     if self.eval_every and not self.eval_stats:
@@ -152,20 +118,58 @@ class TrainConfig:
     return self
 
   def replace(self, **changes):
-    return dataclasses.replace(self, **changes)
+    """A copy with `changes`, given by flag name (e.g. niqe_pooling="image") or as groups."""
+    values = self.to_dict()
+    for key, value in changes.items():
+      if key in penalties.CONFIG_GROUPS:
+        values.update(_flatten_group(key, value))
+      else:
+        values[key] = value
+    return TrainConfig.create(**values)
 
   def to_dict(self):
-    return dataclasses.asdict(self)
+    """Flat {flag name: value}: what config.json, HParams and the flags hold."""
+    values = {}
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if field.name in penalties.CONFIG_GROUPS:
+        values.update(_flatten_group(field.name, value))
+      else:
+        values[field.name] = value
+    return values
+
+  @classmethod
+  def create(cls, **values):
+    """Builds a config from flat flag-named values (ssim_window=..., niqe_prior=...).
+
+    Raises:
+      TypeError: for an unknown name.
+    """
+    unknown = sorted(set(values) - set(flat_defaults()))
+    if unknown:
+      raise TypeError(f"Unknown TrainConfig settings: {', '.join(unknown)}.")
+    return cls._from_flat(values)
+
+  @classmethod
+  def _from_flat(cls, values):
+    plain = {k: v for k, v in values.items() if k in cls.__dataclass_fields__
+             and k not in penalties.CONFIG_GROUPS}
+    for group, settings_cls in penalties.CONFIG_GROUPS.items():
+      prefix = group + "_"
+      plain[group] = settings_cls(**{k[len(prefix):]: v for k, v in values.items()
+                                     if k.startswith(prefix)
+                                     and k[len(prefix):] in settings_cls.__dataclass_fields__})
+    return cls(**plain)
 
   @classmethod
   def from_dict(cls, values):
-    """Builds a config from a dict, ignoring unknown keys (from newer versions) and filling defaults.
+    """Builds a config from a flat dict (config.json), ignoring unknown keys (from newer
+    versions) and filling defaults.
 
     A NIQE run written before the penalty followed its prior's metadata (no `niqe_transform`)
     gets the settings it actually trained with (`LEGACY_NIQE`), so that resuming it with the
     new defaults is refused as a configuration change instead of silently changing the penalty.
     """
-    names = {f.name for f in dataclasses.fields(cls)}
     values = dict(values)
     if values.get("penalty") == "niqe" and "niqe_transform" not in values:
       legacy = dict(LEGACY_NIQE)
@@ -178,7 +182,57 @@ class TrainConfig:
       legacy.setdefault("niqe_prior", "natural")
       values = {**{k: v for k, v in legacy.items() if k not in values or k in _LEGACY_OVERRIDE},
                 **{k: v for k, v in values.items() if k not in _LEGACY_OVERRIDE}}
-    return cls(**{k: v for k, v in values.items() if k in names})
+    known = flat_defaults()
+    return cls._from_flat({k: v for k, v in values.items() if k in known})
+
+
+D_NORMS = ("none", "spectral")
+
+
+def _flatten_group(group, settings):
+  return {f"{group}_{k}": v for k, v in dataclasses.asdict(settings).items()}
+
+
+def flat_defaults():
+  """{flag name: default} of every setting (the groups' fields as GROUP_FIELD)."""
+  values = {}
+  for field in dataclasses.fields(TrainConfig):
+    if field.name in penalties.CONFIG_GROUPS:
+      values.update(_flatten_group(field.name, penalties.CONFIG_GROUPS[field.name]()))
+    else:
+      values[field.name] = field.default
+  return values
+
+
+# A resume that changes one of these would load weights into a different model or continue a
+# different experiment; bin/train refuses it unless --allow_config_change.
+INCOMPATIBLE_KEYS = ("dataset", "resolution", "width", "z_dim", "loss", "d_norm", "penalty",
+                     "seed", "g_batch_multiplier", "disc_iters", "batch_size")
+
+
+def check_config_change(old, new, allow_change=False):
+  """Compares a saved run config with the requested one.
+
+  Returns:
+    list of (key, old, new) for every differing key (flag names).
+
+  Raises:
+    ValueError: naming the differing incompatible keys (those of INCOMPATIBLE_KEYS and the
+      fields that define the active penalty, its group's RUN_DEFINING), unless allow_change.
+  """
+  old_d, new_d = old.to_dict(), new.to_dict()
+  changes = [(k, old_d.get(k), new_d[k]) for k in sorted(new_d) if old_d.get(k) != new_d[k]]
+  defining = set(INCOMPATIBLE_KEYS)
+  if new.penalty in penalties.CONFIG_GROUPS:
+    group = penalties.CONFIG_GROUPS[new.penalty]
+    defining.update(f"{new.penalty}_{k}" for k in getattr(group, "RUN_DEFINING", ()))
+  bad = [c for c in changes if c[0] in defining]
+  if bad and not allow_change:
+    listed = ", ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in bad)
+    raise ValueError(f"The run in this model_dir was started with a different configuration "
+                     f"({listed}). Use a new --model_dir, restore the original values, or pass "
+                     "--allow_config_change if the change is deliberate.")
+  return changes
 
 
 # What the NIQE penalty did before priors carried metadata (qagan_tf <= 0.1): signed luma
@@ -239,10 +293,10 @@ def check_config_values(values, path):
     raise ValueError(f"{path} has no {', '.join(repr(k) for k in missing)}: this run cannot be "
                      "rebuilt without it; restore the file or add the key with the value the run "
                      "was trained with.")
-  for field in dataclasses.fields(TrainConfig):
-    if field.name not in values:
+  for name, default in flat_defaults().items():
+    if name not in values:
       continue
-    value, kind = values[field.name], type(field.default)
+    value, kind = values[name], type(default)
     if kind is float:
       ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif kind is int:
@@ -250,6 +304,6 @@ def check_config_values(values, path):
     else:
       ok = isinstance(value, kind)
     if not ok:
-      raise ValueError(f"{path}: key {field.name!r} is {value!r} ({type(value).__name__}); it "
-                       f"must be of type {kind.__name__} (default {field.default!r}). Fix the file "
+      raise ValueError(f"{path}: key {name!r} is {value!r} ({type(value).__name__}); it "
+                       f"must be of type {kind.__name__} (default {default!r}). Fix the file "
                        "or restore it from a backup.")

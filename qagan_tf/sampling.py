@@ -50,16 +50,26 @@ def load_generator(model_dir, ema=True, checkpoint=None):
   return generator, int(step.numpy())
 
 
-def generate(generator, num, batch_size=256, seed=0):
-  """Draws `num` images with latent codes from a stateless normal stream seeded by `seed`.
+def latents(num, z_dim, seed, offset=0):
+  """`num` latent codes from the stateless normal stream keyed (seed, offset). Every sample this
+  project draws (sample grids, evaluation, bin/sample) comes from here: batch k of size B uses
+  offset k * B, so a set of samples is fixed by (seed, batch size)."""
+  return tf.random.stateless_normal([num, z_dim], [seed, offset])
 
-  Returns:
-    uint8 numpy (num, R, R, 3).
-  """
-  out = []
+
+def generate_batches(generator, num, batch_size=256, seed=0, uint8=True):
+  """Yields batches of `num` samples: uint8 numpy (n, R, R, 3), or float32 in [-1, 1]; the
+  latents of the batch at `start` are `latents(n, z_dim, seed, start)`."""
   for start in range(0, num, batch_size):
     n = min(batch_size, num - start)
-    z = tf.random.stateless_normal([n, generator.z_dim], [seed, start])
-    out.append(images_lib.to_uint8(generator(z, training=False).numpy()))
-  return np.concatenate(out) if out else np.zeros((0,) + (generator.architecture.resolution,) * 2
-                                                   + (3,), np.uint8)
+    images = generator(latents(n, generator.z_dim, seed, start), training=False).numpy()
+    yield images_lib.to_uint8(images) if uint8 else images
+
+
+def generate(generator, num, batch_size=256, seed=0, uint8=True):
+  """Draws `num` images (see `generate_batches`) as one numpy array (num, R, R, 3)."""
+  out = list(generate_batches(generator, num, batch_size, seed, uint8))
+  if out:
+    return np.concatenate(out)
+  shape = (0,) + (generator.architecture.resolution,) * 2 + (3,)
+  return np.zeros(shape, np.uint8 if uint8 else np.float32)

@@ -95,3 +95,10 @@ def test_each_target_depends_on_what_it_imports_and_nothing_unused():
       if not (target["kind"] == "py_test" and unused.endswith("_bin")) and unused != "test_support":
         problems.append(f"{name} depends on {unused} but does not import it")
   assert not problems, "\n".join(problems)
+
+
+def test_targets_form_no_cycle():
+  from tests.graphs import find_cycle
+  graph = {name: set(t["deps"]) for name, t in _targets().items()}
+  cycle = find_cycle(graph)
+  assert cycle is None, "BUILD dependency cycle: " + " -> ".join(cycle)

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from qagan_tf import config as config_lib
 from qagan_tf import report, sampling
-from qagan_tf.metrics import evaluation, features, stats_io
+from qagan_tf import evaluation
+from qagan_tf.metrics import features, stats_io
 from qagan_tf.train import trainer as trainer_lib
 from qagan_tf.utils import files, images as images_lib, runlock
 from tests.reference import reference_path
@@ -21,7 +22,7 @@ def _config(**overrides):
                 disc_iters=1, max_steps=3, save_every=3, log_every=1, sample_every=3,
                 histogram_every=3, num_sample_images=4, gp_weight=10.0)
   values.update(overrides)
-  return config_lib.TrainConfig(**values)
+  return config_lib.TrainConfig.create(**values)
 
 
 def _images(n=24):

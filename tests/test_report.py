@@ -10,14 +10,14 @@ import tensorflow as tf
 
 from qagan_tf import config as config_lib
 from qagan_tf import report
-from qagan_tf.metrics import evaluation
+from qagan_tf import evaluation
 
 
 def _make_run(path, penalty="wgan_gp", resolution=32, evaluated=True, fid=(30.0, 20.0)):
   """A run directory as bin/train and bin/evaluate leave it (events written with tf.summary)."""
   os.makedirs(path)
-  config = config_lib.TrainConfig(dataset="embedded", resolution=resolution, width=4, z_dim=8,
-                                  penalty=penalty)
+  config = config_lib.TrainConfig.create(dataset="embedded", resolution=resolution, width=4,
+                                         z_dim=8, penalty=penalty)
   config_lib.save_config(config, path)
   writer = tf.summary.create_file_writer(path)
   rng = np.random.default_rng(len(path))

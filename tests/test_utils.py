@@ -3,6 +3,7 @@ validation, file modes, the FID clamp and reports that are never replaced silent
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -11,8 +12,10 @@ import pytest
 from absl import flags
 
 from qagan_tf import config as config_lib
-from qagan_tf.metrics import evaluation, fid
+from qagan_tf import evaluation
+from qagan_tf.metrics import fid
 from qagan_tf.utils import cli, files, runlock
+from qagan_tf.utils import images as images_lib
 
 
 def _flag_values():
@@ -137,3 +140,42 @@ def test_a_report_of_the_same_step_is_kept(tmp_path):
   assert "n/a: IS needs the Inception softmax layer" in text and "--keep_activations" in text
   third, _ = evaluation.write_report(report, str(tmp_path), overwrite=True)
   assert third == first
+
+
+def test_samples_are_fixed_by_seed_and_batch_size_and_uint8_matches_float():
+  import keras
+  from qagan_tf import models, sampling
+  keras.utils.set_random_seed(0)
+  g = models.Generator(32, width=4, z_dim=8)
+  g.build_for_inference()
+  a = sampling.generate(g, 7, batch_size=3, seed=5)
+  assert a.dtype == np.uint8 and a.shape == (7, 32, 32, 3)
+  np.testing.assert_array_equal(a, sampling.generate(g, 7, batch_size=3, seed=5))
+  by_hand = [g(sampling.latents(n, 8, 5, start), training=False).numpy()
+             for start, n in ((0, 3), (3, 3), (6, 1))]
+  np.testing.assert_array_equal(a, images_lib.to_uint8(np.concatenate(by_hand)))
+  floats = sampling.generate(g, 7, batch_size=3, seed=5, uint8=False)
+  np.testing.assert_array_equal(images_lib.to_uint8(floats), a)
+  assert not np.array_equal(sampling.generate(g, 7, seed=6), a)
+  assert sampling.generate(g, 0).shape == (0, 32, 32, 3)
+
+
+def test_progress_reports_rate_eta_and_a_bar():
+  import io
+  from qagan_tf.utils import progress as progress_lib
+  p = progress_lib.Progress(100, "step", unit="it", start=10)
+  p._last_set -= 2.0  # Two seconds ago.
+  assert p.set(30) == pytest.approx(10.0, rel=0.05)
+  assert re.fullmatch(r"step 30/100 \(30\.0%\) \d+\.\d\d it/s ETA \d+s", p.describe())
+  stream = io.StringIO()
+  with progress_lib.Progress(4, "features", stream=stream, interval=0.0) as bar:
+    bar.update(2)
+    bar.update(2)
+  lines = stream.getvalue().splitlines()
+  assert lines[0].startswith("features: [############------------] 2/4 img")
+  assert lines[-1].startswith("features: [########################] 4/4 img")
+  assert " in " in lines[-1]
+  silent = io.StringIO()
+  with progress_lib.Progress(4, "x", stream=silent, enabled=False) as bar:
+    bar.update(4)
+  assert silent.getvalue() == ""

@@ -7,7 +7,6 @@ from the penalties. FID here uses few samples (biased upwards, by the same amoun
 variant at the same sample count): compare variants with each other, not with published FIDs.
 """
 
-import dataclasses
 import os
 import tempfile
 import time
@@ -29,6 +28,14 @@ VARIANTS = {
     "niqe_pooled": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, niqe_pooling="pooled"),
     "niqe_batch": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, niqe_pooling="batch"),
     "niqe_image": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, niqe_pooling="image"),
+    # Beyond the paper (its §5): SNGAN (hinge loss, spectral norm in D, no GP) with and without
+    # the QA penalties (configs/cifar10_sngan*.cfg).
+    "sngan": dict(loss="hinge", d_norm="spectral", penalty="none", gp_weight=0.0,
+                  drift_weight=0.0, qa_weight=0.0),
+    "sngan_ssim": dict(loss="hinge", d_norm="spectral", penalty="ssim", gp_weight=0.0,
+                       drift_weight=0.0, qa_weight=0.1),
+    "sngan_niqe": dict(loss="hinge", d_norm="spectral", penalty="niqe", gp_weight=0.0,
+                       drift_weight=0.0, qa_weight=0.1),
 }
 DEFAULT_VARIANTS = ("wgan_gp", "ssim", "niqe", "niqe_pooled")
 # Seed of the held-out embedded crops (the training crops use the config's seed).
@@ -129,9 +136,10 @@ def _worker_run(config, heldout_count, eval_points, log_every, initial, generato
 
 def _train_and_score(config, images, scorer, eval_points, log_every, initial, log, generator):
   """One run: scores at each of `eval_points` (iteration 0 is `initial` when given)."""
+  from qagan_tf.train import distribution
   from qagan_tf.train import trainer as trainer_lib
   with tempfile.TemporaryDirectory() as tmp:
-    trainer = trainer_lib.Trainer(config, tmp, trainer_lib.make_strategy("default"),
+    trainer = trainer_lib.Trainer(config, tmp, distribution.make_strategy("default"),
                                   images=images)
     iterator = iter(trainer.distributed_dataset(0))
     run = {"iterations": [], "fid": [], "kid": [], "niqe": [], "d_weight_variance": [],
@@ -218,11 +226,11 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), iteration
   jobs = []
   for seed in seeds:
     # Iteration 0 is the same for every variant of a seed (same initial weights).
-    first = dataclasses.replace(config, seed=seed, **VARIANTS[variants[0]]).validate()
+    first = config.replace(seed=seed, **VARIANTS[variants[0]]).validate()
     initial = _initial_scores(first, train, scorer)
     log(f"quality: seed {seed}, iteration 0: FID {initial['fid']:.1f}")
     for name in variants:
-      c = dataclasses.replace(config, seed=seed, max_steps=iterations, eval_every=0,
+      c = config.replace(seed=seed, max_steps=iterations, eval_every=0,
                               steps_per_call=1, **VARIANTS[name]).validate()
       jobs.append((name, seed, c, initial))
   runs = {name: [] for name in variants}
@@ -261,7 +269,7 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), iteration
               "generator": generator, "workers": workers, "minutes": (time.time() - t0) / 60,
               "heldout_count": len(heldout), "training_images": len(train), "seeds": list(seeds),
               "variants": {n: VARIANTS[n] for n in variants},
-              "config": {k: getattr(config, k) for k in (
+              "config": {k: config.to_dict()[k] for k in (
                   "dataset", "resolution", "width", "batch_size", "disc_iters", "lr",
                   "lr_decay", "beta1", "beta2", "ema_decay", "niqe_prior", "niqe_pooling")}}
   return {"quality": quality, "reference": {"heldout_niqe": scorer.reference["heldout_niqe"]},
@@ -270,9 +278,10 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), iteration
 
 def _initial_scores(config, images, scorer):
   """Scores of the untrained generator of config.seed (what every variant starts from)."""
+  from qagan_tf.train import distribution
   from qagan_tf.train import trainer as trainer_lib
   with tempfile.TemporaryDirectory() as tmp:
-    trainer = trainer_lib.Trainer(config, tmp, trainer_lib.make_strategy("default"),
+    trainer = trainer_lib.Trainer(config, tmp, distribution.make_strategy("default"),
                                   images=images)
     return scorer(trainer.generator)
 

@@ -1,6 +1,5 @@
 """Training-step figures: wgan_gp vs ssim vs niqe side by side in one process."""
 
-import dataclasses
 import resource
 import tempfile
 import time
@@ -83,6 +82,7 @@ def speed_variants(config, images, repeats=5, log=print, names=None):
   Args:
     names: the VARIANTS to time (default all; must include baseline).
   """
+  from qagan_tf.train import distribution
   from qagan_tf.train import trainer as trainer_lib
   names = list(VARIANTS) if names is None else list(names)
   check_variant_names(names)
@@ -90,8 +90,8 @@ def speed_variants(config, images, repeats=5, log=print, names=None):
   with tempfile.TemporaryDirectory() as tmp:
     for name in names:
       changes, count = VARIANTS[name]
-      c = dataclasses.replace(config, eval_every=0, **changes)
-      trainer = trainer_lib.Trainer(c, f"{tmp}/{name}", trainer_lib.make_strategy("auto"),
+      c = config.replace(eval_every=0, **changes)
+      trainer = trainer_lib.Trainer(c, f"{tmp}/{name}", distribution.make_strategy("auto"),
                                     images=images)
       iterator = iter(trainer.distributed_dataset(0))
 
@@ -118,8 +118,7 @@ def _d_step_fn(step_lib, trainer, c, inputs):
   def d_step():
     return step_lib.discriminator_update(
         trainer.generator, trainer.discriminator, trainer.d_optimizer, real, z, eps,
-        global_batch_size=c.batch_size, gp_weight=c.gp_weight, drift_weight=c.drift_weight,
-        qa_weight=c.qa_weight, quality_penalty=trainer.quality_penalty)["d_loss"]
+        trainer.objective, global_batch_size=c.batch_size)["d_loss"]
   return d_step
 
 
@@ -134,6 +133,7 @@ def run(config, repeats=5, log=print, variants=None):
   if variants is not None:
     check_variant_names(variants)
   from qagan_tf.train import step as step_lib
+  from qagan_tf.train import distribution
   from qagan_tf.train import trainer as trainer_lib
   result = {"config": {k: getattr(config, k) for k in ("resolution", "width", "batch_size",
                                                        "disc_iters", "allow_tf32")},
@@ -144,9 +144,9 @@ def run(config, repeats=5, log=print, variants=None):
   d_steps, iterations, flops = {}, {}, {}
   tmp = tempfile.TemporaryDirectory()
   for name in PENALTIES:
-    c = dataclasses.replace(config, penalty=name, qa_weight=max(config.qa_weight, 0.1),
+    c = config.replace(penalty=name, qa_weight=max(config.qa_weight, 0.1),
                             eval_every=0)
-    trainer = trainer_lib.Trainer(c, f"{tmp.name}/{name}", trainer_lib.make_strategy("auto"),
+    trainer = trainer_lib.Trainer(c, f"{tmp.name}/{name}", distribution.make_strategy("auto"),
                                   images=images)
     images = trainer.load_data()
     iterator = iter(trainer.distributed_dataset(0))
@@ -184,7 +184,7 @@ def run(config, repeats=5, log=print, variants=None):
   result["speed_variants"] = speed_variants(config, images, repeats, log, variants)
   # Input pipeline alone.
   with tempfile.TemporaryDirectory() as tmp:
-    trainer = trainer_lib.Trainer(dataclasses.replace(config, eval_every=0), tmp, images=images)
+    trainer = trainer_lib.Trainer(config.replace(eval_every=0), tmp, images=images)
     iterator = iter(trainer.distributed_dataset(0))
     next(iterator)
     n = 20

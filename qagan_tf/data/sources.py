@@ -1,5 +1,6 @@
 """Image sources: each returns the whole training set as uint8 NHWC numpy at the model resolution."""
 
+import dataclasses
 import os
 import warnings
 import zipfile
@@ -11,7 +12,28 @@ from PIL import Image
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 # Resizing by more than this factor (either way) is logged: usually a wrong --resolution.
 RESIZE_WARNING_FACTOR = 2.0
-TFDS_SOURCES = ("cifar10", "stl10", "celeb_a")
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """One named training set: its TFDS split, the resolutions it trains at (the first is its
+  native one) and how its images are prepared."""
+  split: str
+  resolutions: tuple
+  preprocessing: str
+
+
+# The one table of named datasets (bin/train, bin/fit_niqe_prior, bin/compute_stats, the loaders
+# and the help texts read it). "embedded" needs no download: crops of scikit-image's photographs.
+DATASETS = {
+    "cifar10": Dataset("train", (32,), "as stored (32x32)"),
+    "stl10": Dataset("unlabelled", (48, 96), "96x96 as stored; 48 px by antialiased bicubic"),
+    "celeb_a": Dataset("train", (64,), "aligned 218x178, centre 108x108 crop, bicubic to 64"),
+    "embedded": Dataset("", (32, 48, 64, 96), "deterministic random crops of photographs"),
+}
+TFDS_SOURCES = tuple(name for name, d in DATASETS.items() if d.split)
+PATH_FORMS = ("folder:PATH", "npz:PATH")
 # Natural RGB photographs that scikit-image ships inside its wheel (no download needed).
 _EMBEDDED_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
                     "immunohistochemistry", "retina")
@@ -24,7 +46,7 @@ class DataError(ValueError):
 def check_dataset_name(dataset):
   """Raises DataError unless `dataset` has one of the accepted forms (no file access)."""
   ok = isinstance(dataset, str) and (
-      dataset in TFDS_SOURCES + ("embedded",)
+      dataset in DATASETS
       or (dataset.startswith(("npz:", "folder:")) and dataset.split(":", 1)[1]))
   if not ok:
     raise DataError(f"Unknown dataset {dataset!r}; use one of {', '.join(dataset_names())}.")
@@ -33,7 +55,12 @@ def check_dataset_name(dataset):
 
 def dataset_names():
   """The accepted forms of the `dataset` argument, for help texts and errors."""
-  return ("cifar10", "stl10", "celeb_a", "folder:PATH", "npz:PATH", "embedded")
+  return TFDS_SOURCES + PATH_FORMS + tuple(n for n in DATASETS if n not in TFDS_SOURCES)
+
+
+def native_resolution(dataset):
+  """The resolution a named dataset trains at by default (None for folder:/npz: sources)."""
+  return DATASETS[dataset].resolutions[0] if dataset in DATASETS else None
 
 
 def load_images(dataset, resolution, data_dir=None, num_examples=0, seed=0, download=True):
@@ -278,22 +305,18 @@ def _tfds_image_fn(name, resolution):
                             method="bicubic", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
-  if name == "cifar10":
-    if resolution != 32:
-      raise DataError(f"dataset=cifar10 is 32x32; got resolution={resolution} (use 32).")
-    return "train", lambda im: im
-  if name == "stl10":
-    if resolution not in (48, 96):
-      raise DataError(f"dataset=stl10 trains at 48 or 96 px; got resolution={resolution}.")
-    return "unlabelled", (lambda im: im) if resolution == 96 else resize
-  if resolution != 64:
-    raise DataError(f"dataset=celeb_a trains at 64 px; got resolution={resolution}.")
-
-  def celeb_a(image):  # Aligned 218x178 -> centre 108x108 -> 64x64, as the authors.
-    top = (tf.shape(image)[0] - 108) // 2
-    left = (tf.shape(image)[1] - 108) // 2
-    return resize(image[top:top + 108, left:left + 108])
-  return "train", celeb_a
+  entry = DATASETS[name]
+  if resolution not in entry.resolutions:
+    raise DataError(f"dataset={name} trains at {' or '.join(map(str, entry.resolutions))} px; "
+                    f"got resolution={resolution}.")
+  if name == "celeb_a":
+    def celeb_a(image):  # Aligned 218x178 -> centre 108x108 -> 64x64, as the authors.
+      top = (tf.shape(image)[0] - 108) // 2
+      left = (tf.shape(image)[1] - 108) // 2
+      return resize(image[top:top + 108, left:left + 108])
+    return entry.split, celeb_a
+  native = entry.resolutions[-1] if name == "stl10" else entry.resolutions[0]
+  return entry.split, (lambda im: im) if resolution == native else resize
 
 
 def _load_tfds(name, resolution, data_dir, num_examples, download):

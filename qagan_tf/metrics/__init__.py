@@ -2,5 +2,5 @@
 
 Modules: `inception` (the network), `inception_weights` (finding/verifying/fetching weights),
 `features` (batched extraction), `fid`, `inception_score`, `kid` (pure functions of activations
-or logits), `stats_io` (statistics files), `evaluation` (the paper's protocol).
+or logits), `stats_io` (statistics files). The protocol that runs them is `qagan_tf.evaluation`.
 """

@@ -7,7 +7,7 @@ from qagan_tf.metrics import fid as fid_lib
 from qagan_tf.metrics import inception_weights
 from qagan_tf.metrics.inception import POOL3_DIM
 from qagan_tf.utils import precision
-from qagan_tf.utils.progress import ProgressBar
+from qagan_tf.utils.progress import Progress
 
 
 class ImageInputError(ValueError):
@@ -84,7 +84,7 @@ class InceptionFeatures:
   def batches(self, images, where="images", progress=False, label="Inception features"):
     """Yields the outputs of consecutive batches of `images` (checked once up front)."""
     images = check_images(images, where)
-    with ProgressBar(len(images), label, enabled=progress) as bar:
+    with Progress(len(images), label, enabled=progress) as bar:
       for start in range(0, len(images), self.batch_size):
         out = self._run(images[start:start + self.batch_size])
         bar.update(len(out["pool3"]))
@@ -105,7 +105,7 @@ class InceptionFeatures:
     """
     stats = fid_lib.StreamingStatistics(POOL3_DIM)
     logits, kept = [], []
-    with ProgressBar(total or 0, label, enabled=progress) as bar:
+    with Progress(total or 0, label, enabled=progress) as bar:
       for i, batch in enumerate(image_batches):
         for start in range(0, len(batch), self.batch_size):
           chunk = check_images(batch[start:start + self.batch_size], f"batch {i}")

@@ -5,6 +5,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from qagan_tf.models import spectral
+
 # resolution -> (generator start size s0, generator up-blocks, discriminator down-blocks,
 # discriminator plain blocks). DESIGN §2: CIFAR-10 D is down, down, plain, plain; STL-10 48 is
 # down x3, plain; CelebA 64 and STL-10 96 add one down block to those.
@@ -43,9 +45,9 @@ def architecture_for_resolution(resolution):
   return Architecture(resolution, *_LAYOUTS[resolution])
 
 
-def _conv(filters, kernel_size, initializer, name):
-  return keras.layers.Conv2D(filters, kernel_size, padding="same",
-                             kernel_initializer=initializer, name=name)
+def _conv(filters, kernel_size, initializer, name, spectral_norm=False):
+  layer = spectral.SNConv2D if spectral_norm else keras.layers.Conv2D
+  return layer(filters, kernel_size, padding="same", kernel_initializer=initializer, name=name)
 
 
 def _mean_pool(x):
@@ -98,13 +100,13 @@ class DiscriminatorBlock(keras.layers.Layer):
   when downsampling, identity otherwise.
   """
 
-  def __init__(self, filters, downsample, optimized=False, name=None):
+  def __init__(self, filters, downsample, optimized=False, name=None, spectral_norm=False):
     super().__init__(name=name)
     self.downsample = downsample
     self.optimized = optimized
-    self.conv1 = _conv(filters, 3, "he_uniform", "conv1")
-    self.conv2 = _conv(filters, 3, "he_uniform", "conv2")
-    self.shortcut = (_conv(filters, 1, "glorot_uniform", "shortcut")
+    self.conv1 = _conv(filters, 3, "he_uniform", "conv1", spectral_norm)
+    self.conv2 = _conv(filters, 3, "he_uniform", "conv2", spectral_norm)
+    self.shortcut = (_conv(filters, 1, "glorot_uniform", "shortcut", spectral_norm)
                      if downsample or optimized else None)
 
   def call(self, x):
@@ -162,20 +164,30 @@ class Generator(keras.Model):
 
 class Discriminator(keras.Model):
   """Images (N, R, R, 3) float in [-1, 1] -> critic scores (N,) float32 (float64 under a float64
-  policy). No normalisation."""
+  policy). No normalisation, or spectral normalisation of every layer (spectral_norm=True;
+  `update_spectral_norm` runs one power iteration)."""
 
-  def __init__(self, resolution=32, width=128, name="discriminator"):
+  def __init__(self, resolution=32, width=128, name="discriminator", spectral_norm=False):
     super().__init__(name=name)
     self.architecture = architecture_for_resolution(resolution)
     self.width = width
+    self.spectral_norm = spectral_norm
     arch = self.architecture
-    blocks = [DiscriminatorBlock(width, downsample=True, optimized=True, name="block0")]
+    sn = dict(spectral_norm=spectral_norm)
+    blocks = [DiscriminatorBlock(width, downsample=True, optimized=True, name="block0", **sn)]
     for _ in range(arch.down_blocks - 1):
-      blocks.append(DiscriminatorBlock(width, downsample=True, name=f"block{len(blocks)}"))
+      blocks.append(DiscriminatorBlock(width, downsample=True, name=f"block{len(blocks)}", **sn))
     for _ in range(arch.plain_blocks):
-      blocks.append(DiscriminatorBlock(width, downsample=False, name=f"block{len(blocks)}"))
+      blocks.append(DiscriminatorBlock(width, downsample=False, name=f"block{len(blocks)}",
+                                       **sn))
     _set_blocks(self, blocks)
-    self.dense = keras.layers.Dense(1, kernel_initializer="glorot_uniform", name="dense")
+    dense = spectral.SNDense if spectral_norm else keras.layers.Dense
+    self.dense = dense(1, kernel_initializer="glorot_uniform", name="dense")
+
+  def update_spectral_norm(self):
+    """One power iteration in every spectrally normalised layer (no-op without them)."""
+    for layer in spectral.spectral_layers(self):
+      layer.power_iteration()
 
   def call(self, x):
     h = x

@@ -1,18 +1,23 @@
-"""WGAN losses from critic scores, per example (averaging over the global batch is the caller's)."""
+"""GAN losses from critic scores, per example, and the penalties every loss can add to D's.
+
+The loss registry `LOSSES` maps a `--loss` name to a `Loss`: the discriminator's and the
+generator's per-example losses and the extra per-example statistics it logs. Averaging over the
+global batch is the caller's (train/step.py). To add a loss, add its functions and one `LOSSES`
+entry here, and its NumPy check in tests/train/test_penalties_and_losses.py.
+"""
+
+import dataclasses
+from typing import Callable
 
 import tensorflow as tf
 
+# Inside sqrt so that the norm and its second derivative stay finite when the gradient is 0.
+NORM_EPSILON = 1e-12
+
 
 def wasserstein_discriminator_loss(d_real, d_fake):
-  """Per-example critic loss D(G(z)) - D(x).
-
-  Args:
-    d_real: float (B,) critic scores of real images.
-    d_fake: float (B,) critic scores of generated images.
-
-  Returns:
-    float (B,); its mean is the negative Wasserstein estimate.
-  """
+  """Per-example critic loss D(G(z)) - D(x): float (B,), (B,) -> (B,); its mean is the negative
+  Wasserstein estimate."""
   return d_fake - d_real
 
 
@@ -21,6 +26,79 @@ def wasserstein_generator_loss(d_fake):
   return -d_fake
 
 
+def hinge_discriminator_loss(d_real, d_fake):
+  """Per-example hinge loss max(0, 1 - D(x)) + max(0, 1 + D(G(z))) (Lim & Ye 2017; SNGAN)."""
+  return tf.nn.relu(1.0 - d_real) + tf.nn.relu(1.0 + d_fake)
+
+
+def nonsaturating_discriminator_loss(d_real, d_fake):
+  """Per-example logistic loss softplus(-D(x)) + softplus(D(G(z))) (D outputs logits)."""
+  return tf.nn.softplus(-d_real) + tf.nn.softplus(d_fake)
+
+
+def nonsaturating_generator_loss(d_fake):
+  """Per-example non-saturating generator loss softplus(-D(G(z))) = -log sigmoid(D(G(z)))."""
+  return tf.nn.softplus(-d_fake)
+
+
+def wasserstein_estimate(d_real, d_fake):
+  """Per-example D(x) - D(G(z)), the critic's Wasserstein estimate (logged for every loss)."""
+  return d_real - d_fake
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+  """One adversarial loss.
+
+  discriminator(d_real, d_fake) and generator(d_fake) give per-example losses (float (B,));
+  metrics maps a logged name (train/NAME) to a per-example statistic f(d_real, d_fake).
+  """
+  name: str
+  discriminator: Callable
+  generator: Callable
+  metrics: tuple = (("wasserstein", wasserstein_estimate),)
+
+  @property
+  def metric_names(self):
+    return tuple(name for name, _ in self.metrics)
+
+
+LOSSES = {
+    "wasserstein": Loss("wasserstein", wasserstein_discriminator_loss, wasserstein_generator_loss),
+    "hinge": Loss("hinge", hinge_discriminator_loss, wasserstein_generator_loss),
+    "nonsaturating": Loss("nonsaturating", nonsaturating_discriminator_loss,
+                          nonsaturating_generator_loss),
+}
+
+
+def get_loss(name):
+  """The `Loss` called `name`.
+
+  Raises:
+    ValueError: for an unknown name; the message lists the valid ones.
+  """
+  if name not in LOSSES:
+    raise ValueError(f"Unknown loss {name!r}; valid losses: {', '.join(LOSSES)}.")
+  return LOSSES[name]
+
+
 def drift_penalty(d_real):
   """Per-example drift term D(x)^2 (Progressive GAN; keeps critic scores near 0); (B,) -> (B,)."""
   return tf.square(d_real)
+
+
+def safe_norm(x, axis):
+  """sqrt(sum(x^2) + eps) over `axis`: finite value and finite first and second derivatives at 0."""
+  return tf.sqrt(tf.reduce_sum(tf.square(x), axis=axis) + NORM_EPSILON)
+
+
+def gradient_penalty(grad_x_hat):
+  """WGAN-GP's two-sided 1-GP (||grad D(x_hat)||_2 - 1)^2.
+
+  Args:
+    grad_x_hat: float (B, H, W, C), gradient of the critic at the interpolates.
+
+  Returns:
+    float (B,).
+  """
+  return tf.square(safe_norm(grad_x_hat, axis=[1, 2, 3]) - 1.0)

@@ -29,7 +29,7 @@ from absl import logging
 from qagan_tf.iqa import model as niqe_model_lib
 from qagan_tf.iqa import naturalness
 from qagan_tf.iqa.similarity import RGB_TO_GRAY, rgb_to_gray
-from qagan_tf.utils.progress import ProgressBar
+from qagan_tf.utils.progress import Progress
 
 SOURCES = ("sobel_magnitude", "d_gradient", "d_gradient_magnitude", "image")
 MAGNITUDE_SOURCES = ("sobel_magnitude", "d_gradient_magnitude")
@@ -286,12 +286,12 @@ def resolve_settings(config, prior):
   """The penalty's settings: the prior's unless the config overrides them.
 
   Args:
-    config: a TrainConfig (its niqe_* fields; 0 / "auto" mean "the prior's").
+    config: a TrainConfig (its `niqe` group; 0 / "auto" mean "the prior's").
     prior: a `Prior`.
 
   Raises:
     ValueError: a flag that contradicts the prior (naming both and the fixes), unless
-      config.niqe_allow_prior_mismatch, in which case it is logged and used.
+      config.niqe.allow_prior_mismatch, in which case it is logged and used.
   """
   spec = prior.spec
   normalization, scale = penalty_normalization(spec)
@@ -307,7 +307,7 @@ def resolve_settings(config, prior):
            "niqe_normalization": "auto", "niqe_normalization_scale": 0.0}
   chosen, conflicts = {}, []
   for key, value in prior_values.items():
-    given = getattr(config, key)
+    given = getattr(config.niqe, key[len("niqe_"):])
     if key in unset and given == unset[key]:
       chosen[key] = value
     else:
@@ -323,7 +323,7 @@ def resolve_settings(config, prior):
   if conflicts:
     message = (f"--niqe_prior={prior.name} was fitted on {spec.describe()}; "
                f"{'; '.join(conflicts)}.")
-    if not config.niqe_allow_prior_mismatch or chosen["niqe_block_size"] > config.resolution:
+    if not config.niqe.allow_prior_mismatch or chosen["niqe_block_size"] > config.resolution:
       raise ValueError(
           f"{message} The penalty would not measure what the prior describes: drop those flags, "
           f"fit a prior for these settings (bin/fit_niqe_prior --resolution="
@@ -337,9 +337,9 @@ def resolve_settings(config, prior):
       transform=chosen["niqe_transform"], grayscale=chosen["niqe_grayscale"],
       normalization=chosen["niqe_normalization"],
       scale=float(chosen["niqe_normalization_scale"]), block_size=chosen["niqe_block_size"],
-      scales=chosen["niqe_scales"], pooling=config.niqe_pooling, split=config.niqe_split,
-      temperature=config.niqe_split_temperature,
-      covariance_regularization=config.niqe_covariance_regularization)
+      scales=chosen["niqe_scales"], pooling=config.niqe.pooling, split=config.niqe.split,
+      temperature=config.niqe.split_temperature,
+      covariance_regularization=config.niqe.covariance_regularization)
 
 
 # --- the transform ----------------------------------------------------------------------------
@@ -495,7 +495,7 @@ def fit_prior(images, source, *, discriminator=None, block_size=0, scales=2, nor
     scale = 255.0
   temperature = aggd.DEFAULT_TEMPERATURE if temperature is None else temperature
   feats, contrasts, total_blocks = [], [], 0
-  with ProgressBar(len(images), "NIQE prior", enabled=progress) as bar:
+  with Progress(len(images), "NIQE prior", enabled=progress) as bar:
     for start in range(0, len(images), batch_size):
       batch = images[start:start + batch_size]
       x = fit_inputs(batch, source, discriminator, normalization, scale, grayscale)

@@ -5,10 +5,13 @@ gradients summed across replicas (what Keras optimizers do under tf.distribute) 
 single-device gradients of the same global batch.
 """
 
+import dataclasses
+from typing import Optional
+
 import tensorflow as tf
 
 from qagan_tf.train import losses
-from qagan_tf.train import penalties as penalties_lib
+from qagan_tf.train import penalty_api
 
 
 def _float32(x):
@@ -103,17 +106,51 @@ def apply_if_finite(optimizer, grads, variables, loss, loss_scale=None):
   return tf.cast(dropped, tf.float32) / ctx.num_replicas_in_sync
 
 
-def discriminator_gradients(generator, discriminator, real, z, eps, *, global_batch_size,
-                            gp_weight, drift_weight, qa_weight=0.0, quality_penalty=None,
-                            loss_scale=None):
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """What the critic minimises: an adversarial loss plus weighted penalties.
+
+  loss: a `losses.Loss` (also gives the generator's loss). gp_weight: the 1-GP's weight (0: no
+  1-GP). drift_weight: the drift term's. qa_weight and quality_penalty: the optional
+  quality-aware penalty (`penalty_api.QualityPenalty`) and its weight.
+  """
+  loss: losses.Loss = losses.LOSSES["wasserstein"]
+  gp_weight: float = 1.0
+  drift_weight: float = 0.0
+  qa_weight: float = 0.0
+  quality_penalty: Optional[penalty_api.QualityPenalty] = None
+
+  @classmethod
+  def from_config(cls, config, quality_penalty=None):
+    return cls(losses.get_loss(config.loss), config.gp_weight, config.drift_weight,
+               config.qa_weight, quality_penalty)
+
+  @property
+  def needs_input_gradient(self):
+    """Whether D's gradient at the interpolates is needed (second-order terms)."""
+    return self.gp_weight > 0 or bool(
+        self.quality_penalty and self.quality_penalty.needs_input_gradient)
+
+  @property
+  def metric_names(self):
+    """The names of every metric the D and G updates return (logged as train/NAME)."""
+    names = ("d_loss", "g_loss") + self.loss.metric_names + ("drift", "d_real", "d_fake")
+    if self.needs_input_gradient:
+      names += ("gp", "grad_norm")
+    if self.quality_penalty is not None:
+      names += self.quality_penalty.metric_names
+    return names
+
+
+def discriminator_gradients(generator, discriminator, real, z, eps, objective, *,
+                            global_batch_size, loss_scale=None):
   """The critic loss with its penalties and its gradients (no update; XLA-compilable).
 
   Args:
     generator, discriminator: Keras models.
     real: float32 (B, H, W, 3) in [-1, 1]; z: float32 (B, z_dim); eps: float32 (B,) in [0, 1].
+    objective: `Objective` (loss, penalties and their weights, each applied here once).
     global_batch_size: batch summed over replicas (B times the number of replicas).
-    gp_weight, drift_weight, qa_weight: weights, applied here once each.
-    quality_penalty: optional `penalties.QualityPenalty`.
     loss_scale: optional float32 scalar (float16 training): the returned `grads` are of
       loss * loss_scale, so that small float16 gradients do not underflow in the backward pass
       (the second-order one through the 1-GP included).
@@ -121,99 +158,101 @@ def discriminator_gradients(generator, discriminator, real, z, eps, *, global_ba
   Returns:
     (loss, grads, metrics): this replica's share of the loss, the gradients for
     discriminator.trainable_variables, and a dict of scalar float32 tensors, each this replica's
-    share of the global mean (sum them over replicas): d_loss, wasserstein, gp, drift, d_real,
-    d_fake, grad_norm and, with a quality penalty, its summary tag and extra statistics.
+    share of the global mean (sum them over replicas), named as `objective.metric_names` (all
+    but g_loss).
   """
   fake = _float32(generator(z, training=True))
   e = eps[:, None, None, None]
   x_hat = e * fake + (1.0 - e) * real
   variables = discriminator.trainable_variables
+  penalty = objective.quality_penalty
   # The outer tape records the trainable variables D touches (G ran before it); the inner one
   # only x_hat, so grad_x_hat stays differentiable w.r.t. D's variables.
   with tf.GradientTape() as tape:
-    with tf.GradientTape(watch_accessed_variables=False) as inner:
-      inner.watch(x_hat)
-      d_hat = _float32(discriminator(x_hat))
-    # Not loss-scaled: the loss (with the 1-GP and the quality penalty built on grad_x_hat)
-    # then does not depend on the scale, so a non-finite loss is a real NaN/Inf, never an
-    # overflow (d_hat is O(1); its 16-bit gradients do not underflow).
-    grad_x_hat = inner.gradient(d_hat, x_hat)
+    grad_x_hat = None
+    if objective.needs_input_gradient:
+      with tf.GradientTape(watch_accessed_variables=False) as inner:
+        inner.watch(x_hat)
+        d_hat = _float32(discriminator(x_hat))
+      # Not loss-scaled: the loss (with the 1-GP and the quality penalty built on grad_x_hat)
+      # then does not depend on the scale, so a non-finite loss is a real NaN/Inf, never an
+      # overflow (d_hat is O(1); its 16-bit gradients do not underflow).
+      grad_x_hat = inner.gradient(d_hat, x_hat)
     scores = _float32(discriminator(tf.concat([real, fake], axis=0)))
     d_real, d_fake = tf.split(scores, 2)
-    gp = penalties_lib.gradient_penalty(grad_x_hat)
     drift = losses.drift_penalty(d_real)
-    per_example = (losses.wasserstein_discriminator_loss(d_real, d_fake)
-                   + gp_weight * gp + drift_weight * drift)
+    per_example = objective.loss.discriminator(d_real, d_fake) + objective.drift_weight * drift
     metrics = {}
-    if quality_penalty is not None:
-      qa = quality_penalty.fn(penalties_lib.PenaltyInputs(
-          real=real, fake=fake, x_hat=x_hat, d_real=d_real,
-          d_fake=d_fake, grad_x_hat=grad_x_hat))
-      qa, extras = qa if isinstance(qa, tuple) else (qa, {})
-      per_example += qa_weight * qa
-      metrics[quality_penalty.summary_tag] = _average(qa, global_batch_size)
+    if grad_x_hat is not None:
+      gp = losses.gradient_penalty(grad_x_hat)
+      per_example += objective.gp_weight * gp
+      metrics["gp"] = _average(gp, global_batch_size)
+      metrics["grad_norm"] = _average(losses.safe_norm(grad_x_hat, [1, 2, 3]), global_batch_size)
+    if penalty is not None:
+      qa, extras = penalty.fn(penalty_api.PenaltyInputs(
+          real=real, fake=fake, x_hat=x_hat, d_real=d_real, d_fake=d_fake,
+          grad_x_hat=grad_x_hat))
+      per_example += objective.qa_weight * qa
+      metrics[penalty.summary_tag] = _average(qa, global_batch_size)
       for key, value in extras.items():
         metrics[key] = _average(tf.stop_gradient(value), global_batch_size)
     loss = _average(per_example, global_batch_size)
     scaled = loss if loss_scale is None else loss * loss_scale  # Recorded: inside the tape.
   grads = tape.gradient(scaled, variables)
-  metrics.update(
-      d_loss=loss,
-      wasserstein=_average(d_real - d_fake, global_batch_size),
-      gp=_average(gp, global_batch_size),
-      drift=_average(drift, global_batch_size),
-      d_real=_average(d_real, global_batch_size),
-      d_fake=_average(d_fake, global_batch_size),
-      grad_norm=_average(penalties_lib.safe_norm(grad_x_hat, [1, 2, 3]), global_batch_size))
+  for name, fn in objective.loss.metrics:
+    metrics[name] = _average(fn(d_real, d_fake), global_batch_size)
+  metrics.update(d_loss=loss, drift=_average(drift, global_batch_size),
+                 d_real=_average(d_real, global_batch_size),
+                 d_fake=_average(d_fake, global_batch_size))
   return loss, grads, metrics
 
 
-def discriminator_update(generator, discriminator, optimizer, real, z, eps, *, global_batch_size,
-                         gp_weight, drift_weight, qa_weight=0.0, quality_penalty=None,
-                         gradients_fn=None, loss_scale=None):
-  """Computes the critic loss with its penalties and applies one optimizer update.
+def discriminator_update(generator, discriminator, optimizer, real, z, eps, objective, *,
+                         global_batch_size, gradients_fn=None, loss_scale=None):
+  """One critic update: a power iteration of D's spectral norms (with --d_norm=spectral), then
+  the loss with its penalties and one optimizer update.
 
   Arguments as `discriminator_gradients`, plus the Keras `optimizer` built on
-  discriminator.trainable_variables and an optional `gradients_fn` to use instead of
+  discriminator.trainable_variables, an optional `gradients_fn` to use instead of
   `discriminator_gradients` (e.g. its XLA-compiled version) and an optional `LossScale`.
 
   Returns:
     the metrics of `discriminator_gradients` plus `skipped` (this replica's share of 1 when the
     update was dropped because a loss or gradient was NaN/Inf, see `apply_if_finite`).
   """
+  if getattr(discriminator, "spectral_norm", False):
+    discriminator.update_spectral_norm()
   loss, grads, metrics = (gradients_fn or discriminator_gradients)(
-      generator, discriminator, real, z, eps, global_batch_size=global_batch_size,
-      gp_weight=gp_weight, drift_weight=drift_weight, qa_weight=qa_weight,
-      quality_penalty=quality_penalty,
+      generator, discriminator, real, z, eps, objective, global_batch_size=global_batch_size,
       loss_scale=None if loss_scale is None else loss_scale.scale)
   metrics["skipped"] = apply_if_finite(optimizer, grads, discriminator.trainable_variables, loss,
                                        loss_scale)
   return metrics
 
 
-def generator_gradients(generator, discriminator, z, *, global_batch_size, loss_scale=None):
-  """The generator loss -D(G(z)) (this replica's share) and its gradients (of loss * loss_scale
-  when given); XLA-compilable."""
+def generator_gradients(generator, discriminator, z, loss, *, global_batch_size,
+                        loss_scale=None):
+  """The generator's `loss` (a `losses.Loss`; this replica's share) and its gradients (of
+  loss * loss_scale when given); XLA-compilable."""
   with tf.GradientTape() as tape:
     fake = generator(z, training=True)
-    loss = _average(losses.wasserstein_generator_loss(_float32(discriminator(fake))),
-                    global_batch_size)
-    scaled = loss if loss_scale is None else loss * loss_scale
-  return loss, tape.gradient(scaled, generator.trainable_variables)
+    value = _average(loss.generator(_float32(discriminator(fake))), global_batch_size)
+    scaled = value if loss_scale is None else value * loss_scale
+  return value, tape.gradient(scaled, generator.trainable_variables)
 
 
-def generator_update(generator, discriminator, optimizer, z, *, global_batch_size,
+def generator_update(generator, discriminator, optimizer, z, loss, *, global_batch_size,
                      gradients_fn=None, loss_scale=None):
-  """One generator update on -D(G(z)); z float32 (B', z_dim).
+  """One generator update on the loss's generator term; z float32 (B', z_dim).
 
   Returns:
     {"g_loss": share, "skipped": share of the skip flag (see `apply_if_finite`)}.
   """
-  loss, grads = (gradients_fn or generator_gradients)(
-      generator, discriminator, z, global_batch_size=global_batch_size,
+  value, grads = (gradients_fn or generator_gradients)(
+      generator, discriminator, z, loss, global_batch_size=global_batch_size,
       loss_scale=None if loss_scale is None else loss_scale.scale)
-  return {"g_loss": loss, "skipped": apply_if_finite(
-      optimizer, grads, generator.trainable_variables, loss, loss_scale)}
+  return {"g_loss": value, "skipped": apply_if_finite(
+      optimizer, grads, generator.trainable_variables, value, loss_scale)}
 
 
 def ema_update(ema_variables, variables, decay):

@@ -26,6 +26,12 @@ def _script_name(argv):
   return "bin/" + os.path.basename(argv[0])
 
 
+def fail(message):
+  """Ends the script with one line `bin/NAME: error: MESSAGE` on stderr and exit status 1: the
+  one way every script reports bad input (no traceback)."""
+  sys.exit(f"{_script_name(sys.argv)}: error: {message}")
+
+
 def _flag_name(arg, flag_values):
   """The flag an argument sets ('--nofoo' sets foo), or None for a positional argument."""
   if not arg.startswith("-") or arg in ("-", "--"):
@@ -90,9 +96,6 @@ def describe_overrides():
 def _parse_flags(argv):
   from absl import flags
   name = _script_name(argv)
-
-  def fail(message):
-    sys.exit(f"{name}: error: {message}")
   try:
     return flags.FLAGS(order_flags(argv, flags.FLAGS, fail))
   except flags.Error as e:

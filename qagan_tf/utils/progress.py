@@ -1,4 +1,4 @@
-"""A plain-text progress bar with rate and ETA for long evaluation work (stderr, no deps)."""
+"""Progress with rate and ETA, for training steps and long evaluation work (stderr, no deps)."""
 
 import sys
 import time
@@ -16,16 +16,22 @@ def format_duration(seconds):
   return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-class ProgressBar:
-  """`with ProgressBar(total, "features") as bar: bar.update(n)`; prints at most every interval s
-  and once at the end. Disabled (silent) when `enabled` is False."""
+class Progress:
+  """The one progress reporter: done/total with rate and ETA.
 
-  def __init__(self, total, label, unit="img", enabled=True, interval=2.0, stream=None):
+  Evaluation work: `with Progress(total, "features") as bar: bar.update(n)` prints a bar to
+  `stream` at most every `interval` s and once at the end (silent when `enabled` is False).
+  Training: `progress.set(step)` moves to an absolute position and returns the rate since the
+  previous call; `describe()` gives the line the trainer logs.
+  """
+
+  def __init__(self, total, label, unit="img", enabled=True, interval=2.0, stream=None, start=0):
     self.total, self.label, self.unit = total, label, unit
     self.enabled, self.interval = enabled, interval
     self.stream = stream or sys.stderr
-    self.done = 0
-    self._t0 = self._last = time.time()
+    self.done = self._start = self._last_done = start
+    self._t0 = self._last = self._last_set = time.time()
+    self.rate = 0.0  # Over the last set() interval (training) or since the start (update()).
 
   def __enter__(self):
     return self
@@ -39,12 +45,25 @@ class ProgressBar:
     if self.done < self.total and time.time() - self._last >= self.interval:
       self._print()
 
+  def set(self, done):
+    now = time.time()
+    if done > self._last_done:
+      self.rate = (done - self._last_done) / max(now - self._last_set, 1e-9)
+    self.done, self._last_done, self._last_set = done, done, now
+    return self.rate
+
+  def describe(self):
+    eta = (self.total - self.done) / self.rate if self.rate > 0 else float("nan")
+    frac = self.done / self.total if self.total else 1.0
+    return (f"{self.label} {self.done}/{self.total} ({100.0 * frac:.1f}%) "
+            f"{self.rate:.2f} {self.unit}/s ETA {format_duration(eta)}")
+
   def _print(self, final=False):
     if not self.enabled:
       return
     self._last = time.time()
     elapsed = max(self._last - self._t0, 1e-9)
-    rate = self.done / elapsed
+    rate = (self.done - self._start) / elapsed
     eta = (self.total - self.done) / rate if rate > 0 else float("nan")
     frac = self.done / self.total if self.total else 1.0
     bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))

@@ -128,7 +128,7 @@ def test_statistics_files_round_trip_and_bad_files_are_refused(tmp_path):
 
 
 def test_is_logits_protocols_differ_by_the_softmax_bias_and_bad_names_are_refused():
-  from qagan_tf.metrics import evaluation
+  from qagan_tf import evaluation
   rng = np.random.default_rng(7)
   logits = rng.normal(size=(40, 1008)) * 3
   bias = rng.normal(size=1008) * 2

@@ -118,3 +118,32 @@ def test_generator_block_upsamples_nearest_neighbour():
   up = resnet._upsample(x).numpy()
   np.testing.assert_array_equal(up[0, ::2, ::2], x[0])
   np.testing.assert_array_equal(up[0, 1::2, 1::2], x[0])
+
+
+def test_spectral_norm_matches_the_largest_singular_value_and_normalises_each_layer():
+  Discriminator = models.Discriminator
+  from qagan_tf.models import spectral
+  keras.utils.set_random_seed(3)
+  d = Discriminator(32, width=8, spectral_norm=True)
+  d.build_for_inference()
+  layers = spectral.spectral_layers(d)
+  assert len(layers) == 11  # 4 blocks x 2 convs, 2 shortcuts, the dense layer.
+  first = [float(layer.sigma()) for layer in layers]
+  for _ in range(200):
+    d.update_spectral_norm()
+  for layer, before in zip(layers, first):
+    w = layer.kernel.numpy().reshape(-1, layer.kernel.shape[-1])
+    top = np.linalg.svd(w, compute_uv=False)[0]
+    assert float(layer.sigma()) == pytest.approx(top, rel=1e-4), layer.path
+    assert before < top * 0.999 or before == pytest.approx(top, rel=1e-3)  # It converged.
+    # The normalised kernel has spectral norm 1.
+    normalised = w / float(layer.sigma())
+    assert np.linalg.svd(normalised, compute_uv=False)[0] == pytest.approx(1.0, rel=1e-4)
+  # The vectors are D's state: non-trainable, checkpointed with it.
+  u = [v.path for v in d.non_trainable_variables]
+  assert len(u) == 11 and all(p.endswith("sn_u") for p in u)
+  assert not any(v.path.endswith("sn_u") for v in d.trainable_variables)
+  plain = Discriminator(32, width=8)
+  plain.build_for_inference()
+  assert not plain.non_trainable_variables and len(plain.trainable_variables) == len(
+      d.trainable_variables)

@@ -24,7 +24,7 @@ from tests.reference import reference_path
 def _config(**kw):
   base = dict(resolution=32, width=4, z_dim=8, batch_size=4, dataset="embedded", penalty="niqe")
   base.update(kw)
-  return config_lib.TrainConfig(**base).validate()
+  return config_lib.TrainConfig.create(**base).validate()
 
 
 def test_shipped_and_the_authors_priors_record_how_they_were_fitted():
@@ -235,23 +235,22 @@ def test_a_run_written_before_the_metadata_keeps_its_old_penalty_settings():
          "niqe_scales": 2, "niqe_pooling": "image", "niqe_grayscale": True,
          "niqe_normalization": "auto", "niqe_covariance_regularization": 1e-3}
   config = config_lib.TrainConfig.from_dict(old)
-  assert (config.niqe_transform, config.niqe_split, config.niqe_block_size,
-          config.niqe_normalization, config.niqe_normalization_scale,
-          config.niqe_allow_prior_mismatch) == ("signed", "hard", 16, "max", 255.0, True)
+  assert (config.niqe.transform, config.niqe.split, config.niqe.block_size,
+          config.niqe.normalization, config.niqe.normalization_scale,
+          config.niqe.allow_prior_mismatch) == ("signed", "hard", 16, "max", 255.0, True)
   settings = niqe_prior.resolve_settings(config, niqe_prior.load_prior("cifar_grad"))
   assert (settings.transform, settings.pooling, settings.covariance_regularization) == (
       "signed", "image", 1e-3)
   # Resuming it with today's defaults would change the penalty: refused, naming the old values.
-  from qagan_tf.train import trainer as trainer_lib
   with pytest.raises(ValueError, match="niqe_split: 'hard' -> 'soft'.*niqe_transform: 'signed' -> 'auto'"):
-    trainer_lib.check_config_change(config, _config(niqe_prior="cifar_grad"))
+    config_lib.check_config_change(config, _config(niqe_prior="cifar_grad"))
   same = _config(niqe_prior="cifar_grad", niqe_transform="signed", niqe_split="hard",
                  niqe_block_size=16, niqe_normalization="max", niqe_normalization_scale=255.0,
                  niqe_pooling="image", niqe_scales=2, niqe_covariance_regularization=1e-3,
                  niqe_allow_prior_mismatch=True)
-  assert not [k for k, _, _ in trainer_lib.check_config_change(config, same)
+  assert not [k for k, _, _ in config_lib.check_config_change(config, same)
               if k.startswith("niqe")]
   # Other penalties' configs are read as they are, and their niqe_* keys may change.
-  assert config_lib.TrainConfig.from_dict({"penalty": "ssim"}).niqe_transform == "auto"
-  trainer_lib.check_config_change(config.replace(penalty="ssim"),
+  assert config_lib.TrainConfig.from_dict({"penalty": "ssim"}).niqe.transform == "auto"
+  config_lib.check_config_change(config.replace(penalty="ssim"),
                                   config.replace(penalty="ssim", niqe_transform="auto"))

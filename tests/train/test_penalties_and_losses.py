@@ -1,4 +1,5 @@
-"""Tests of the WGAN losses, the 1-GP, the penalty registry and the learning-rate schedule."""
+"""Tests of the loss registry (against NumPy), the 1-GP, the penalty registry and the
+learning-rate schedule."""
 
 import numpy as np
 import pytest
@@ -15,6 +16,36 @@ def test_wasserstein_losses_and_drift():
   np.testing.assert_allclose(losses.drift_penalty(d_real), [1, 4, 0.25])
 
 
+# name -> (D loss, G loss) in NumPy, from the papers' definitions.
+NUMPY_LOSSES = {
+    "wasserstein": (lambda r, f: f - r, lambda f: -f),
+    "hinge": (lambda r, f: np.maximum(0, 1 - r) + np.maximum(0, 1 + f), lambda f: -f),
+    "nonsaturating": (lambda r, f: -np.log(1 / (1 + np.exp(-r))) - np.log(1 - 1 / (1 + np.exp(-f))),
+                      lambda f: -np.log(1 / (1 + np.exp(-f)))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_every_registered_loss_matches_numpy(name):
+  assert set(losses.LOSSES) == set(NUMPY_LOSSES)  # A new loss needs its NumPy definition here.
+  rng = np.random.default_rng(0)
+  d_real, d_fake = rng.normal(0, 3, 64), rng.normal(0, 3, 64)
+  d_real[:2], d_fake[:2] = [1.0, -1.0], [-1.0, 1.0]  # The hinge's kinks.
+  loss = losses.get_loss(name)
+  d_np, g_np = NUMPY_LOSSES[name]
+  np.testing.assert_allclose(loss.discriminator(tf.constant(d_real), tf.constant(d_fake)),
+                             d_np(d_real, d_fake), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(loss.generator(tf.constant(d_fake)), g_np(d_fake), rtol=1e-5,
+                             atol=1e-7)
+  for metric, fn in loss.metrics:
+    assert np.all(np.isfinite(fn(tf.constant(d_real), tf.constant(d_fake)).numpy())), metric
+
+
+def test_unknown_loss_lists_the_valid_ones():
+  with pytest.raises(ValueError, match="valid losses: wasserstein, hinge, nonsaturating"):
+    losses.get_loss("lsgan")
+
+
 def test_gradient_penalty_of_a_linear_critic_matches_numpy():
   rng = np.random.default_rng(0)
   w = rng.normal(size=(1, 4, 4, 3)).astype(np.float32)
@@ -22,7 +53,7 @@ def test_gradient_penalty_of_a_linear_critic_matches_numpy():
   with tf.GradientTape() as tape:
     tape.watch(x_hat)
     scores = tf.reduce_sum(w * x_hat, axis=[1, 2, 3])
-  gp = penalties.gradient_penalty(tape.gradient(scores, x_hat)).numpy()
+  gp = losses.gradient_penalty(tape.gradient(scores, x_hat)).numpy()
   np.testing.assert_allclose(gp, np.full(5, (np.linalg.norm(w) - 1.0) ** 2), rtol=1e-5)
 
 
@@ -33,7 +64,7 @@ def test_gradient_penalty_second_order_gradient_is_finite_at_zero_gradient():
     with tf.GradientTape() as inner:
       inner.watch(x)
       scores = tf.reduce_sum(w * x, axis=[1, 2, 3])
-    gp = tf.reduce_mean(penalties.gradient_penalty(inner.gradient(scores, x)))
+    gp = tf.reduce_mean(losses.gradient_penalty(inner.gradient(scores, x)))
   grad = outer.gradient(gp, w)
   assert float(gp) == pytest.approx(1.0, abs=1e-5)
   assert np.all(np.isfinite(grad.numpy()))
@@ -41,13 +72,14 @@ def test_gradient_penalty_second_order_gradient_is_finite_at_zero_gradient():
 
 def test_safe_norm_is_close_to_the_norm():
   x = tf.constant([[3.0, 4.0], [0.0, 0.0]])
-  np.testing.assert_allclose(penalties.safe_norm(x, axis=1), [5.0, 1e-6], rtol=1e-4)
+  np.testing.assert_allclose(losses.safe_norm(x, axis=1), [5.0, 1e-6], rtol=1e-4)
 
 
 def test_registry_lists_valid_names_on_error():
   assert penalties.make_quality_penalty("wgan_gp") is None
   with pytest.raises(ValueError, match="valid penalties: .*wgan_gp"):
     penalties.make_quality_penalty("spectral")
+  assert penalties.make_quality_penalty("none") is None
 
 
 def test_linear_decay_schedule():

@@ -11,15 +11,15 @@ import tensorflow as tf
 from qagan_tf import config as config_lib
 from qagan_tf import iqa, models
 from qagan_tf.iqa import model as niqe_model_lib
-from qagan_tf.train import niqe_prior, penalties, quality_penalties as qp, step
-from qagan_tf.train import trainer as trainer_lib
+from qagan_tf.train import distribution, losses, niqe_prior, penalties, penalty_api, step
+from qagan_tf.train import ssim_penalty
 from tests.reference import reference_path
 
 
 def _config(**kw):
   base = dict(resolution=32, width=4, z_dim=8, batch_size=4, dataset="embedded")
   base.update(kw)
-  return config_lib.TrainConfig(**base).validate()
+  return config_lib.TrainConfig.create(**base).validate()
 
 
 def _tiny(seed=0):
@@ -49,13 +49,13 @@ def _penalty_and_grads(penalty, g, d, real, z, eps):
       d_hat = d(x_hat)
     grad_x_hat = inner.gradient(d_hat, x_hat)
     d_real, d_fake = d(real), d(fake)
-    qa = penalty.fn(penalties.PenaltyInputs(real, fake, x_hat, d_real, d_fake, grad_x_hat))
+    qa = penalty.fn(penalty_api.PenaltyInputs(real, fake, x_hat, d_real, d_fake, grad_x_hat))
     qa = qa[0] if isinstance(qa, tuple) else qa
     qa_mean = tf.reduce_mean(qa)
     # The critic loss as in the step. D's output bias cancels in D(fake) - D(real) and in
     # |D(real) - D(fake)| and does not enter grad_x D; only the drift term reaches it, by
     # ~1e-7 against the +-0.25 per-example terms, which float32 rounds away.
-    total = tf.reduce_mean(d_fake - d_real + penalties.gradient_penalty(grad_x_hat)
+    total = tf.reduce_mean(d_fake - d_real + losses.gradient_penalty(grad_x_hat)
                            + 1e-5 * tf.square(d_real)) + 0.1 * qa_mean
   variables = d.trainable_variables
   def zeros_for_none(grads):  # An unconnected variable's gradient is zero.
@@ -87,9 +87,9 @@ def test_one_step_every_penalty_is_finite_and_reaches_every_d_variable(name, ext
   before = [v.numpy().copy() for v in d.trainable_variables]
   opt = keras.optimizers.Adam(1e-3)
   opt.build(d.trainable_variables)
-  metrics = step.discriminator_update(g, d, opt, real, z, eps, global_batch_size=4,
-                                      gp_weight=1.0, drift_weight=1e-5, qa_weight=0.1,
-                                      quality_penalty=penalty)
+  objective = step.Objective(gp_weight=1.0, drift_weight=1e-5, qa_weight=0.1,
+                             quality_penalty=penalty)
+  metrics = step.discriminator_update(g, d, opt, real, z, eps, objective, global_batch_size=4)
   assert all(np.isfinite(float(v)) for v in metrics.values())
   assert f"{name}_penalty" in metrics
   changed = [not np.array_equal(b, v.numpy()) for b, v in zip(before, d.trainable_variables)]
@@ -115,15 +115,15 @@ def test_ssim_penalty_matches_its_formula():
   real = tf.constant(rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32))
   fake = tf.constant(rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32))
   d_real, d_fake = tf.constant([1.0, -2.0, 0.5]), tf.constant([0.0, 1.0, 0.5])
-  inputs = penalties.PenaltyInputs(real, fake, real, d_real, d_fake, real)
-  value, extras = qp.ssim_distance_penalty(inputs, config)
+  inputs = penalty_api.PenaltyInputs(real, fake, real, d_real, d_fake, real)
+  value, extras = ssim_penalty.ssim_distance_penalty(inputs, config.ssim)
   dq = iqa.ssim_distance(real, fake, size=8, sigma=1.5, max_val=2.0, grayscale=True).numpy()
   expected = (np.abs(d_real.numpy() - d_fake.numpy()) / dq - 1) ** 2
   np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5)
   np.testing.assert_allclose(extras["ssim_dq"].numpy(), dq, rtol=1e-6)
   # Identical images: dQ = 0 is floored, the value stays finite.
-  same, _ = qp.ssim_distance_penalty(penalties.PenaltyInputs(
-      real, real, real, d_real, d_fake, real), config)
+  same, _ = ssim_penalty.ssim_distance_penalty(penalty_api.PenaltyInputs(
+      real, real, real, d_real, d_fake, real), config.ssim)
   assert np.all(np.isfinite(same.numpy()))
 
 
@@ -152,8 +152,8 @@ def _float64_critic_loss(split="soft", pooling="batch", seed=3):
       d_hat = d(x_hat)
     grad = inner.gradient(d_hat, x_hat)
     d_real, d_fake = d(real), d(fake)
-    qa, _ = penalty.fn(penalties.PenaltyInputs(real, fake, x_hat, d_real, d_fake, grad))
-    return tf.reduce_mean(d_fake - d_real + penalties.gradient_penalty(grad)
+    qa, _ = penalty.fn(penalty_api.PenaltyInputs(real, fake, x_hat, d_real, d_fake, grad))
+    return tf.reduce_mean(d_fake - d_real + losses.gradient_penalty(grad)
                           + 1e-5 * tf.square(d_real) + 0.1 * qa)
   return d, loss
 
@@ -271,7 +271,7 @@ def test_mirrored_niqe_update_equals_the_single_device_update(pooling):
   devices = [dev.name for dev in tf.config.list_logical_devices("CPU")][:2]
   assert len(devices) == 2  # tests/conftest.py splits the CPU in two.
   results = []
-  for strategy in (tf.distribute.get_strategy(), trainer_lib.mirrored_strategy(devices)):
+  for strategy in (tf.distribute.get_strategy(), distribution.mirrored_strategy(devices)):
     with strategy.scope():
       g, d = _tiny()
       opt = keras.optimizers.SGD(0.5)
@@ -287,8 +287,9 @@ def test_mirrored_niqe_update_equals_the_single_device_update(pooling):
       @tf.function
       def run(r, zz, ee):
         m = strategy.run(lambda a, b, c: step.discriminator_update(
-            g, d, opt, a, b, c, global_batch_size=8, gp_weight=1.0, drift_weight=1e-3,
-            qa_weight=0.1, quality_penalty=penalty), args=(r, zz, ee))
+            g, d, opt, a, b, c, step.Objective(gp_weight=1.0, drift_weight=1e-3, qa_weight=0.1,
+                                               quality_penalty=penalty),
+            global_batch_size=8), args=(r, zz, ee))
         return (strategy.reduce("SUM", m["d_loss"], axis=None),
                 strategy.reduce("SUM", m["niqe_penalty"], axis=None))
       return run

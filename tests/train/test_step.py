@@ -6,14 +6,13 @@ import pytest
 import tensorflow as tf
 
 from qagan_tf import models
-from qagan_tf.train import step
-from qagan_tf.train import trainer as trainer_lib
+from qagan_tf.train import distribution, losses, step
 
 
-def _tiny(seed=0):
+def _tiny(seed=0, spectral_norm=False):
   keras.utils.set_random_seed(seed)
   g = models.Generator(32, width=4, z_dim=8)
-  d = models.Discriminator(32, width=4)
+  d = models.Discriminator(32, width=4, spectral_norm=spectral_norm)
   g.build_for_inference()
   d.build_for_inference()
   return g, d
@@ -53,7 +52,8 @@ def test_discriminator_update_loss_matches_the_formula_and_updates_only_d():
   expected = np.mean(d_fake - d_real + 10.0 * (norms - 1) ** 2 + 1e-3 * d_real**2)
 
   metrics = step.discriminator_update(g, d, _optimizer(d.trainable_variables), real, z, eps,
-                                      global_batch_size=4, gp_weight=10.0, drift_weight=1e-3)
+                                      step.Objective(gp_weight=10.0, drift_weight=1e-3),
+                                      global_batch_size=4)
   assert float(metrics["d_loss"]) == pytest.approx(expected, rel=1e-4)
   assert float(metrics["wasserstein"]) == pytest.approx(np.mean(d_real - d_fake), rel=1e-4)
   assert float(metrics["gp"]) == pytest.approx(np.mean((norms - 1) ** 2), rel=1e-4)
@@ -72,8 +72,7 @@ def test_every_discriminator_kernel_gets_a_finite_nonzero_gradient_through_the_g
     with tf.GradientTape() as inner:
       inner.watch(x_hat)
       s = d(x_hat)
-    from qagan_tf.train import penalties
-    gp = tf.reduce_mean(penalties.gradient_penalty(inner.gradient(s, x_hat)))
+    gp = tf.reduce_mean(losses.gradient_penalty(inner.gradient(s, x_hat)))
   for v, grad in zip(d.trainable_variables, outer.gradient(gp, d.trainable_variables)):
     grad = tf.zeros_like(v) if grad is None else grad  # The output bias is unconnected.
     assert np.all(np.isfinite(grad.numpy())), v.path
@@ -89,11 +88,11 @@ def test_global_batch_scaling():
   g, d = _tiny()
   real, z, eps = _inputs()
   opt = _optimizer(d.trainable_variables)
-  half = step.discriminator_update(g, d, opt, real, z, eps, global_batch_size=8, gp_weight=1.0,
-                                   drift_weight=0.0)
+  objective = step.Objective(gp_weight=1.0, drift_weight=0.0)
+  half = step.discriminator_update(g, d, opt, real, z, eps, objective, global_batch_size=8)
   g2, d2 = _tiny()
   full = step.discriminator_update(g2, d2, _optimizer(d2.trainable_variables), real, z, eps,
-                                   global_batch_size=4, gp_weight=1.0, drift_weight=0.0)
+                                   objective, global_batch_size=4)
   assert float(half["d_loss"]) == pytest.approx(float(full["d_loss"]) / 2, rel=1e-5)
 
 
@@ -102,7 +101,8 @@ def test_generator_update_changes_only_g():
   _, z, _ = _inputs(batch=8)
   d_before, g_before = _values(d.trainable_variables), _values(g.trainable_variables)
   expected = -np.mean(d(g(z, training=True)).numpy())
-  metrics = step.generator_update(g, d, _optimizer(g.trainable_variables), z, global_batch_size=8)
+  metrics = step.generator_update(g, d, _optimizer(g.trainable_variables), z,
+                                  losses.LOSSES["wasserstein"], global_batch_size=8)
   assert float(metrics["g_loss"]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
   for before, v in zip(d_before, d.trainable_variables):
     np.testing.assert_array_equal(before, v.numpy())
@@ -118,15 +118,19 @@ def test_ema_update():
   assert float(ema[1].numpy()) == pytest.approx(5.0)
 
 
-def test_mirrored_update_equals_single_device_update():
+@pytest.mark.parametrize("loss,spectral_norm", [("wasserstein", False), ("hinge", True)])
+def test_mirrored_update_equals_single_device_update(loss, spectral_norm):
   """Two replicas with half the batch each and SGD (linear in the gradient, unlike Adam): the
-  summed per-replica gradients of globally averaged losses must equal the single-device ones."""
+  summed per-replica gradients of globally averaged losses must equal the single-device ones.
+  With spectral norm, every replica holds the same power-iteration vectors afterwards, equal to
+  the single device's."""
   real, z, eps = _inputs(batch=8)
   results = []
   devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-  for strategy in (tf.distribute.get_strategy(), trainer_lib.mirrored_strategy(devices)):
+  objective = step.Objective(losses.get_loss(loss), gp_weight=10.0, drift_weight=0.1)
+  for strategy in (tf.distribute.get_strategy(), distribution.mirrored_strategy(devices)):
     with strategy.scope():
-      g, d = _tiny()
+      g, d = _tiny(spectral_norm=spectral_norm)
       opt = keras.optimizers.SGD(0.5)
       opt.build(d.trainable_variables)
     n = strategy.num_replicas_in_sync
@@ -137,14 +141,23 @@ def test_mirrored_update_equals_single_device_update():
     @tf.function
     def run(r, zz, ee):
       m = strategy.run(lambda a, b, c: step.discriminator_update(
-          g, d, opt, a, b, c, global_batch_size=8, gp_weight=10.0, drift_weight=0.1),
-                       args=(r, zz, ee))
+          g, d, opt, a, b, c, objective, global_batch_size=8), args=(r, zz, ee))
       return strategy.reduce("SUM", m["d_loss"], axis=None)
-    loss = run(split(real), split(z), split(eps))
-    results.append((float(loss), _values(d.trainable_variables)))
+    for _ in range(2):  # Two updates: the second starts from power-iterated vectors.
+      value = run(split(real), split(z), split(eps))
+    u = [v for v in d.non_trainable_variables if v.path.endswith("sn_u")]
+    assert len(u) == (11 if spectral_norm else 0)
+    for v in u:  # Identical on every replica.
+      local = [x.numpy() for x in strategy.experimental_local_results(v._value)]  # tf.Variable.
+      assert len(local) == strategy.num_replicas_in_sync
+      for x in local[1:]:
+        np.testing.assert_array_equal(x, local[0], err_msg=v.path)
+    results.append((float(value), _values(d.trainable_variables), _values(u)))
   assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
-  for a, b in zip(results[0][1], results[1][1]):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  # Two SGD steps at lr 0.5; dividing by sigma amplifies the reductions' float32 round-off.
+  tol = 1e-3 if spectral_norm else 1e-4
+  for a, b in zip(results[0][1] + results[0][2], results[1][1] + results[1][2]):
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol / 100)
 
 
 @pytest.mark.parametrize("eager", [True, False])
@@ -155,8 +168,9 @@ def test_a_non_finite_update_is_dropped_whole(eager):
   opt = _optimizer(d.trainable_variables)
   real, z, eps = _inputs()
   bad = tf.tensor_scatter_nd_update(real, [[1, 3, 3, 0]], [float("nan")])
-  update = lambda r: step.discriminator_update(g, d, opt, r, z, eps, global_batch_size=4,
-                                               gp_weight=10.0, drift_weight=1e-3)
+  objective = step.Objective(gp_weight=10.0, drift_weight=1e-3)
+  update = lambda r: step.discriminator_update(g, d, opt, r, z, eps, objective,
+                                               global_batch_size=4)
   if not eager:
     update = tf.function(update)
   before = _values(d.variables) + _values(opt.variables)
@@ -177,7 +191,8 @@ def test_a_non_finite_generator_update_is_dropped():
   opt = _optimizer(g.trainable_variables)
   d.trainable_variables[0].assign(tf.fill(d.trainable_variables[0].shape, float("inf")))
   before = _values(g.trainable_variables) + _values(opt.variables)
-  metrics = step.generator_update(g, d, opt, _inputs()[1], global_batch_size=4)
+  metrics = step.generator_update(g, d, opt, _inputs()[1], losses.LOSSES["wasserstein"],
+                                  global_batch_size=4)
   assert float(metrics["skipped"]) == 1.0 and int(opt.iterations.numpy()) == 0
   # (BN's moving statistics follow the forward pass, finite here; they are not the update.)
   for b, v in zip(before, g.trainable_variables + opt.variables):
@@ -188,7 +203,7 @@ def test_replicas_agree_to_drop_when_only_one_sees_a_non_finite_value():
   real, z, eps = _inputs(batch=8)
   real = tf.tensor_scatter_nd_update(real, [[6, 0, 0, 2]], [float("inf")])  # Replica 2's half.
   devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-  strategy = trainer_lib.mirrored_strategy(devices)
+  strategy = distribution.mirrored_strategy(devices)
   with strategy.scope():
     g, d = _tiny()
     opt = _optimizer(d.trainable_variables)
@@ -199,7 +214,8 @@ def test_replicas_agree_to_drop_when_only_one_sees_a_non_finite_value():
   @tf.function
   def run(r, zz, ee):
     m = strategy.run(lambda a, b, c: step.discriminator_update(
-        g, d, opt, a, b, c, global_batch_size=8, gp_weight=10.0, drift_weight=0.0),
+        g, d, opt, a, b, c, step.Objective(gp_weight=10.0, drift_weight=0.0),
+        global_batch_size=8),
                      args=(r, zz, ee))
     return strategy.reduce("SUM", m["skipped"], axis=None)
   assert float(run(split(real), split(z), split(eps))) == 1.0
@@ -234,7 +250,7 @@ def test_mixed_precision_gradients_match_float32(policy):
   g16, d16 = _mixed_copy(g, d, policy)
   assert d16.layers[0].compute_dtype == policy.split("_")[1]
   real, z, eps = _inputs()
-  kwargs = dict(global_batch_size=4, gp_weight=10.0, drift_weight=1e-3)
+  kwargs = dict(global_batch_size=4, objective=step.Objective(gp_weight=10.0, drift_weight=1e-3))
   loss, grads, metrics = step.discriminator_gradients(g, d, real, z, eps, **kwargs)
   scale = 2.0**12 if policy == "mixed_float16" else None
   loss16, grads16, metrics16 = step.discriminator_gradients(g16, d16, real, z, eps,
@@ -247,8 +263,9 @@ def test_mixed_precision_gradients_match_float32(policy):
   cosine = flat @ flat16 / np.linalg.norm(flat) / np.linalg.norm(flat16)
   assert cosine > 0.99, cosine
   np.testing.assert_allclose(np.linalg.norm(flat16), np.linalg.norm(flat), rtol=5e-2)
-  g_loss, g_grads = step.generator_gradients(g, d, z, global_batch_size=4)
-  g_loss16, g_grads16 = step.generator_gradients(g16, d16, z, global_batch_size=4,
+  wasserstein = losses.LOSSES["wasserstein"]
+  g_loss, g_grads = step.generator_gradients(g, d, z, wasserstein, global_batch_size=4)
+  g_loss16, g_grads16 = step.generator_gradients(g16, d16, z, wasserstein, global_batch_size=4,
                                                  loss_scale=scale)
   np.testing.assert_allclose(g_loss16.numpy(), g_loss.numpy(), rtol=5e-2, atol=1e-3)
   flat = np.concatenate([x.numpy().ravel() for x in g_grads])
@@ -263,8 +280,8 @@ def test_a_float16_overflow_halves_the_loss_scale_and_is_not_a_skipped_step(monk
   scale = step.LossScale(initial=2.0**40)  # 2^40 does not fit in float16: an overflow.
   real, z, eps = _inputs()
   update = tf.function(lambda r: step.discriminator_update(
-      g, d, opt, r, z, eps, global_batch_size=4, gp_weight=10.0, drift_weight=1e-3,
-      loss_scale=scale))
+      g, d, opt, r, z, eps, global_batch_size=4,
+      loss_scale=scale, objective=step.Objective(gp_weight=10.0, drift_weight=1e-3)))
   before = _values(d.variables)
   metrics = update(real)
   assert float(metrics["skipped"]) == 0.0  # Routine: not counted as a non-finite step.

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from qagan_tf import config as config_lib
 from qagan_tf.train import step as step_lib
+from qagan_tf.train import distribution, run_control
 from qagan_tf.train import trainer as trainer_lib
 from tests.events import scalar_values
 
@@ -22,7 +23,7 @@ def _config(**overrides):
                 disc_iters=2, max_steps=4, save_every=2, log_every=1, sample_every=2,
                 histogram_every=2, num_sample_images=4, gp_weight=10.0)
   values.update(overrides)
-  return config_lib.TrainConfig(**values)
+  return config_lib.TrainConfig.create(**values)
 
 
 def _values(variables):
@@ -104,7 +105,7 @@ def test_two_replicas_match_one_device(tmp_path):
                    histogram_every=100)
   single = trainer_lib.Trainer(config, str(tmp_path / "one"), images=_images())
   mirrored = trainer_lib.Trainer(config, str(tmp_path / "two"),
-                                 trainer_lib.mirrored_strategy(devices), images=_images())
+                                 distribution.mirrored_strategy(devices), images=_images())
   assert mirrored.strategy.num_replicas_in_sync == 2
   for trainer in (single, mirrored):
     iterator = iter(trainer.distributed_dataset(0))
@@ -128,7 +129,7 @@ def test_each_mirrored_strategy_gets_collective_keys_of_its_own():
   devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
   sums = []
   for size in (37, 2):
-    strategy = trainer_lib.mirrored_strategy(devices)
+    strategy = distribution.mirrored_strategy(devices)
 
     @tf.function
     def run(strategy=strategy, size=size):
@@ -140,11 +141,11 @@ def test_each_mirrored_strategy_gets_collective_keys_of_its_own():
 
 def test_config_change_check():
   old = _config()
-  assert trainer_lib.check_config_change(old, old.replace(lr=1e-3, max_steps=9)) == [
+  assert config_lib.check_config_change(old, old.replace(lr=1e-3, max_steps=9)) == [
       ("lr", 2e-4, 1e-3), ("max_steps", 4, 9)]
   with pytest.raises(ValueError, match="resolution: 32 -> 48.*width: 4 -> 8"):
-    trainer_lib.check_config_change(old, old.replace(resolution=48, width=8))
-  assert len(trainer_lib.check_config_change(old, old.replace(width=8), allow_change=True)) == 1
+    config_lib.check_config_change(old, old.replace(resolution=48, width=8))
+  assert len(config_lib.check_config_change(old, old.replace(width=8), allow_change=True)) == 1
 
 
 def test_config_json_round_trip_and_validation(tmp_path):
@@ -183,10 +184,10 @@ def test_a_checkpoint_with_non_finite_variables_is_never_written(tmp_path):
 
 def _poisonable_penalty():
   """A test penalty that is 0, or NaN while `poison` holds NaN (tf.function reads it live)."""
-  from qagan_tf.train import penalties
+  from qagan_tf.train import penalties, penalty_api
   poison = tf.Variable(0.0, trainable=False)
-  penalties.register_penalty("test_poison", lambda config: penalties.QualityPenalty(
-      "test_poison", "test_poison", lambda inputs: 0.0 * inputs.d_real + poison))
+  penalties.PENALTIES["test_poison"] = lambda config: penalty_api.QualityPenalty(
+      "test_poison", "test_poison", lambda inputs: (0.0 * inputs.d_real + poison, {}))
   return poison
 
 
@@ -233,7 +234,7 @@ def test_on_nonfinite_stop_keeps_the_last_good_checkpoint(tmp_path):
 def test_on_nonfinite_skip_gives_up_after_many_steps_in_a_row(tmp_path, monkeypatch):
   poison = _poisonable_penalty()
   poison.assign(float("nan"))
-  monkeypatch.setattr(trainer_lib._NonFiniteWatch, "MAX_CONSECUTIVE_SKIPS", 3)
+  monkeypatch.setattr(run_control.NonFiniteWatch, "MAX_CONSECUTIVE_SKIPS", 3)
   config = _config(max_steps=6, penalty="test_poison", on_nonfinite="skip")
   with pytest.raises(FloatingPointError, match="3 steps in a row up to step 3.*ckpt-2"):
     trainer_lib.Trainer(config, str(tmp_path), images=_images()).train()
@@ -298,7 +299,7 @@ def test_mixed_precision_trains_and_resumes_with_its_loss_scale(tmp_path):
 def test_checkpoints_written_before_loss_scales_existed_still_restore(tmp_path):
   trainer = trainer_lib.Trainer(_config(), str(tmp_path / "a"), images=_images())
   trainer.step.assign(7)
-  tf.train.CheckpointManager(trainer._core_checkpoint, str(tmp_path / "old"), 1,
+  tf.train.CheckpointManager(trainer.checkpoints.core_checkpoint, str(tmp_path / "old"), 1,
                              checkpoint_name="ckpt").save(checkpoint_number=7)
   resumed = trainer_lib.Trainer(_config(), str(tmp_path / "old"), images=_images())
   assert resumed.restore() == 7
@@ -306,7 +307,7 @@ def test_checkpoints_written_before_loss_scales_existed_still_restore(tmp_path):
 
 
 def test_tf32_is_off_unless_allowed_and_in_training_fid_never_uses_it(tmp_path, monkeypatch):
-  from qagan_tf.metrics import evaluation
+  from qagan_tf import evaluation
   from qagan_tf.utils import precision
   before = precision.tensor_float_32_enabled()
   precision.set_tensor_float_32(True)  # TensorFlow's own default.
@@ -321,7 +322,8 @@ def test_tf32_is_off_unless_allowed_and_in_training_fid_never_uses_it(tmp_path, 
       seen.append(precision.tensor_float_32_enabled())
       return {"fid": 1.0, "count": 1}
     monkeypatch.setattr(evaluation, "evaluate_generator", fake_evaluate_generator)
-    trainer._evaluator = (None, {})  # (No reference activations: no KID.)
+    trainer.evaluator = evaluation.TrainingEvaluator(trainer.config)
+    trainer.evaluator.reference = {}  # (No reference activations: no KID.)
     assert trainer.evaluate(0)["fid"] == 1.0
     assert seen == [False]  # FID without TF32, comparable with bin/evaluate ...
     assert precision.tensor_float_32_enabled()  # ... and training goes on with it.

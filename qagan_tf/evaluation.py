@@ -8,22 +8,17 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
+from qagan_tf import sampling
+from qagan_tf.metrics import features
 from qagan_tf.metrics import fid as fid_lib
 from qagan_tf.metrics import inception_score as is_lib
 from qagan_tf.metrics import kid as kid_lib
 from qagan_tf.metrics import precision_recall as pr_lib
 from qagan_tf.metrics import stats_io
 from qagan_tf.utils import files
-from qagan_tf.utils import images as images_lib
-
-
-def generator_batches(generator, num, batch_size, seed):
-  """Yields uint8 (n, R, R, 3) batches of `num` samples; latents a stateless stream of `seed`."""
-  for start in range(0, num, batch_size):
-    n = min(batch_size, num - start)
-    z = tf.random.stateless_normal([n, generator.z_dim], [seed, start])
-    yield images_lib.to_uint8(generator(z, training=False).numpy())
+from qagan_tf.utils import precision
 
 
 def evaluate_generator(generator, extractor, reference, num_samples, seed=0, batch_size=250,
@@ -59,7 +54,7 @@ def evaluate_generator(generator, extractor, reference, num_samples, seed=0, bat
 
   def batches():
     for start, batch in zip(range(0, num_samples, batch_size),
-                            generator_batches(generator, num_samples, batch_size, seed)):
+                            sampling.generate_batches(generator, num_samples, batch_size, seed)):
       if start < niqe_samples:
         kept.append(batch[:niqe_samples - start])
       yield batch
@@ -183,7 +178,6 @@ def run_protocol(model_dir, stats_path, extractor, num_samples=50_000, repeats=5
   Returns:
     the report dict (also see `write_report`).
   """
-  from qagan_tf import sampling
   reference = stats_io.load_statistics(stats_path, dim=2048)
   report = {"model_dir": files.absolute(model_dir), "stats": files.absolute(stats_path),
             "num_samples": num_samples, "repeats": repeats, "splits": splits,
@@ -212,3 +206,44 @@ def run_protocol(model_dir, stats_path, extractor, num_samples=50_000, repeats=5
     report["runs"][name] = runs
     report["summary"][name] = summarize(runs)
   return report
+
+
+# In-training evaluation: result key -> TensorBoard tag.
+EVAL_SUMMARIES = (("fid", "eval/fid"), ("is_mean", "eval/is"), ("is_std", "eval/is_std"),
+                  ("kid", "eval/kid"), ("precision", "eval/precision"),
+                  ("recall", "eval/recall"), ("niqe", "eval/niqe"))
+TRAINING_EVAL_SEED = 20191209
+
+
+class TrainingEvaluator:
+  """The in-training evaluation of a run's EMA generator (--eval_every): FID (IS when the weights
+  have logits; KID and precision/recall when the statistics keep activations) and NIQE on
+  config.eval_num_samples, logged as eval/*."""
+
+  def __init__(self, config):
+    self.config = config
+    self.extractor = self.reference = None
+
+  def prepare(self):
+    """Loads the Inception and the reference statistics (fails fast, before any training, when
+    either is missing or invalid)."""
+    if self.extractor is None:
+      self.reference = stats_io.load_statistics(self.config.eval_stats, dim=2048)
+      self.extractor = features.InceptionFeatures(self.config.inception_weights or None)
+
+  def __call__(self, generator, step):
+    n = self.config.eval_num_samples
+    logging.info("step %d | evaluating %d EMA samples with the Inception network ...", step, n)
+    with precision.tensor_float_32(False):  # Comparable with bin/evaluate under --allow_tf32.
+      result = evaluate_generator(
+          generator, self.extractor, self.reference, n, seed=TRAINING_EVAL_SEED,
+          batch_size=min(250, n),
+          kid_samples=n if self.reference.get("activations") is not None else 0,
+          niqe_samples=min(n, 500), progress=True, label=f"step {step} eval",
+          log=lambda m: logging.info("%s", m))
+    for key, name in EVAL_SUMMARIES:
+      if key in result:
+        tf.summary.scalar(name, result[key], step=step)
+    logging.info("step %d | eval on %d EMA samples: %s", step, result["count"], " ".join(
+        f"{k}={result[k]:.4g}" for k, _ in EVAL_SUMMARIES if k in result))
+    return result
