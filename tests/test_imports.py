@@ -8,7 +8,7 @@ from tests.graphs import find_cycle, import_graph
 QAGAN_TF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "qagan_tf")
 
 
-def _package_root_parents(module, graph):
+def _without_edges_into_own_package(module, graph):
   """Edges from a package's __init__ to its own submodules are not cycles with the submodules'
   imports of their siblings: Python runs the __init__ first. Dropped before the search."""
   return {t for t in graph[module] if not t.startswith(module + ".")}
@@ -18,7 +18,7 @@ def test_qagan_tf_has_no_import_cycle():
   graph = import_graph(QAGAN_TF)
   assert {"qagan_tf.train.trainer", "qagan_tf.train.penalties", "qagan_tf.config"} <= set(graph)
   assert "qagan_tf.train.ssim_penalty" in graph["qagan_tf.train.penalties"]
-  graph = {m: _package_root_parents(m, graph) for m in graph}
+  graph = {m: _without_edges_into_own_package(m, graph) for m in graph}
   cycle = find_cycle(graph)
   assert cycle is None, "import cycle: " + " -> ".join(cycle)
 

@@ -37,8 +37,8 @@ class _SpectralNorm:
   def sigma(self, kernel=None):
     """The current spectral-norm estimate of the kernel (differentiable in the kernel)."""
     w = self._matrix(self.kernel if kernel is None else kernel)
-    u, v = self._vectors(tf.stop_gradient(w))
-    return tf.reduce_sum(tf.matmul(tf.stop_gradient(v), w) * tf.stop_gradient(u))
+    u, v = self._vectors(tf.stop_gradient(w))  # Constants in the gradient (u is not trainable).
+    return tf.reduce_sum(tf.matmul(v, w) * u)
 
   def power_iteration(self):
     """One step of the power method: u <- v W / |v W|."""

@@ -73,7 +73,3 @@ def worker_role(strategy):
   is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0
                                       and "chief" not in cluster)
   return is_chief, task_id
-
-
-def is_multi_worker(strategy):
-  return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)

@@ -3,6 +3,7 @@ run directory. Its parts live beside it: distribution (strategies, worker roles)
 (models, optimizers), step (one D/G update), checkpoints, summaries and run_control (signals,
 the non-finite watch)."""
 
+import math
 import os
 import time
 
@@ -289,7 +290,7 @@ class Trainer:
     c = self.config
     if step % c.log_every == 0 or last:
       means = self.pop_metric_means()
-      bad = sorted(k for k, v in means.items() if v != v or v in (float("inf"), float("-inf")))
+      bad = sorted(k for k, v in means.items() if not math.isfinite(v))
       if bad:
         raise FloatingPointError(
             f"Non-finite training values at step {step}: {', '.join(bad)}. The latest "

@@ -29,7 +29,7 @@ class Progress:
     self.total, self.label, self.unit = total, label, unit
     self.enabled, self.interval = enabled, interval
     self.stream = stream or sys.stderr
-    self.done = self._start = self._last_done = start
+    self.done = self._start = start
     self._t0 = self._last = self._last_set = time.time()
     self.rate = 0.0  # Over the last set() interval (training) or since the start (update()).
 
@@ -47,9 +47,9 @@ class Progress:
 
   def set(self, done):
     now = time.time()
-    if done > self._last_done:
-      self.rate = (done - self._last_done) / max(now - self._last_set, 1e-9)
-    self.done, self._last_done, self._last_set = done, done, now
+    if done > self.done:
+      self.rate = (done - self.done) / max(now - self._last_set, 1e-9)
+    self.done, self._last_set = done, now
     return self.rate
 
   def describe(self):

@@ -128,14 +128,12 @@ def test_spectral_norm_matches_the_largest_singular_value_and_normalises_each_la
   d.build_for_inference()
   layers = spectral.spectral_layers(d)
   assert len(layers) == 11  # 4 blocks x 2 convs, 2 shortcuts, the dense layer.
-  first = [float(layer.sigma()) for layer in layers]
   for _ in range(200):
     d.update_spectral_norm()
-  for layer, before in zip(layers, first):
+  for layer in layers:
     w = layer.kernel.numpy().reshape(-1, layer.kernel.shape[-1])
     top = np.linalg.svd(w, compute_uv=False)[0]
     assert float(layer.sigma()) == pytest.approx(top, rel=1e-4), layer.path
-    assert before < top * 0.999 or before == pytest.approx(top, rel=1e-3)  # It converged.
     # The normalised kernel has spectral norm 1.
     normalised = w / float(layer.sigma())
     assert np.linalg.svd(normalised, compute_uv=False)[0] == pytest.approx(1.0, rel=1e-4)
