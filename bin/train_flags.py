@@ -108,6 +108,10 @@ flags.DEFINE_float("niqe_covariance_regularization", _D.niqe_covariance_regulari
 flags.DEFINE_bool("niqe_allow_prior_mismatch", _D.niqe_allow_prior_mismatch,
                   "NIQE penalty: use --niqe_* values that contradict how the prior was fitted "
                   "(logged), instead of refusing them.")
+flags.DEFINE_enum("niqe_xla", _D.niqe_xla, ["auto", "on", "off"],
+                  "NIQE penalty: compile it with XLA on its own when --jit_compile is off (the "
+                  "same function within float32 round-off, fewer kernels). auto: on GPUs, off "
+                  "on CPUs (no faster there).")
 flags.DEFINE_float("drift_weight", _D.drift_weight,
                    "Weight of the drift term mean(D(x)^2) (authors: 1e-5; 0 disables).")
 flags.DEFINE_float("ema_decay", _D.ema_decay, "Decay of the generator's EMA copy (authors: 0.99).")

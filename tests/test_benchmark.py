@@ -22,7 +22,8 @@ def test_benchmark_writes_every_figure(tmp_path):
   proc = subprocess.run(
       [sys.executable, os.path.join(REPO, "bin", "benchmark"), "--flagfile=configs/smoke.cfg",
        "--width=8", "--batch_size=4", "--disc_iters=1", "--repeats=1", "--inception_batch=2",
-       "--nowith_torch", "--speed_variants=baseline,xla_tf32", f"--output={out}"], cwd=REPO,
+       "--speed_variants=baseline,xla_tf32", "--peer_settings=eager,channels_last",
+       "--peer_variants=baseline", f"--output={out}"], cwd=REPO,
       env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out) as f:
@@ -40,6 +41,13 @@ def test_benchmark_writes_every_figure(tmp_path):
   assert all(v["step_s"] > 0 for v in train["speed_variants"].values())
   assert train["input_pipeline_iterations_per_s"] > 0 and train["peak_rss_mib"] > 0
   assert result["inception"]["tf_images_per_sec"] > 0
+  ops = train["niqe_penalty_ops"]["after"]
+  assert 0 < ops["forward"] < ops["forward_backward"]
+  peer = result["peer"]  # torch is a test dependency: the peer always runs here.
+  assert set(peer["torch"]) == {"eager", "channels_last"} and set(peer["ours"]) == {"baseline"}
+  assert peer["ours_over_torch_speed"] == peer["torch_iteration_s"] / peer["ours_iteration_s"]
+  assert peer["torch_iteration_s"] == min(peer["torch"].values()) > 0
+  assert peer["ours_setting"] == "baseline"
   assert "D step ratios" in proc.stdout and f"Wrote {out}" in proc.stdout
 
 

@@ -75,6 +75,27 @@ def check_variant_names(names):
     raise ValueError("--speed_variants must include baseline (the speedups are relative to it).")
 
 
+def _variant_calls(config, images, names, tmp):
+  """name -> callable running VARIANTS[name]'s steps per call of a Trainer (as `Trainer.train`
+  runs it) for the configured penalty."""
+  from qagan_tf.train import distribution
+  from qagan_tf.train import trainer as trainer_lib
+  calls = {}
+  for name in names:
+    changes, count = VARIANTS[name]
+    c = config.replace(eval_every=0, **changes)
+    trainer = trainer_lib.Trainer(c, f"{tmp}/{name}", distribution.make_strategy("auto"),
+                                  images=images)
+    iterator = iter(trainer.distributed_dataset(0))
+
+    def call(trainer=trainer, iterator=iterator, count=count):
+      precision.set_tensor_float_32(trainer.config.allow_tf32)  # Process-wide: set per call.
+      trainer.train_iterations(iterator, count)
+      trainer.step.numpy()  # Wait for the call to finish.
+    calls[name] = call
+  return calls
+
+
 def speed_variants(config, images, repeats=5, log=print, names=None):
   """Seconds per training step (as `Trainer.train` runs it) with XLA, several steps per call,
   mixed precision and TF32 on/off, timed round-robin in one process, for the configured penalty.
@@ -82,25 +103,10 @@ def speed_variants(config, images, repeats=5, log=print, names=None):
   Args:
     names: the VARIANTS to time (default all; must include baseline).
   """
-  from qagan_tf.train import distribution
-  from qagan_tf.train import trainer as trainer_lib
   names = list(VARIANTS) if names is None else list(names)
   check_variant_names(names)
-  calls = {}
   with tempfile.TemporaryDirectory() as tmp:
-    for name in names:
-      changes, count = VARIANTS[name]
-      c = config.replace(eval_every=0, **changes)
-      trainer = trainer_lib.Trainer(c, f"{tmp}/{name}", distribution.make_strategy("auto"),
-                                    images=images)
-      iterator = iter(trainer.distributed_dataset(0))
-
-      def call(trainer=trainer, iterator=iterator, count=count):
-        precision.set_tensor_float_32(trainer.config.allow_tf32)  # Process-wide: set per call.
-        trainer.train_iterations(iterator, count)
-        trainer.step.numpy()  # Wait for the call to finish.
-      calls[name] = call
-    timed = _interleaved_times(calls, repeats * 2)
+    timed = _interleaved_times(_variant_calls(config, images, names, tmp), repeats * 2)
   precision.set_tensor_float_32(config.allow_tf32)
   out = {name: {"step_s": timed[name][0] / VARIANTS[name][1]} for name in names}
   for name, entry in out.items():
@@ -108,6 +114,72 @@ def speed_variants(config, images, repeats=5, log=print, names=None):
     log(f"{config.penalty} {name}: {entry['step_s'] * 1e3:.1f} ms/step "
         f"({entry['speedup_over_baseline']:.2f}x)")
   return out
+
+
+PEER_VARIANTS = ("baseline", "steps_per_call_10", "xla", "xla_steps_per_call_10", "xla_bfloat16")
+
+
+def torch_peer(config, images, repeats=5, log=print, variants=PEER_VARIANTS, settings=None):
+  """Our WGAN-GP training iteration against the PyTorch peer's (`torch_peer`), each side at
+  each of its settings, all timed round-robin in this process; each side's best setting decides.
+
+  Args:
+    variants: our speed VARIANTS to try.
+    settings: the peer's `torch_peer.SETTINGS` to try (default all); a setting that fails on
+      its first iteration (torch.compile cannot differentiate the 1-GP twice) is recorded with
+      its error and not timed.
+
+  Returns:
+    {"ours_iteration_s", "torch_iteration_s", "ours_over_torch_speed" (> 1: we are faster),
+     "ours_setting", "torch_setting", "ours": {variant: s}, "torch": {setting: s or error}}.
+  """
+  import os
+  import torch
+  from qagan_tf.benchmarks import torch_peer as peer_lib
+  settings = list(peer_lib.SETTINGS) if settings is None else list(settings)
+  unknown = [s for s in settings if s not in peer_lib.SETTINGS]
+  if unknown:
+    raise ValueError(f"unknown --peer_settings {','.join(unknown)}; choose from "
+                     f"{','.join(peer_lib.SETTINGS)}.")
+  unknown = [v for v in variants if v not in VARIANTS]
+  if unknown:
+    raise ValueError(f"unknown --peer_variants {','.join(unknown)}; choose from "
+                     f"{','.join(VARIANTS)}.")
+  config = config.replace(penalty="wgan_gp", eval_every=0)
+  peer_lib.check_architecture(config)
+  torch.set_num_threads(os.cpu_count())
+  g, d = peer_lib.keras_models(config, seed=config.seed)
+  torch_calls, failed = {}, {}
+  for setting in settings:
+    trainer = peer_lib.Trainer(g, d, config, setting, seed=config.seed)
+    try:
+      trainer.iteration()
+    except Exception as e:  # noqa: BLE001 - e.g. torch.compile and double backward.
+      failed[setting] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+      log(f"torch {setting}: not timed ({failed[setting]})")
+      continue
+    torch_calls[f"torch/{setting}"] = trainer.iteration
+  if not torch_calls:
+    raise ValueError(f"no PyTorch setting ran: {failed}")
+  with tempfile.TemporaryDirectory() as tmp:
+    ours = _variant_calls(config, images, variants, tmp)
+    timed = _interleaved_times({**{f"ours/{k}": v for k, v in ours.items()}, **torch_calls},
+                               repeats * 2)
+  precision.set_tensor_float_32(config.allow_tf32)
+  ours_s = {v: timed[f"ours/{v}"][0] / VARIANTS[v][1] for v in variants}
+  torch_s = {s: timed[f"torch/{s}"][0] for s in settings if s not in failed}
+  best_ours, best_torch = min(ours_s, key=ours_s.get), min(torch_s, key=torch_s.get)
+  result = {"ours_iteration_s": ours_s[best_ours], "torch_iteration_s": torch_s[best_torch],
+            "ours_setting": best_ours, "torch_setting": best_torch,
+            "ours": ours_s, "torch": {**torch_s, **{s: {"error": e} for s, e in failed.items()}},
+            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+  result["ours_over_torch_speed"] = result["torch_iteration_s"] / result["ours_iteration_s"]
+  for name, value in [*(("ours " + k, v) for k, v in ours_s.items()),
+                      *(("torch " + k, v) for k, v in torch_s.items())]:
+    log(f"peer {name}: {value * 1e3:.1f} ms/iteration")
+  log(f"ours ({best_ours}) over torch ({best_torch}): {result['ours_over_torch_speed']:.2f}x "
+      "(> 1: we are faster)")
+  return result
 
 
 def _d_step_fn(step_lib, trainer, c, inputs):
@@ -122,13 +194,34 @@ def _d_step_fn(step_lib, trainer, c, inputs):
   return d_step
 
 
-def run(config, repeats=5, log=print, variants=None):
-  """Per-iteration and per-D-step medians for each penalty, ratios, FLOPs, peak fraction.
+def niqe_penalty_ops(config, baseline=None, log=print):
+  """Executed ops of one NIQE penalty evaluation (value and gradient, see `op_count`) for the
+  config's resolution and batch size, and of an older checkout's (`baseline`, a folder) when
+  given, with how many times fewer ops run now."""
+  from qagan_tf.benchmarks import op_count
+  result = {"after": op_count.niqe_penalty_ops(config.resolution, config.batch_size)}
+  log(f"NIQE penalty: {result['after']['forward_backward']} executed ops (value and gradient)")
+  if baseline:
+    result["before"] = op_count.measure_checkout(baseline, config.resolution, config.batch_size)
+    result["fall"] = (result["before"]["forward_backward"]
+                      / result["after"]["forward_backward"])
+    log(f"NIQE penalty at {result['before']['commit']}: "
+        f"{result['before']['forward_backward']} ops ({result['fall']:.1f}x as many)")
+  return result
+
+
+def run(config, repeats=5, log=print, variants=None, peer_settings=None,
+        peer_variants=PEER_VARIANTS, op_count_baseline=None):
+  """Per-iteration and per-D-step medians for each penalty, ratios, FLOPs, peak fraction, the
+  NIQE penalty's op count and, with peer_settings, the PyTorch peer.
 
   Args:
     config: the base `TrainConfig` (its penalty is replaced by each of PENALTIES; the 1-GP and
       QA weights stay as configured, the QA weight at least 0.1 so the penalty is computed).
     variants: the speed VARIANTS to time (default all); checked before anything is timed.
+    peer_settings: None (no peer) or the `torch_peer.SETTINGS` to try (see `torch_peer`).
+    peer_variants: our VARIANTS raced against the peer.
+    op_count_baseline: an older checkout whose NIQE penalty's op count is recorded too.
   """
   if variants is not None:
     check_variant_names(variants)
@@ -194,6 +287,9 @@ def run(config, repeats=5, log=print, variants=None):
     rate = n / (time.perf_counter() - t0)
   result["input_pipeline_iterations_per_s"] = rate
   result["input_pipeline_images_per_s"] = rate * config.batch_size * config.disc_iters
+  result["niqe_penalty_ops"] = niqe_penalty_ops(config, op_count_baseline, log)
+  if peer_settings is not None:
+    result["peer"] = torch_peer(config, images, repeats, log, peer_variants, peer_settings)
   result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
   log(f"input pipeline: {rate:.1f} iterations/s; peak RSS {result['peak_rss_mib']:.0f} MiB")
   return result

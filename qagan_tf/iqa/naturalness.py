@@ -60,9 +60,12 @@ def mscn(images, eps=0.0):
   Returns:
     (mscn, sigma): float (N, H, W) each; sigma = sqrt(|E[I^2] - mu^2|), the local sharpness.
   """
+  # E[I] and E[I^2] in one depthwise convolution of the two maps stacked as channels.
   window = _gaussian_window()
-  mu = _filter(images, window)
-  sigma = tf.sqrt(tf.abs(_filter(images * images, window) - mu * mu) + eps)
+  kernel = tf.constant(np.stack([window, window], -1)[..., None], images.dtype)
+  padded = _replicate_pad(tf.stack([images, images * images], -1), window.shape[0] // 2)
+  mu, second = tf.unstack(tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID"), axis=-1)
+  sigma = tf.sqrt(tf.abs(second - mu * mu) + eps)
   coeffs = (images - mu) / (sigma + 1.0)
   return tf.where(tf.abs(coeffs) < MSCN_ZERO, tf.zeros_like(coeffs), coeffs), sigma
 
@@ -76,19 +79,42 @@ def _to_blocks(x, bh, bw):
   return tf.reshape(x, [n, (h // bh) * (w // bw), bh, bw])
 
 
-def _block_features(blocks, method, eps, split="hard", temperature=aggd.DEFAULT_TEMPERATURE):
-  """(N, B, bh, bw) MSCN blocks -> (N, B, 18) features: [alpha, mean beta] + 4 x [alpha, eta,
-  beta_l, beta_r] of the products with the circularly shifted block (MATLAB circshift)."""
+def _block_samples(blocks):
+  """(N, B, bh, bw) MSCN blocks -> (N, B, 5, bh * bw): the coefficients and their products with
+  the circularly shifted block (MATLAB circshift) for each of SHIFTS."""
   samples = [blocks] + [blocks * tf.roll(blocks, s, axis=[2, 3]) for s in SHIFTS]
-  shape = tf.shape(blocks)
-  samples = tf.reshape(tf.stack(samples, axis=2), tf.concat([shape[:2], [5, -1]], 0))
-  alpha, beta_l, beta_r = aggd.fit_aggd(samples, axis=-1, method=method, eps=eps, split=split,
-                                        temperature=temperature)
+  n_blocks, size = blocks.shape[1], blocks.shape[2] * blocks.shape[3]
+  return tf.reshape(tf.stack(samples, axis=2), [-1, n_blocks, 5, size])
+
+
+# Per scale, the AGGD parameters [alpha, eta, beta_l, beta_r, mean beta] of the 5 samples give
+# NIQE's 18 features: [alpha, mean beta] of the coefficients, then [alpha, eta, beta_l, beta_r]
+# of each shifted product (indices into the flattened (5 samples, 5 parameters)).
+_PARAMETERS = 5
+_FEATURE_INDEX = [0, 4] + [sample * _PARAMETERS + p for sample in range(1, 5) for p in range(4)]
+
+
+def _block_features(samples, method, eps, split="hard", temperature=aggd.DEFAULT_TEMPERATURE):
+  """Per-scale samples [(N, B, 5, n_s)] -> (N, B, 18 * scales) features, every scale fitted in
+  one batched AGGD fit (the smaller scales' samples zero-padded and masked out)."""
+  n_max = max(int(x.shape[-1]) for x in samples)
+  mask = None
+  if len(samples) > 1:
+    mask = np.zeros((len(samples), 1, n_max))
+    for s, x in enumerate(samples):
+      mask[s, :, :x.shape[-1]] = 1.0
+    samples = [tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, n_max - x.shape[-1]]])
+               if x.shape[-1] < n_max else x for x in samples]
+  x = tf.stack(samples, axis=2)  # (N, B, scales, 5, n_max)
+  alpha, beta_l, beta_r = aggd.fit_aggd(
+      x, axis=-1, method=method, eps=eps, split=split, temperature=temperature,
+      mask=None if mask is None else tf.constant(mask, x.dtype))
   eta = aggd.aggd_mean_param(alpha, beta_l, beta_r)
-  feats = [alpha[..., 0], 0.5 * (beta_l[..., 0] + beta_r[..., 0])]
-  for i in range(1, 5):
-    feats += [alpha[..., i], eta[..., i], beta_l[..., i], beta_r[..., i]]
-  return tf.stack(feats, axis=-1)
+  params = tf.stack([alpha, eta, beta_l, beta_r, 0.5 * (beta_l + beta_r)], axis=-1)
+  scales, n_blocks = len(samples), x.shape[1]
+  params = tf.reshape(params, [-1, n_blocks, scales * 5 * _PARAMETERS])
+  index = [s * 5 * _PARAMETERS + i for s in range(scales) for i in _FEATURE_INDEX]
+  return tf.gather(params, index, axis=-1)
 
 
 def check_block_size(height, width, block_size, scales):
@@ -132,17 +158,16 @@ def niqe_features(images, block_size=96, scales=2, method="root", eps=0.0,
   h, w = int(images.shape[1]), int(images.shape[2])
   bh, bw = check_block_size(h, w, block_size, scales)
   x = images[:, :h // bh * bh, :w // bw * bw]
-  feats, sharpness = [], None
+  samples, sharpness = [], None
   for s in range(scales):
     coeffs, sigma = mscn(x, eps)
     div = 2**s
-    feats.append(_block_features(_to_blocks(coeffs, bh // div, bw // div), method, eps, split,
-                                 temperature))
-    if s == 0:
+    samples.append(_block_samples(_to_blocks(coeffs, bh // div, bw // div)))
+    if s == 0 and return_sharpness:
       sharpness = tf.reduce_mean(_to_blocks(sigma, bh, bw), axis=[2, 3])
     if s + 1 < scales:
       x = resize.imresize(x, 0.5)
-  feats = tf.concat(feats, axis=-1)
+  feats = _block_features(samples, method, eps, split, temperature)
   return (feats, sharpness) if return_sharpness else feats
 
 
@@ -157,21 +182,24 @@ class _Whitened:
   """
 
   def __init__(self, model, dtype, covariance_regularization):
+    # NumPy here, tensors where used: one scorer may serve several graphs (e.g. an XLA-compiled
+    # local part and the pooling outside it).
     cov = np.asarray(model.cov, np.float64)
     inverse_chol = np.linalg.inv(np.linalg.cholesky(0.5 * (cov + cov.T)))
-    self.mu = tf.constant(model.mu, dtype)
-    self.transform = tf.constant(inverse_chol.T, dtype)  # Row vectors: u = (f - mu) @ A^T.
+    self.dtype = tf.as_dtype(dtype).as_numpy_dtype
+    self.mu = np.asarray(model.mu, self.dtype)
+    self.transform = inverse_chol.T.astype(self.dtype)  # Row vectors: u = (f - mu) @ A^T.
     dim = cov.shape[0]
     # (Sigma_P + Sigma_T) / 2 + r I  ->  (I + C) / 2 + r A A^T.
-    self.base = tf.constant(0.5 * np.eye(dim) + covariance_regularization
-                            * inverse_chol @ inverse_chol.T, dtype)
+    self.base = (0.5 * np.eye(dim) + covariance_regularization
+                 * inverse_chol @ inverse_chol.T).astype(self.dtype)
 
   def coordinates(self, feats):
-    return tf.linalg.matmul(feats - self.mu, self.transform)
+    return tf.linalg.matmul(feats - tf.constant(self.mu), tf.constant(self.transform))
 
   def distance(self, u_mean, u_cov, eps):
     """sqrt(u^T ((I + C) / 2 + ridge)^-1 u + eps) for u (..., D) and C (..., D, D)."""
-    chol = tf.linalg.cholesky(self.base + 0.5 * u_cov)
+    chol = tf.linalg.cholesky(tf.constant(self.base) + 0.5 * u_cov)
     sol = tf.linalg.cholesky_solve(chol, u_mean[..., None])
     return tf.sqrt(tf.reduce_sum(u_mean[..., None] * sol, axis=[-2, -1]) + eps)
 
@@ -209,9 +237,7 @@ def _global_mvg(rows):
   return mean, scatter / tf.maximum(count - 1.0, 1.0)
 
 
-def niqe_score(images, model, *, block_size=32, scales=2, pooling="batch", grayscale=True,
-               covariance_regularization=0.0, eps=1e-8, dtype=tf.float32, split="soft",
-               temperature=aggd.DEFAULT_TEMPERATURE):
+def niqe_score(images, model, **kwargs):
   """Differentiable NIQE of a batch (the QAGAN quality-aware penalty's core, paper eqs. 14-15).
 
   Args:
@@ -241,33 +267,63 @@ def niqe_score(images, model, *, block_size=32, scales=2, pooling="batch", grays
   Returns:
     float (N,) scores (per channel image when grayscale=False: (N * C,)).
   """
-  if pooling not in POOLINGS:
-    raise ValueError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}.")
-  x = tf.cast(tf.convert_to_tensor(images), dtype)
-  if x.shape.rank == 4:
-    if grayscale and x.shape[-1] == 3:
-      x = tf.reduce_sum(x * tf.constant(RGB_TO_GRAY, dtype), axis=-1)
-    elif x.shape[-1] == 1:
-      x = x[..., 0]
-    else:
-      x = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [-1, x.shape[1], x.shape[2]])
-  elif x.shape.rank != 3:
-    raise ValueError(f"niqe_score expects (N, H, W[, C]) images, got shape {x.shape}.")
-  dim = FEATURES_PER_SCALE * scales
-  if model.mu.shape != (dim,):
-    raise ValueError(f"The NIQE model has {model.mu.shape[0]} features; {scales} scale(s) need "
-                     f"{dim}.")
-  feats = niqe_features(x, block_size, scales, method="root", eps=eps, split=split,
-                        temperature=temperature)
-  white = _Whitened(model, dtype, covariance_regularization)
-  u = white.coordinates(feats)  # (N, blocks, D)
-  if pooling == "image":
-    u_mean, u_cov = _mvg(u)
-    return white.distance(u_mean, u_cov, eps)
-  mean, cov = _global_mvg(tf.reshape(u, [-1, dim]))
-  if pooling == "batch":
-    return tf.fill(tf.shape(u)[:1], white.distance(mean, cov, eps))
-  return white.distance(tf.reduce_mean(u, axis=1), cov, eps)
+  return NiqeScorer(model, **kwargs)(images)
+
+
+class NiqeScorer:
+  """`niqe_score` in two parts: `local` (per replica, no communication: the features in the
+  prior's whitened coordinates, or for pooling="image" the scores themselves) and `pool` (the
+  cross-replica MVG and the distance), so that the local part, nearly all of the ops, can be
+  compiled with XLA on its own (a compiled function cannot hold a cross-replica all-reduce).
+  Arguments as `niqe_score`."""
+
+  def __init__(self, model, *, block_size=32, scales=2, pooling="batch", grayscale=True,
+               covariance_regularization=0.0, eps=1e-8, dtype=tf.float32, split="soft",
+               temperature=aggd.DEFAULT_TEMPERATURE):
+    if pooling not in POOLINGS:
+      raise ValueError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}.")
+    self.dim = FEATURES_PER_SCALE * scales
+    if model.mu.shape != (self.dim,):
+      raise ValueError(f"The NIQE model has {model.mu.shape[0]} features; {scales} scale(s) "
+                       f"need {self.dim}.")
+    self.block_size, self.scales, self.pooling, self.grayscale = (block_size, scales, pooling,
+                                                                  grayscale)
+    self.eps, self.dtype, self.split, self.temperature = eps, dtype, split, temperature
+    self.white = _Whitened(model, dtype, covariance_regularization)
+
+  def _gray(self, images):
+    x = tf.cast(tf.convert_to_tensor(images), self.dtype)
+    if x.shape.rank == 4:
+      if self.grayscale and x.shape[-1] == 3:
+        x = tf.reduce_sum(x * tf.constant(RGB_TO_GRAY, self.dtype), axis=-1)
+      elif x.shape[-1] == 1:
+        x = x[..., 0]
+      else:
+        x = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [-1, x.shape[1], x.shape[2]])
+    elif x.shape.rank != 3:
+      raise ValueError(f"niqe_score expects (N, H, W[, C]) images, got shape {x.shape}.")
+    return x
+
+  def local(self, images):
+    """Per-replica part: (N, blocks, D) whitened features, or (N,) scores for pooling="image"."""
+    feats = niqe_features(self._gray(images), self.block_size, self.scales, method="root",
+                          eps=self.eps, split=self.split, temperature=self.temperature)
+    u = self.white.coordinates(feats)
+    if self.pooling == "image":
+      return self.white.distance(*_mvg(u), self.eps)
+    return u
+
+  def pool(self, local):
+    """The scores from `local`'s output (all-reduces over replicas for batch and pooled)."""
+    if self.pooling == "image":
+      return local
+    mean, cov = _global_mvg(tf.reshape(local, [-1, self.dim]))
+    if self.pooling == "batch":
+      return tf.fill(tf.shape(local)[:1], self.white.distance(mean, cov, self.eps))
+    return self.white.distance(tf.reduce_mean(local, axis=1), cov, self.eps)
+
+  def __call__(self, images):
+    return self.pool(self.local(images))
 
 
 # --- metric mode --------------------------------------------------------------------------------

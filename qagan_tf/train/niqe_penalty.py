@@ -33,6 +33,7 @@ class NiqeConfig:
   split_temperature: float = 0.03
   covariance_regularization: float = 0.0
   allow_prior_mismatch: bool = False
+  xla: str = "auto"
 
   # The fields that define a NIQE run's penalty: changing one on resume is refused.
   RUN_DEFINING = ("prior", "block_size", "scales", "pooling", "grayscale", "transform",
@@ -44,7 +45,8 @@ class NiqeConfig:
     choices = {"pooling": ("pooled", "image", "batch"),
                "transform": ("auto", "magnitude", "signed"),
                "normalization": ("auto", "none", "contrast", "max"),
-               "split": ("soft", "hard")}
+               "split": ("soft", "hard"),
+               "xla": ("auto", "on", "off")}
     for name, valid in choices.items():
       if getattr(self, name) not in valid:
         raise ValueError(f"niqe_{name}={getattr(self, name)!r}: use one of {', '.join(valid)}.")
@@ -71,14 +73,25 @@ def make_penalty(config):
   prior = niqe_prior.load_prior(config.niqe.prior)
   settings = niqe_prior.resolve_settings(config, prior)
 
+  distance = niqe_prior.GradientDistance(prior, settings, compile_local=compile_alone(config))
+
   def fn(inputs):
-    return niqe_prior.gradient_distance(inputs.grad_x_hat, prior, settings), {}
+    return distance(inputs.grad_x_hat), {}
 
   def write_summaries(discriminator, real, fake, step):
     write_gradient_summaries(discriminator, real, fake, step, prior, settings)
 
   return penalty_api.QualityPenalty("niqe", "niqe_penalty", fn, needs_input_gradient=True,
                                     write_summaries=write_summaries)
+
+
+def compile_alone(config):
+  """Whether the penalty is compiled with XLA on its own (--niqe_xla): never when the whole D
+  computation already is (--jit_compile); auto: on GPUs, where XLA fuses the penalty's many
+  small ops into few kernels, and not on CPUs, where it measured no faster (README, Speed)."""
+  if config.jit_compile or config.niqe.xla == "off":
+    return False
+  return config.niqe.xla == "on" or bool(tf.config.list_logical_devices("GPU"))
 
 
 def write_gradient_summaries(discriminator, real, fake, step, prior, settings):

@@ -384,26 +384,60 @@ def penalty_inputs(grads, settings):
   return normalize(x, settings.normalization, settings.scale)
 
 
+def _scorer(prior, settings, dtype):
+  return naturalness.NiqeScorer(
+      prior.model, block_size=settings.block_size, scales=settings.scales,
+      pooling=settings.pooling, grayscale=False,
+      covariance_regularization=settings.covariance_regularization, dtype=dtype,
+      split=settings.split, temperature=settings.temperature)
+
+
+def _mean_per_image(scores, images_per_score):
+  if images_per_score > 1:
+    scores = tf.reduce_mean(tf.reshape(scores, [-1, images_per_score]), axis=1)
+  return scores
+
+
 def distance(maps, prior, settings, images_per_score=1):
   """Per-image differentiable NIQE distance of prepared maps (see `penalty_inputs`).
 
   Returns:
     float (B,) where B = len(maps) / images_per_score (channel maps of one image averaged).
   """
-  scores = naturalness.niqe_score(
-      maps, prior.model, block_size=settings.block_size, scales=settings.scales,
-      pooling=settings.pooling, grayscale=False,
-      covariance_regularization=settings.covariance_regularization, dtype=maps.dtype,
-      split=settings.split, temperature=settings.temperature)
-  if images_per_score > 1:
-    scores = tf.reduce_mean(tf.reshape(scores, [-1, images_per_score]), axis=1)
-  return scores
+  return _mean_per_image(_scorer(prior, settings, maps.dtype)(maps), images_per_score)
+
+
+class GradientDistance:
+  """NIQE distance of D's input gradients (B, H, W, 3) under the prior: float (B,).
+
+  compile_local: compile the per-replica part (the transform, the MSCN maps, the batched AGGD
+  fits, the whitening: nearly all ops) with XLA on its own; the cross-replica pooling and the
+  final solve stay outside, so it works under every tf.distribute strategy.
+  """
+
+  def __init__(self, prior, settings, compile_local=False):
+    self.prior, self.settings = prior, settings
+    self.images_per_score = 1 if settings.grayscale or settings.transform == "magnitude" else 3
+    self._scorers = {}
+    self._local = (tf.function(self._local_part, jit_compile=True) if compile_local
+                   else self._local_part)
+
+  def _scorer(self, dtype):
+    if dtype not in self._scorers:
+      self._scorers[dtype] = _scorer(self.prior, self.settings, dtype)
+    return self._scorers[dtype]
+
+  def _local_part(self, grads):
+    return self._scorer(grads.dtype).local(penalty_inputs(grads, self.settings))
+
+  def __call__(self, grads):
+    scores = self._scorer(grads.dtype).pool(self._local(grads))
+    return _mean_per_image(scores, self.images_per_score)
 
 
 def gradient_distance(grads, prior, settings):
   """NIQE distance of D's input gradients (B, H, W, 3) under the prior: float (B,)."""
-  per_image = 1 if settings.grayscale or settings.transform == "magnitude" else 3
-  return distance(penalty_inputs(grads, settings), prior, settings, per_image)
+  return GradientDistance(prior, settings)(grads)
 
 
 # --- fitting ----------------------------------------------------------------------------------

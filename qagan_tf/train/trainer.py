@@ -44,6 +44,13 @@ class Trainer:
     self.config = c = config.validate()
     self.model_dir = model_dir
     self.strategy = strategy or distribution.make_strategy("auto")
+    replicas = self.strategy.num_replicas_in_sync
+    if c.jit_compile and replicas > 1 and c.penalty == "niqe" and c.niqe.pooling != "image":
+      raise ValueError(
+          f"--jit_compile compiles D's whole loss+gradient computation, and a compiled function "
+          f"cannot all-reduce: the NIQE penalty's --niqe_pooling={c.niqe.pooling} pools over "
+          f"the {replicas} replicas. Drop --jit_compile (with --niqe_xla=on the penalty's "
+          f"per-replica part is still compiled) or use --niqe_pooling=image.")
     self.quality_penalty = penalties_lib.make_quality_penalty(c.penalty, c)
     self.objective = step_lib.Objective.from_config(c, self.quality_penalty)
     self._images = images

@@ -12,7 +12,7 @@ from qagan_tf import config as config_lib
 from qagan_tf import iqa, models
 from qagan_tf.iqa import model as niqe_model_lib
 from qagan_tf.train import distribution, losses, niqe_prior, penalties, penalty_api, step
-from qagan_tf.train import ssim_penalty
+from qagan_tf.train import niqe_penalty, ssim_penalty
 from tests.reference import reference_path
 
 
@@ -258,12 +258,13 @@ def test_bad_penalty_settings_are_refused():
   assert dataclasses.asdict(_config())["penalty"] == "wgan_gp"
 
 
-@pytest.mark.parametrize("pooling", ["batch", "pooled"])
-def test_mirrored_niqe_update_equals_the_single_device_update(pooling):
+@pytest.mark.parametrize("pooling,xla", [("batch", "off"), ("pooled", "off"), ("batch", "on")])
+def test_mirrored_niqe_update_equals_the_single_device_update(pooling, xla):
   """The batch covariance is pooled over all replicas (an all-reduce inside the penalty): two
   replicas with half the batch each and SGD must give the single-device update (a per-replica
-  covariance would not: each half has 4x fewer blocks)."""
-  config = _config(penalty="niqe", niqe_pooling=pooling, batch_size=8)
+  covariance would not: each half has 4x fewer blocks). With --niqe_xla=on the per-replica part
+  is compiled and the all-reduce stays outside it."""
+  config = _config(penalty="niqe", niqe_pooling=pooling, batch_size=8, niqe_xla=xla)
   rng = np.random.default_rng(5)
   real = tf.constant(rng.uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32))
   z = tf.constant(rng.normal(size=(8, 8)).astype(np.float32))
@@ -300,3 +301,26 @@ def test_mirrored_niqe_update_equals_the_single_device_update(pooling):
   assert results[0][0] == pytest.approx(results[1][0], rel=1e-4)
   for a, b in zip(results[0][2], results[1][2]):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_the_xla_compiled_niqe_penalty_is_the_same_function():
+  prior = niqe_prior.load_prior("cifar_grad")
+  settings = niqe_prior.resolve_settings(_config(penalty="niqe"), prior)
+  grads = tf.constant(np.random.default_rng(3).normal(0, 1e-2, (4, 32, 32, 3)), tf.float32)
+  values = []
+  for compiled in (False, True):
+    distance = niqe_prior.GradientDistance(prior, settings, compile_local=compiled)
+    with tf.GradientTape() as tape:
+      tape.watch(grads)
+      value = tf.reduce_sum(distance(grads))
+    values.append((value.numpy(), tape.gradient(value, grads).numpy()))
+  assert values[0][0] == pytest.approx(values[1][0], rel=1e-5)
+  # float32 round-off through the MVG solve, relative to the largest gradient entry.
+  scale = np.abs(values[0][1]).max()
+  np.testing.assert_allclose(values[1][1] / scale, values[0][1] / scale, atol=1e-3)
+  # --niqe_xla: auto compiles on GPUs only; never inside a step --jit_compile already compiles.
+  assert not niqe_penalty.compile_alone(_config(penalty="niqe"))  # No GPU in tests.
+  assert niqe_penalty.compile_alone(_config(penalty="niqe", niqe_xla="on"))
+  assert not niqe_penalty.compile_alone(_config(penalty="niqe", niqe_xla="on", jit_compile=True))
+  with pytest.raises(ValueError, match="niqe_xla='always': use one of auto, on, off"):
+    _config(penalty="niqe", niqe_xla="always")

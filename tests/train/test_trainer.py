@@ -120,6 +120,18 @@ def test_two_replicas_match_one_device(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=2.5 * config.lr)
 
 
+def test_whole_step_xla_with_the_niqe_all_reduce_on_two_replicas_is_refused(tmp_path):
+  devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+  config = _config(jit_compile=True, penalty="niqe", qa_weight=0.1)
+  with pytest.raises(ValueError, match="--niqe_pooling=batch pools over the 2 replicas"):
+    trainer_lib.Trainer(config, str(tmp_path), distribution.mirrored_strategy(devices),
+                        images=_images())
+  # Per-image pooling has nothing to all-reduce; one replica has nobody to all-reduce with.
+  trainer_lib.Trainer(config.replace(niqe_pooling="image"), str(tmp_path / "image"),
+                      distribution.mirrored_strategy(devices), images=_images())
+  trainer_lib.Trainer(config, str(tmp_path / "one"), images=_images())
+
+
 def test_each_mirrored_strategy_gets_collective_keys_of_its_own():
   """Two MirroredStrategies in one process all-reduce tensors of different shapes. A plain
   tf.distribute.MirroredStrategy would reuse the first one's collective keys and abort with "Shape
