@@ -51,6 +51,17 @@ def test_benchmark_writes_every_figure(tmp_path):
   assert "D step ratios" in proc.stdout and f"Wrote {out}" in proc.stdout
 
 
+def test_missing_inception_weights_stop_the_benchmark_before_anything_is_timed(tmp_path):
+  out = str(tmp_path / "bench.json")
+  env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=str(tmp_path / "missing.npz"))
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "bin", "benchmark"), "--flagfile=configs/smoke.cfg",
+       f"--output={out}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "missing.npz: no such file. (or leave the inception section out" in proc.stderr
+  assert "matmul peak" not in proc.stdout and not os.path.exists(out)
+
+
 def test_speed_variant_names_are_checked_before_anything_is_timed():
   from qagan_tf.benchmarks import train_bench
   assert {"baseline", "steps_per_call_10", "xla", "xla_steps_per_call_10", "bfloat16", "float16",
