@@ -10,6 +10,7 @@ One implementation of the statistics serves two modes:
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from qagan_tf.iqa import aggd, resize
 from qagan_tf.iqa.model import NiqeModel, load_model  # noqa: F401  (re-exported)
@@ -17,7 +18,10 @@ from qagan_tf.iqa.similarity import RGB_TO_GRAY
 
 FEATURES_PER_SCALE = 18
 SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # MATLAB circshift offsets of the pairwise products.
-POOLINGS = ("pooled", "image", "batch")
+POOLINGS = ("group", "batch", "pooled", "image")
+# Images per group of pooling="group" (see `NiqeScorer`): measured on natural derivative maps, the
+# smallest size at which clean maps beat their blurred versions in every batch (docs/penalties.md).
+DEFAULT_GROUP_SIZE = 16
 # |MSCN| below this is exact arithmetic's 0 (see `mscn`).
 MSCN_ZERO = 1e-10
 
@@ -37,13 +41,6 @@ def _replicate_pad(x, pad):
   return tf.gather(tf.gather(x, rows, axis=1), cols, axis=2)
 
 
-def _filter(x, window):
-  """imfilter(x, window, 'replicate') for (N, H, W)."""
-  k = tf.constant(window[:, :, None, None], x.dtype)
-  padded = _replicate_pad(x, window.shape[0] // 2)[..., None]
-  return tf.nn.conv2d(padded, k, 1, "VALID")[..., 0]
-
-
 def mscn(images, eps=0.0):
   """Mean-subtracted contrast-normalised coefficients (I - mu) / (sigma + 1).
 
@@ -53,6 +50,10 @@ def mscn(images, eps=0.0):
   filter sums, so MATLAB, SciPy and TF ports disagree by up to 5% on images with flat regions).
   Coefficients with |value| < MSCN_ZERO are therefore set to exactly 0 (their gradient is 0).
 
+  The local moments are taken of the map minus its own mean (exact arithmetic gives the same
+  coefficients): E[I^2] - mu^2 of a map with a DC offset d cancels about d^2 / sigma^2 of its
+  digits, which in float32 loses the structure of a map whose offset is 100x its contrast.
+
   Args:
     images: float (N, H, W) grayscale, NIQE's scale [0, 255].
     eps: added under sigma's sqrt (0 for MATLAB; > 0 for finite gradients on flat regions).
@@ -60,6 +61,7 @@ def mscn(images, eps=0.0):
   Returns:
     (mscn, sigma): float (N, H, W) each; sigma = sqrt(|E[I^2] - mu^2|), the local sharpness.
   """
+  images = images - tf.reduce_mean(images, axis=[1, 2], keepdims=True)
   # E[I] and E[I^2] in one depthwise convolution of the two maps stacked as channels.
   window = _gaussian_window()
   kernel = tf.constant(np.stack([window, window], -1)[..., None], images.dtype)
@@ -237,6 +239,42 @@ def _global_mvg(rows):
   return mean, scatter / tf.maximum(count - 1.0, 1.0)
 
 
+def group_assignment(count, group_size):
+  """Splits `count` images into floor(count / group_size) groups (one when count < group_size),
+  as equal as possible: the first count mod groups of them one image larger. Works for a static
+  int count (NumPy) and for a scalar int tensor.
+
+  Returns:
+    (ids, groups): int32 (count,) group of each image (contiguous, ascending) and the number of
+    groups.
+  """
+  if isinstance(count, (int, np.integer)):
+    groups = max(1, count // group_size)
+    size, extra = divmod(count, groups)
+    ids = np.repeat(np.arange(groups), [size + 1] * extra + [size] * (groups - extra))
+    return tf.constant(ids, tf.int32), groups
+  count = tf.cast(count, tf.int32)
+  groups = tf.maximum(1, count // group_size)
+  size = count // groups
+  extra = count - groups * size
+  i = tf.range(count)
+  big = extra * (size + 1)  # Images in the larger groups.
+  ids = tf.where(i < big, i // (size + 1), extra + (i - big) // tf.maximum(size, 1))
+  return ids, groups
+
+
+def _group_mvg(u, ids, groups):
+  """Mean and (n - 1)-covariance of the blocks of each group: u (N, blocks, D), ids (N,) ->
+  (groups, D), (groups, D, D); two passes (no cancellation in float32)."""
+  onehot = tf.transpose(tf.one_hot(ids, groups, dtype=u.dtype))  # (groups, N)
+  blocks = tf.cast(tf.shape(u)[1], u.dtype)
+  count = tf.reduce_sum(onehot, axis=1) * blocks
+  mean = tf.einsum("gn,nkd->gd", onehot, u) / count[:, None]
+  centred = u - tf.gather(mean, ids)[:, None, :]
+  scatter = tf.einsum("gn,nkd,nke->gde", onehot, centred, centred)
+  return mean, scatter / tf.maximum(count - 1.0, 1.0)[:, None, None]
+
+
 def niqe_score(images, model, **kwargs):
   """Differentiable NIQE of a batch (the QAGAN quality-aware penalty's core, paper eqs. 14-15).
 
@@ -249,6 +287,11 @@ def niqe_score(images, model, **kwargs):
     scales: number of scales.
     pooling: how the test MVG (mu_T, Sigma_T) is estimated; the distance is
       sqrt((mu_P - mu_T)^T ((Sigma_P + Sigma_T) / 2)^-1 (mu_P - mu_T)) in every case.
+      "group" (default): one MVG over all blocks of each group of `group_size` consecutive
+        images (see `group_assignment`); each image gets its group's score. A statistic of a
+        fixed number of images means the same at every batch size (the MVG of a whole batch
+        has a finite-sample bias that falls with the batch), and needs no communication
+        between replicas: groups never span replicas.
       "batch": one MVG over all blocks of the batch, over all replicas under tf.distribute (as
         the authors' code); the score is repeated for every image.
       "pooled": mu_T per image (the mean of its blocks' features), Sigma_T the covariance of all
@@ -257,6 +300,7 @@ def niqe_score(images, model, **kwargs):
         blocks it has rank 3 for 36 features).
       "image": mu_T and Sigma_T per image (paper eq. 15 literally: the expectation of per-image
         NIQE; Sigma_T = 0 for one block per image).
+    group_size: images per group for pooling="group"; a batch smaller than it is one group.
     covariance_regularization: ridge added to (Sigma_P + Sigma_T) / 2 (0: none is needed, the
       solve runs in the prior's whitened coordinates; see `_Whitened`).
     eps: keeps sqrt and divisions finite (AGGD fits, MSCN sigma and the final distance).
@@ -272,16 +316,19 @@ def niqe_score(images, model, **kwargs):
 
 class NiqeScorer:
   """`niqe_score` in two parts: `local` (per replica, no communication: the features in the
-  prior's whitened coordinates, or for pooling="image" the scores themselves) and `pool` (the
-  cross-replica MVG and the distance), so that the local part, nearly all of the ops, can be
-  compiled with XLA on its own (a compiled function cannot hold a cross-replica all-reduce).
-  Arguments as `niqe_score`."""
+  prior's whitened coordinates, or for pooling="group" and "image" the scores themselves) and
+  `pool` (the cross-replica MVG and the distance), so that the local part, nearly all of the
+  ops, can be compiled with XLA on its own (a compiled function cannot hold a cross-replica
+  all-reduce). Arguments as `niqe_score`."""
 
-  def __init__(self, model, *, block_size=32, scales=2, pooling="batch", grayscale=True,
-               covariance_regularization=0.0, eps=1e-8, dtype=tf.float32, split="soft",
-               temperature=aggd.DEFAULT_TEMPERATURE):
+  def __init__(self, model, *, block_size=32, scales=2, pooling="group",
+               group_size=DEFAULT_GROUP_SIZE, grayscale=True, covariance_regularization=0.0,
+               eps=1e-8, dtype=tf.float32, split="soft", temperature=aggd.DEFAULT_TEMPERATURE):
     if pooling not in POOLINGS:
       raise ValueError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}.")
+    if int(group_size) != group_size or group_size < 2:
+      raise ValueError(f"group_size={group_size!r} must be an integer >= 2.")
+    self.group_size = int(group_size)
     self.dim = FEATURES_PER_SCALE * scales
     if model.mu.shape != (self.dim,):
       raise ValueError(f"The NIQE model has {model.mu.shape[0]} features; {scales} scale(s) "
@@ -305,17 +352,26 @@ class NiqeScorer:
     return x
 
   def local(self, images):
-    """Per-replica part: (N, blocks, D) whitened features, or (N,) scores for pooling="image"."""
+    """Per-replica part: (N, blocks, D) whitened features, or (N,) scores for pooling="group"
+    and "image"."""
     feats = niqe_features(self._gray(images), self.block_size, self.scales, method="root",
                           eps=self.eps, split=self.split, temperature=self.temperature)
     u = self.white.coordinates(feats)
     if self.pooling == "image":
       return self.white.distance(*_mvg(u), self.eps)
+    if self.pooling == "group":
+      count = u.shape[0] if u.shape[0] is not None else tf.shape(u)[0]
+      if isinstance(count, int) and count < self.group_size:
+        logging.log_first_n(logging.INFO, "NIQE penalty: a batch of %d images (per replica) is "
+                            "smaller than a group of %d: it is one group.", 1, count,
+                            self.group_size)
+      ids, groups = group_assignment(count, self.group_size)
+      return tf.gather(self.white.distance(*_group_mvg(u, ids, groups), self.eps), ids)
     return u
 
   def pool(self, local):
     """The scores from `local`'s output (all-reduces over replicas for batch and pooled)."""
-    if self.pooling == "image":
+    if self.pooling in ("image", "group"):
       return local
     mean, cov = _global_mvg(tf.reshape(local, [-1, self.dim]))
     if self.pooling == "batch":
