@@ -2,7 +2,7 @@
 
 import types
 
-from absl import flags
+from absl import flags, logging
 
 from qagan_tf.utils import cli
 
@@ -56,6 +56,12 @@ flags.DEFINE_string("penalty", _D.penalty,
 flags.DEFINE_float("gp_weight", _D.gp_weight,
                    "Weight of the 1-GP (QAGAN paper: 1; WGAN-GP baseline: 10; SNGAN: 0, none).")
 flags.DEFINE_float("qa_weight", _D.qa_weight, "Weight of the quality-aware penalty (paper: 0.1).")
+flags.DEFINE_integer("gp_every", _D.gp_every,
+                     "Lazy regularisation (StyleGAN2): the 1-GP on every k-th D update only, its "
+                     "weight multiplied by k (1: every update, the paper).")
+flags.DEFINE_integer("qa_every", _D.qa_every,
+                     "Lazy regularisation: the quality-aware penalty on every k-th D update "
+                     "only, its weight multiplied by k (1: every update, the paper).")
 flags.DEFINE_enum("ssim_window", _D.ssim_window, ["gaussian", "uniform", "tf_image"],
                   "SSIM penalty: local-statistics window (authors: gaussian 8x8, sigma 1.5; "
                   "tf_image: tf.image.ssim's 11x11).")
@@ -79,17 +85,27 @@ flags.DEFINE_integer("niqe_block_size", _D.niqe_block_size,
                      "NIQE penalty: block size at scale 1 (0: the prior's).")
 flags.DEFINE_integer("niqe_scales", _D.niqe_scales, "NIQE penalty: number of scales (0: the "
                      "prior's).")
-flags.DEFINE_enum("niqe_pooling", _D.niqe_pooling, ["batch", "pooled", "image"],
-                  "NIQE penalty: the test MVG. batch (default): one MVG over all blocks of the "
-                  "global batch (as the authors' code; the only estimator that ranks natural "
-                  "statistics above distorted ones reliably, README); pooled: per-image mean "
-                  "with the global batch's covariance; image: mean and covariance per image "
-                  "(paper eq. 15 literally).")
+flags.DEFINE_enum("niqe_pooling", _D.niqe_pooling, ["group", "batch", "pooled", "image"],
+                  "NIQE penalty: the test MVG. group (default): one MVG over the blocks of each "
+                  "group of --niqe_group_size images of a replica's batch, each image scored "
+                  "with its group's distance (the same at every batch size; no all-reduce); "
+                  "batch: one MVG over all blocks of the global batch (the authors' code; it "
+                  "falls with the batch size); pooled: per-image mean with the global batch's "
+                  "covariance; image: mean and covariance per image (paper eq. 15 literally).")
+flags.DEFINE_integer("niqe_group_size", _D.niqe_group_size,
+                     "NIQE penalty: images per group of --niqe_pooling=group. A replica batch "
+                     "smaller than it is one group; otherwise groups of at least this many, as "
+                     "equal as possible.")
 flags.DEFINE_bool("niqe_grayscale", _D.niqe_grayscale,
                   "NIQE penalty: gradients to luma first (as every shipped prior's inputs).")
 flags.DEFINE_enum("niqe_transform", _D.niqe_transform, ["auto", "magnitude", "signed"],
                   "NIQE penalty: per-pixel magnitude of D's gradient (priors of Sobel or "
                   "gradient magnitudes) or its signed values (auto: the prior's).")
+flags.DEFINE_enum("niqe_smoothing", _D.niqe_smoothing, ["auto", "none", "binomial"],
+                  "NIQE penalty: smoothing of D's gradient before its magnitude. binomial: the "
+                  "[1 2 1] x [1 2 1] / 16 smoothing of the Sobel operator, so that a gradient "
+                  "shaped like an image's derivative is scored like that image's Sobel "
+                  "magnitude; auto: binomial for Sobel-magnitude priors, else none.")
 flags.DEFINE_enum("niqe_normalization", _D.niqe_normalization,
                   ["auto", "none", "contrast", "max"],
                   "NIQE penalty: scaling of D's gradient before NIQE: contrast (mean local "
@@ -157,8 +173,24 @@ flags.DEFINE_string("inception_weights", _D.inception_weights,
                     "cache filled by bin/fetch_inception).")
 
 
-def config_from_flags(flag_values=flags.FLAGS):
-  """The `TrainConfig` the parsed flags describe (validated)."""
+def config_from_flags(flag_values=flags.FLAGS, saved=None):
+  """The `TrainConfig` the parsed flags describe (validated).
+
+  Args:
+    flag_values: the parsed flags.
+    saved: optional `TrainConfig` of the run being resumed (its config.json): every setting
+      whose flag was given neither on the command line nor in a --flagfile takes the run's
+      value instead of the flag's default (logged when it differs from the default), so that a
+      run resumes with its own settings even where a default has changed since it started.
+  """
   values = {name: getattr(flag_values, name) for name in config_lib.flat_defaults()}
   values["resolution"] = int(values["resolution"])
+  inherited = {}
+  if saved is not None:
+    for name, value in saved.to_dict().items():
+      if name in values and not flag_values[name].present and values[name] != value:
+        values[name] = inherited[name] = value
+  if inherited:
+    logging.info("Resuming with the run's own values of flags not given (config.json): %s.",
+                 ", ".join(f"{k}={v}" for k, v in sorted(inherited.items())))
   return config_lib.TrainConfig.create(**values).validate()

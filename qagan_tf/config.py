@@ -44,6 +44,10 @@ class TrainConfig:
   gp_weight: float = 1.0
   qa_weight: float = 0.1
   drift_weight: float = 1e-5
+  # Lazy regularisation (StyleGAN2 §B): the 1-GP / the QA penalty on every k-th D update only,
+  # weighted by k (1: every update, the paper).
+  gp_every: int = 1
+  qa_every: int = 1
   # Each penalty's settings: a group per penalty (penalties.CONFIG_GROUPS), flags ssim_*, niqe_*.
   ssim: ssim_penalty.SsimConfig = dataclasses.field(default_factory=ssim_penalty.SsimConfig)
   niqe: niqe_penalty.NiqeConfig = dataclasses.field(default_factory=niqe_penalty.NiqeConfig)
@@ -77,7 +81,8 @@ class TrainConfig:
       ValueError: naming the offending field and the fix.
     """
     positive = ("width", "z_dim", "batch_size", "g_batch_multiplier", "max_steps",
-                "steps_per_call", "disc_iters", "save_every", "keep_checkpoints", "log_every",
+                "steps_per_call", "disc_iters", "gp_every", "qa_every", "save_every",
+                "keep_checkpoints", "log_every",
                 "sample_every", "histogram_every", "num_sample_images")
     for name in positive:
       if getattr(self, name) < 1:
@@ -167,10 +172,14 @@ class TrainConfig:
     versions) and filling defaults.
 
     A NIQE run written before the penalty followed its prior's metadata (no `niqe_transform`)
-    gets the settings it actually trained with (`LEGACY_NIQE`), so that resuming it with the
-    new defaults is refused as a configuration change instead of silently changing the penalty.
+    gets the settings it actually trained with (`LEGACY_NIQE`), and one written before the
+    gradient smoothing (no `niqe_smoothing`) keeps it off, so that an old run resumes with the
+    penalty it trained with.
     """
     values = dict(values)
+    if values.get("penalty") == "niqe" and "niqe_smoothing" not in values:
+      # Written before the smoothing and the groups: the penalty had neither.
+      values["niqe_smoothing"] = "none"
     if values.get("penalty") == "niqe" and "niqe_transform" not in values:
       legacy = dict(LEGACY_NIQE)
       legacy["niqe_normalization"] = ("none" if values.get("niqe_normalization") == "none" or (
@@ -207,7 +216,8 @@ def flat_defaults():
 # A resume that changes one of these would load weights into a different model or continue a
 # different experiment; bin/train refuses it unless --allow_config_change.
 INCOMPATIBLE_KEYS = ("dataset", "resolution", "width", "z_dim", "loss", "d_norm", "penalty",
-                     "seed", "g_batch_multiplier", "disc_iters", "batch_size")
+                     "seed", "g_batch_multiplier", "disc_iters", "batch_size", "gp_every",
+                     "qa_every")
 
 
 def check_config_change(old, new, allow_change=False):

@@ -9,9 +9,11 @@ variables, as the 1-GP. Unweighted and per example.
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
 from qagan_tf import iqa
+from qagan_tf.iqa import naturalness
 from qagan_tf.iqa.similarity import rgb_to_gray
 from qagan_tf.train import niqe_prior
 from qagan_tf.train import penalty_api
@@ -24,9 +26,11 @@ class NiqeConfig:
   prior: str = "cifar_grad"
   block_size: int = 0
   scales: int = 0
-  pooling: str = "batch"
+  pooling: str = "group"
+  group_size: int = 16
   grayscale: bool = True
   transform: str = "auto"
+  smoothing: str = "auto"
   normalization: str = "auto"
   normalization_scale: float = 0.0
   split: str = "soft"
@@ -36,22 +40,39 @@ class NiqeConfig:
   xla: str = "auto"
 
   # The fields that define a NIQE run's penalty: changing one on resume is refused.
-  RUN_DEFINING = ("prior", "block_size", "scales", "pooling", "grayscale", "transform",
-                  "normalization", "normalization_scale", "split", "split_temperature",
-                  "covariance_regularization")
+  RUN_DEFINING = ("prior", "block_size", "scales", "pooling", "group_size", "grayscale",
+                  "transform", "smoothing", "normalization", "normalization_scale", "split",
+                  "split_temperature", "covariance_regularization")
 
-  def validate(self, config):
-    """Raises ValueError naming the flag and the fix (config: the whole TrainConfig)."""
-    choices = {"pooling": ("pooled", "image", "batch"),
+  def check_values(self, spell=lambda field: f"niqe_{field}"):
+    """Raises ValueError for a choice or range that no run can use (naming the setting as
+    `spell` writes it, and the fix)."""
+    choices = {"pooling": naturalness.POOLINGS,
                "transform": ("auto", "magnitude", "signed"),
+               "smoothing": ("auto",) + niqe_prior.SMOOTHINGS,
                "normalization": ("auto", "none", "contrast", "max"),
                "split": ("soft", "hard"),
                "xla": ("auto", "on", "off")}
     for name, valid in choices.items():
       if getattr(self, name) not in valid:
-        raise ValueError(f"niqe_{name}={getattr(self, name)!r}: use one of {', '.join(valid)}.")
+        raise ValueError(f"{spell(name)}={getattr(self, name)!r}: use one of "
+                         f"{', '.join(valid)}.")
+    if not isinstance(self.group_size, (int, np.integer)) or self.group_size < 2:
+      raise ValueError(f"{spell('group_size')}={self.group_size!r} must be an integer >= 2 "
+                       "(images per group of pooling group; default 16).")
     if self.scales < 0 or self.block_size < 0:
-      raise ValueError("niqe_scales and niqe_block_size must be >= 0 (0: the prior's).")
+      raise ValueError(f"{spell('scales')} and {spell('block_size')} must be >= 0 (0: the "
+                       "prior's).")
+    for name in ("covariance_regularization", "normalization_scale", "split_temperature"):
+      if not getattr(self, name) >= 0:
+        raise ValueError(f"{spell(name)}={getattr(self, name)} must be >= 0.")
+    if self.split == "soft" and not self.split_temperature > 0:
+      raise ValueError(f"{spell('split')}=soft needs {spell('split_temperature')} > 0 "
+                       "(default 0.03).")
+
+  def validate(self, config):
+    """Raises ValueError naming the flag and the fix (config: the whole TrainConfig)."""
+    self.check_values()
     if config.penalty == "niqe" and self.block_size:
       div = 2 ** (max(self.scales, 2) - 1)
       if self.block_size > config.resolution or self.block_size % div or (
@@ -60,26 +81,88 @@ class NiqeConfig:
                          f"{config.resolution} px images with {max(self.scales, 2)} scales: it "
                          f"must be <= {config.resolution}, a multiple of {div} and at least "
                          f"{4 * div} (0: the prior's).")
-    for name in ("covariance_regularization", "normalization_scale", "split_temperature"):
-      if not getattr(self, name) >= 0:
-        raise ValueError(f"niqe_{name}={getattr(self, name)} must be >= 0.")
-    if self.split == "soft" and not self.split_temperature > 0:
-      raise ValueError("niqe_split=soft needs niqe_split_temperature > 0 (default 0.03).")
+
+
+# Settings of `niqe_gradient_penalty` (the NiqeConfig fields a caller may give as keywords).
+SETTINGS = tuple(f.name for f in dataclasses.fields(NiqeConfig) if f.name not in ("prior", "xla"))
+_DISTANCES = {}
+
+
+def _keyword(field):
+  return "the input_gradients' side" if field == "resolution" else field
+
+
+def gradient_distance_for(input_shape, prior="cifar_grad", xla=False, **settings):
+  """The (cached) `niqe_prior.GradientDistance` that scores gradients of `input_shape`
+  (B, R, R, C) under `prior` with `settings` (NiqeConfig fields as keywords; bin/train's
+  defaults for the others). Raises ValueError naming a bad keyword or value."""
+  unknown = sorted(set(settings) - set(SETTINGS))
+  if unknown:
+    raise ValueError(f"unknown NIQE penalty setting(s) {', '.join(unknown)}; valid: "
+                     f"{', '.join(SETTINGS)}.")
+  niqe = NiqeConfig(prior=prior if isinstance(prior, str) else "(a Prior)", **settings)
+  niqe.check_values(spell=_keyword)
+  if isinstance(prior, str):
+    prior = niqe_prior.load_prior(prior)
+  resolution = int(input_shape[1])
+  key = (id(prior), resolution, niqe, bool(xla))
+  if key not in _DISTANCES:
+    resolved = niqe_prior.resolve_settings(niqe, prior, resolution, spell=_keyword)
+    _DISTANCES[key] = (prior, niqe_prior.GradientDistance(prior, resolved, compile_local=xla))
+  return _DISTANCES[key][1]
+
+
+def niqe_gradient_penalty(input_gradients, prior="cifar_grad", *, xla=False, **settings):
+  """The NIQE gradient penalty (paper eqs. 14-15), unweighted and per example.
+
+  NIQE(T(g) | mu_P, Sigma_P) of D's input gradients g after the transform T that the prior's
+  inputs had (see `niqe_prior`); with the default pooling each example gets the distance of
+  its group of `group_size` (16) consecutive examples, the same at every batch size.
+
+  Args:
+    input_gradients: float (B, R, R, C) with C = 3 (or 1), D's gradient at the interpolates,
+      unbounded (no value-range check), differentiable w.r.t. D's variables. float32 and float64
+      are computed as given, float16/bfloat16 in float32.
+    prior: a named prior (cifar_grad, stl_grad, natural_sobel64, natural), a .npz/.mat path, or
+      a `niqe_prior.Prior`.
+    xla: compile the per-replica part with XLA.
+    **settings: the penalty's settings by NiqeConfig field name (block_size, scales, pooling,
+      group_size, grayscale, transform, smoothing, normalization, normalization_scale, split,
+      split_temperature, covariance_regularization, allow_prior_mismatch); defaults: bin/train's.
+
+  Returns:
+    float (B,) (float32 for 16-bit inputs).
+
+  Raises:
+    ValueError: a wrong static rank, a non-square or non-float input, or a setting that is
+      unknown, out of range or contradicts the prior (naming it and the fix).
+  """
+  g = tf.convert_to_tensor(input_gradients)
+  if g.shape.rank != 4 or g.shape[-1] not in (1, 3) or g.shape[1] is None or (
+      g.shape[1] != g.shape[2]):
+    raise ValueError(f"input_gradients must be D's input gradients shaped (B, R, R, 3) (or "
+                     f"(B, R, R, 1)) with a static size R; got shape {g.shape}.")
+  if not g.dtype.is_floating:
+    raise ValueError(f"input_gradients must be a float tensor (D's input gradients); got "
+                     f"{g.dtype.name}.")
+  if g.dtype in (tf.float16, tf.bfloat16):
+    g = tf.cast(g, tf.float32)
+  return gradient_distance_for(g.shape, prior, xla, **settings)(g)
 
 
 def make_penalty(config):
-  """The `niqe` QualityPenalty for a TrainConfig, with the settings its prior implies (see
-  `niqe_prior.resolve_settings`)."""
+  """The `niqe` QualityPenalty for a TrainConfig: `niqe_gradient_penalty` with its settings."""
+  settings = {name: getattr(config.niqe, name) for name in SETTINGS}
   prior = niqe_prior.load_prior(config.niqe.prior)
-  settings = niqe_prior.resolve_settings(config, prior)
-
-  distance = niqe_prior.GradientDistance(prior, settings, compile_local=compile_alone(config))
+  xla = compile_alone(config)
+  niqe = config.niqe
+  resolved = niqe_prior.resolve_settings(niqe, prior, config.resolution)  # Flag-worded errors.
 
   def fn(inputs):
-    return distance(inputs.grad_x_hat), {}
+    return niqe_gradient_penalty(inputs.grad_x_hat, prior, xla=xla, **settings), {}
 
   def write_summaries(discriminator, real, fake, step):
-    write_gradient_summaries(discriminator, real, fake, step, prior, settings)
+    write_gradient_summaries(discriminator, real, fake, step, prior, resolved)
 
   return penalty_api.QualityPenalty("niqe", "niqe_penalty", fn, needs_input_gradient=True,
                                     write_summaries=write_summaries)

@@ -2,6 +2,7 @@
 checks of flags against the prior, fitting, and validity (the penalty's distance is lower on the
 inputs a prior describes than on the same inputs distorted)."""
 
+import dataclasses
 import io
 import json
 
@@ -25,6 +26,11 @@ def _config(**kw):
   base = dict(resolution=32, width=4, z_dim=8, batch_size=4, dataset="embedded", penalty="niqe")
   base.update(kw)
   return config_lib.TrainConfig.create(**base).validate()
+
+
+def _resolve(config, prior):
+  """The penalty's settings for a TrainConfig, as bin/train resolves them."""
+  return niqe_prior.resolve_settings(config.niqe, prior, config.resolution)
 
 
 def test_shipped_and_the_authors_priors_record_how_they_were_fitted():
@@ -63,7 +69,7 @@ def test_priors_without_metadata_load_with_the_documented_assumption(tmp_path):
   assert spec.assumed and spec.source == "d_gradient" and spec.block_size == 0
   assert (spec.normalization, spec.scale) == ("max", 255.0)  # Image-scale betas (mu[1] >= 0.05).
   assert any("has no metadata; assuming" in m for m in messages)
-  settings = niqe_prior.resolve_settings(_config(niqe_prior=bare), niqe_prior.load_prior(bare))
+  settings = _resolve(_config(niqe_prior=bare), niqe_prior.load_prior(bare))
   assert (settings.transform, settings.block_size, settings.normalization) == (
       "signed", 16, "max")  # What the penalty did before metadata: resolution / 2, peak 255.
   # bin/fit_niqe_prior's files from before the metadata had `settings`.
@@ -81,53 +87,96 @@ def test_priors_without_metadata_load_with_the_documented_assumption(tmp_path):
 
 def test_penalty_settings_follow_the_prior_and_contradictions_are_refused():
   prior = niqe_prior.load_prior("cifar_grad")
-  s = niqe_prior.resolve_settings(_config(), prior)
+  s = _resolve(_config(), prior)
   assert (s.transform, s.grayscale, s.block_size, s.scales, s.normalization, s.scale) == (
       "magnitude", True, 32, 2, "contrast", 50.0)
   for flag, value in (("niqe_block_size", 16), ("niqe_transform", "signed"),
                       ("niqe_normalization", "max"), ("niqe_grayscale", False)):
     with pytest.raises(ValueError, match=rf"--{flag}=.*the prior: .*bin/fit_niqe_prior.*"
                                          "--niqe_allow_prior_mismatch"):
-      niqe_prior.resolve_settings(_config(**{flag: value}), prior)
-    forced = niqe_prior.resolve_settings(
+      _resolve(_config(**{flag: value}), prior)
+    forced = _resolve(
         _config(**{flag: value}, niqe_allow_prior_mismatch=True), prior)
     assert getattr(forced, {"niqe_block_size": "block_size", "niqe_transform": "transform",
                             "niqe_normalization": "normalization",
                             "niqe_grayscale": "grayscale"}[flag]) == value
   # A prior of another resolution, and blocks larger than the images.
   with pytest.raises(ValueError, match="--resolution=48 .*fitted at 32 px"):
-    niqe_prior.resolve_settings(_config(resolution=48), prior)
+    _resolve(_config(resolution=48), prior)
   with pytest.raises(ValueError, match="blocks of 96 px do not fit 32 px"):
-    niqe_prior.resolve_settings(_config(niqe_allow_prior_mismatch=True),
+    _resolve(_config(niqe_allow_prior_mismatch=True),
                                 niqe_prior.load_prior("natural"))
   # configs/stl10_96_niqe.cfg's deliberate override.
-  s = niqe_prior.resolve_settings(_config(resolution=96, niqe_block_size=96,
+  s = _resolve(_config(resolution=96, niqe_block_size=96,
                                           niqe_allow_prior_mismatch=True),
                                   niqe_prior.load_prior("stl_grad"))
   assert (s.block_size, s.transform, s.scale) == (96, "magnitude", 45.0)
 
 
+_LUMA = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+
+
 def test_the_transform_makes_magnitudes_at_the_priors_contrast_and_is_scale_free():
   rng = np.random.default_rng(1)
   grads = tf.constant(rng.normal(size=(3, 32, 32, 3)) * 1e-3)
-  s = niqe_prior.resolve_settings(_config(), niqe_prior.load_prior("cifar_grad"))
+  s = _resolve(_config(), niqe_prior.load_prior("cifar_grad"))
+  assert (s.smoothing, s.pooling, s.group_size) == ("binomial", "group", 16)
   maps = niqe_prior.penalty_inputs(grads, s)
   assert maps.shape == (3, 32, 32) and np.all(maps.numpy() > 0)
   np.testing.assert_allclose(niqe_prior.local_contrast(maps).numpy(), 50.0, rtol=1e-4)
-  np.testing.assert_allclose(niqe_prior.penalty_inputs(grads * 37.0, s).numpy(), maps.numpy(),
-                             rtol=1e-4)
-  # The magnitude is |luma| up to its smoothing at 0 (3% of the RMS).
-  luma = np.abs(grads.numpy() @ np.array([0.298936021293775, 0.587043074451121,
-                                          0.114020904255103]))
-  scale = maps.numpy() / np.sqrt(luma**2 + (0.03 * np.sqrt((luma**2).mean(
-      axis=(1, 2), keepdims=True)))**2)
+  # Scale-free over float32's whole range (the statistics are taken relative to each map's
+  # peak, so no absolute eps breaks it; an absolute 1e-12 gave +14% at an RMS of 1e-6).
+  for factor in (1e-30, 1e-7, 37.0, 1e20):
+    np.testing.assert_allclose(niqe_prior.penalty_inputs(grads * factor, s).numpy(),
+                               maps.numpy(), rtol=1e-4)
+    x32 = tf.cast(grads * factor, tf.float32)
+    np.testing.assert_allclose(niqe_prior.penalty_inputs(x32, s).numpy(), maps.numpy(),
+                               rtol=2e-3)
+  # The magnitude of the luma smoothed by [1 2 1] x [1 2 1] / 16 (Sobel's smoothing), itself
+  # smoothed at 0 by 3% of the map's RMS.
+  luma = np.pad(grads.numpy() @ _LUMA, ((0, 0), (1, 1), (1, 1)), mode="edge")
+  k = np.array([1.0, 2.0, 1.0]) / 4
+  smooth = sum(k[i] * k[j] * luma[:, i:i + 32, j:j + 32] for i in range(3) for j in range(3))
+  expected = np.sqrt(smooth**2 + 0.03**2 * (smooth**2).mean(axis=(1, 2), keepdims=True))
+  scale = maps.numpy() / expected
   np.testing.assert_allclose(scale, scale[:, :1, :1] * np.ones_like(scale), rtol=1e-6)
-  # A raw signed-gradient prior (the authors' CelebA file) leaves the luma as it is.
+  # Without the smoothing (old runs; --niqe_smoothing=none) it is |luma| up to that smoothing.
+  plain = niqe_prior.penalty_inputs(grads, dataclasses.replace(s, smoothing="none")).numpy()
+  luma = np.abs(grads.numpy() @ _LUMA)
+  scale = plain / np.sqrt(luma**2 + 0.03**2 * (luma**2).mean(axis=(1, 2), keepdims=True))
+  np.testing.assert_allclose(scale, scale[:, :1, :1] * np.ones_like(scale), rtol=1e-6)
+  # A raw signed-gradient prior (the authors' CelebA file) leaves the luma as it is, up to the
+  # peak normalisation, and unsmoothed.
   face = niqe_prior.load_prior(reference_path("niqe", "model_face_grad.mat"))
-  s = niqe_prior.resolve_settings(_config(resolution=64), face)
-  grads = tf.constant(rng.normal(size=(2, 64, 64, 3)) * 1e-3)
-  np.testing.assert_allclose(niqe_prior.penalty_inputs(grads, s).numpy(), grads.numpy() @ np.array(
-      [0.298936021293775, 0.587043074451121, 0.114020904255103]), rtol=1e-12)
+  s = _resolve(_config(resolution=64), face)
+  assert s.smoothing == "none"
+  grads = rng.normal(size=(2, 64, 64, 3)) * 1e-3
+  peak = np.abs(grads).max(axis=(1, 2, 3), keepdims=True)[..., 0]
+  np.testing.assert_allclose(niqe_prior.penalty_inputs(tf.constant(grads), s).numpy(),
+                             grads @ _LUMA / peak, rtol=1e-12)
+
+
+def test_a_dead_gradient_is_a_documented_dead_zone():
+  """An all-zero map scores as the fixed noise map that stands in for it, with zero gradient,
+  and does not disturb the gradients of the live maps of its group."""
+  s = _resolve(_config(), niqe_prior.load_prior("cifar_grad"))
+  prior = niqe_prior.load_prior("cifar_grad")
+  rng = np.random.default_rng(2)
+  live = rng.normal(size=(16, 32, 32, 3))
+  for dead in (1, 16):
+    g = tf.constant(np.concatenate([np.zeros((dead, 32, 32, 3)), live[dead:]]))
+    with tf.GradientTape() as tape:
+      tape.watch(g)
+      value = tf.reduce_mean(niqe_prior.gradient_distance(g, prior, s))
+    grad = tape.gradient(value, g).numpy()
+    assert np.isfinite(value.numpy()) and np.all(np.isfinite(grad))
+    assert np.all(grad[:dead] == 0.0)
+    if dead < 16:
+      assert np.abs(grad[dead:]).max() > 0
+  noise = np.random.default_rng(niqe_prior.DEAD_MAP_SEED).uniform(-1, 1, (32, 32, 3))
+  noise = np.repeat(noise[None], 16, axis=0)  # Every dead map becomes the same one.
+  assert float(value) == pytest.approx(float(tf.reduce_mean(niqe_prior.gradient_distance(
+      tf.constant(noise), prior, s))), rel=1e-6)
 
 
 # --- validity -----------------------------------------------------------------------------------
@@ -186,7 +235,7 @@ def test_validity_the_penalty_prefers_the_inputs_its_prior_describes(name):
     size, batch, batches = spec.resolution, 16, 6
     images = sources.embedded_images(size, batch * batches, seed=7)  # Not the fitting crops.
   config = _config(resolution=min(size, 96), niqe_prior=name)
-  settings = niqe_prior.resolve_settings(config, prior)
+  settings = _resolve(config, prior)
   maps = niqe_prior.fit_inputs(images, spec.source).numpy()
 
   def scores(m):
@@ -220,7 +269,7 @@ def test_a_fitted_prior_records_its_fit_and_drives_the_penalty(tmp_path, source)
   niqe_prior.save_prior(path, model, spec)
   loaded = niqe_prior.load_prior(path)
   assert loaded.spec == spec and np.linalg.eigvalsh(loaded.model.cov).min() > 0
-  settings = niqe_prior.resolve_settings(_config(niqe_prior=path), loaded)
+  settings = _resolve(_config(niqe_prior=path), loaded)
   assert (settings.transform, settings.block_size, settings.normalization) == (
       "magnitude", 32, "contrast")
   with pytest.raises(ValueError, match="sharp blocks"):
@@ -238,7 +287,7 @@ def test_a_run_written_before_the_metadata_keeps_its_old_penalty_settings():
   assert (config.niqe.transform, config.niqe.split, config.niqe.block_size,
           config.niqe.normalization, config.niqe.normalization_scale,
           config.niqe.allow_prior_mismatch) == ("signed", "hard", 16, "max", 255.0, True)
-  settings = niqe_prior.resolve_settings(config, niqe_prior.load_prior("cifar_grad"))
+  settings = _resolve(config, niqe_prior.load_prior("cifar_grad"))
   assert (settings.transform, settings.pooling, settings.covariance_regularization) == (
       "signed", "image", 1e-3)
   # Resuming it with today's defaults would change the penalty: refused, naming the old values.
@@ -247,7 +296,7 @@ def test_a_run_written_before_the_metadata_keeps_its_old_penalty_settings():
   same = _config(niqe_prior="cifar_grad", niqe_transform="signed", niqe_split="hard",
                  niqe_block_size=16, niqe_normalization="max", niqe_normalization_scale=255.0,
                  niqe_pooling="image", niqe_scales=2, niqe_covariance_regularization=1e-3,
-                 niqe_allow_prior_mismatch=True)
+                 niqe_allow_prior_mismatch=True, niqe_smoothing="none")
   assert not [k for k, _, _ in config_lib.check_config_change(config, same)
               if k.startswith("niqe")]
   # Other penalties' configs are read as they are, and their niqe_* keys may change.
