@@ -112,18 +112,48 @@ class Objective:
 
   loss: a `losses.Loss` (also gives the generator's loss). gp_weight: the 1-GP's weight (0: no
   1-GP). drift_weight: the drift term's. qa_weight and quality_penalty: the optional
-  quality-aware penalty (`penalty_api.QualityPenalty`) and its weight.
+  quality-aware penalty (`penalty_api.QualityPenalty`) and its weight. gp_every, qa_every:
+  lazy regularisation (StyleGAN2, Karras et al. 2020, §B): the 1-GP (the QA penalty) is
+  computed on every k-th D update only, by the D-update counter, with its weight multiplied by
+  k; 1 (the paper) computes it on every update.
   """
   loss: losses.Loss = losses.LOSSES["wasserstein"]
   gp_weight: float = 1.0
   drift_weight: float = 0.0
   qa_weight: float = 0.0
   quality_penalty: Optional[penalty_api.QualityPenalty] = None
+  gp_every: int = 1
+  qa_every: int = 1
 
   @classmethod
   def from_config(cls, config, quality_penalty=None):
     return cls(losses.get_loss(config.loss), config.gp_weight, config.drift_weight,
-               config.qa_weight, quality_penalty)
+               config.qa_weight, quality_penalty, config.gp_every, config.qa_every)
+
+  @property
+  def lazy(self):
+    """Whether some regulariser is computed on only some D updates."""
+    return ((self.gp_every > 1 and self.gp_weight > 0)
+            or (self.qa_every > 1 and self.quality_penalty is not None))
+
+  @property
+  def lazy_metric_names(self):
+    """The metrics computed only on the D updates that carry their regulariser (averaged over
+    those updates alone)."""
+    names = ()
+    if self.lazy and self.needs_input_gradient:
+      names += ("gp", "grad_norm")
+    if self.lazy and self.quality_penalty is not None:
+      names += self.quality_penalty.metric_names
+    return names
+
+  def schedule(self, d_update):
+    """(gp_on, qa_on): bool scalars, whether D update number `d_update` (int64, 0-based, over
+    the run) carries the 1-GP / the QA penalty."""
+    d_update = tf.cast(d_update, tf.int64)
+    gp_on = tf.equal(d_update % self.gp_every, 0)
+    qa_on = tf.equal(d_update % self.qa_every, 0)
+    return gp_on, qa_on
 
   @property
   def needs_input_gradient(self):
@@ -142,60 +172,163 @@ class Objective:
     return names
 
 
+def _input_gradient(discriminator, x_hat):
+  """D's gradient at x_hat, differentiable w.r.t. D's variables (the caller's outer tape
+  records them; this tape watches only x_hat)."""
+  with tf.GradientTape(watch_accessed_variables=False) as inner:
+    inner.watch(x_hat)
+    d_hat = _float32(discriminator(x_hat))
+  # Not loss-scaled: the loss (with the 1-GP and the quality penalty built on grad_x_hat) then
+  # does not depend on the scale, so a non-finite loss is a real NaN/Inf, never an overflow
+  # (d_hat is O(1); its 16-bit gradients do not underflow).
+  return inner.gradient(d_hat, x_hat)
+
+
+def _gp_terms(grad_x_hat, global_batch_size):
+  """(per-example 1-GP, {gp, grad_norm})."""
+  gp = losses.gradient_penalty(grad_x_hat)
+  return gp, {"gp": _average(gp, global_batch_size),
+              "grad_norm": _average(losses.safe_norm(grad_x_hat, [1, 2, 3]), global_batch_size)}
+
+
+def _penalty_terms(penalty, inputs, global_batch_size):
+  """(per-example QA penalty, {its tag and extras})."""
+  qa, extras = penalty.fn(inputs)
+  metrics = {penalty.summary_tag: _average(qa, global_batch_size)}
+  for key, value in extras.items():
+    metrics[key] = _average(tf.stop_gradient(value), global_batch_size)
+  return qa, metrics
+
+
+def _regularizers(discriminator, real, fake, x_hat, d_real, d_fake, objective,
+                  global_batch_size):
+  """The weighted per-example 1-GP and QA-penalty terms and their metrics (every D update)."""
+  penalty = objective.quality_penalty
+  per_example, metrics, grad_x_hat = tf.zeros_like(d_real), {}, None
+  if objective.needs_input_gradient:
+    grad_x_hat = _input_gradient(discriminator, x_hat)
+    gp, metrics = _gp_terms(grad_x_hat, global_batch_size)
+    per_example += objective.gp_weight * gp
+  if penalty is not None:
+    qa, qa_metrics = _penalty_terms(penalty, penalty_api.PenaltyInputs(
+        real=real, fake=fake, x_hat=x_hat, d_real=d_real, d_fake=d_fake,
+        grad_x_hat=grad_x_hat), global_batch_size)
+    per_example += objective.qa_weight * qa
+    metrics.update(qa_metrics)
+  return per_example, metrics
+
+
+def _lazy_regularizers(discriminator, real, fake, x_hat, d_real, d_fake, objective,
+                       global_batch_size, d_update):
+  """`_regularizers` with the lazy schedule: each regulariser only on the D updates where it is
+  due, its weight multiplied by its interval. What is not due is not computed (tf.cond: the
+  double backward is skipped when neither the 1-GP nor an input-gradient penalty is due). A
+  metric not computed is 0, with "computed/NAME" 0 (the caller averages each metric over the
+  updates that computed it)."""
+  gp_on, qa_on = objective.schedule(d_update)
+  penalty = objective.quality_penalty
+  gp_weight = tf.where(gp_on, objective.gp_weight * objective.gp_every, 0.0)
+  qa_weight = tf.where(qa_on, objective.qa_weight * objective.qa_every, 0.0)
+  zeros = tf.zeros_like(d_real)
+  inputs = lambda grad: penalty_api.PenaltyInputs(  # noqa: E731
+      real=real, fake=fake, x_hat=x_hat, d_real=d_real, d_fake=d_fake, grad_x_hat=grad)
+  penalty_names = penalty.metric_names if penalty is not None else ()
+
+  def penalty_or_zeros(grad):
+    def due():
+      qa, metrics = _penalty_terms(penalty, inputs(grad), global_batch_size)
+      return qa_weight * qa, [metrics[k] for k in penalty_names]
+    return tf.cond(qa_on, due, lambda: (zeros, [tf.constant(0.0)] * len(penalty_names)))
+
+  per_example, metrics = zeros, {}
+  gradient_penalty = penalty is not None and penalty.needs_input_gradient
+  if objective.needs_input_gradient:
+    gp_names = ("gp", "grad_norm")
+    needed = [gp_on] if objective.gp_weight > 0 else []
+    needed += [qa_on] if gradient_penalty else []
+    # Without a 1-GP, gp and grad_norm are diagnostics of the penalty's gradient.
+    gp_due = gp_on if objective.gp_weight > 0 else qa_on
+
+    def with_gradient():
+      grad = _input_gradient(discriminator, x_hat)
+      gp, gp_metrics = _gp_terms(grad, global_batch_size)
+      out, values = gp_weight * gp, [gp_metrics[k] for k in gp_names]
+      if gradient_penalty:
+        qa, qa_values = penalty_or_zeros(grad)
+        out, values = out + qa, values + qa_values
+      return out, values
+
+    def without():
+      return zeros, [tf.constant(0.0)] * (2 + (len(penalty_names) if gradient_penalty else 0))
+
+    per_example, values = tf.cond(tf.reduce_any(tf.stack(needed)), with_gradient, without)
+    names = gp_names + (penalty_names if gradient_penalty else ())
+    metrics = dict(zip(names, values))
+    for key in gp_names:
+      metrics[f"computed/{key}"] = tf.cast(gp_due, tf.float32)
+      metrics[key] = tf.where(gp_due, metrics[key], 0.0)
+  if penalty is not None and not gradient_penalty:
+    qa, values = penalty_or_zeros(None)
+    per_example += qa
+    metrics.update(zip(penalty_names, values))
+  for key in penalty_names:
+    metrics[f"computed/{key}"] = tf.cast(qa_on, tf.float32)
+  return per_example, metrics
+
+
 def discriminator_gradients(generator, discriminator, real, z, eps, objective, *,
-                            global_batch_size, loss_scale=None):
+                            global_batch_size, loss_scale=None, d_update=None, critic_fn=None):
+  """The critic loss with its penalties and its gradients for fakes G(z) (no update; see
+  `critic_gradients`, which does the work: `critic_fn`, e.g. its XLA-compiled version, replaces
+  it). G runs outside it, so that a compiled critic_fn holds no all-reduce of G's synchronised
+  batch norm. Returns what `critic_gradients` returns."""
+  fake = _float32(generator(z, training=True))
+  return (critic_fn or critic_gradients)(
+      discriminator, real, fake, eps, objective, global_batch_size=global_batch_size,
+      loss_scale=loss_scale, d_update=d_update)
+
+
+def critic_gradients(discriminator, real, fake, eps, objective, *, global_batch_size,
+                     loss_scale=None, d_update=None):
   """The critic loss with its penalties and its gradients (no update; XLA-compilable).
 
   Args:
-    generator, discriminator: Keras models.
-    real: float32 (B, H, W, 3) in [-1, 1]; z: float32 (B, z_dim); eps: float32 (B,) in [0, 1].
+    discriminator: Keras model.
+    real, fake: float32 (B, H, W, 3) in [-1, 1]; eps: float32 (B,) in [0, 1].
     objective: `Objective` (loss, penalties and their weights, each applied here once).
     global_batch_size: batch summed over replicas (B times the number of replicas).
     loss_scale: optional float32 scalar (float16 training): the returned `grads` are of
       loss * loss_scale, so that small float16 gradients do not underflow in the backward pass
       (the second-order one through the 1-GP included).
+    d_update: int64 scalar, this D update's number over the run (0-based); needed when the
+      objective is lazy (`Objective.lazy`), ignored otherwise.
 
   Returns:
     (loss, grads, metrics): this replica's share of the loss, the gradients for
     discriminator.trainable_variables, and a dict of scalar float32 tensors, each this replica's
     share of the global mean (sum them over replicas), named as `objective.metric_names` (all
-    but g_loss).
+    but g_loss); with a lazy objective also "computed/NAME" (1 or 0) for each of
+    `objective.lazy_metric_names`.
   """
-  fake = _float32(generator(z, training=True))
   e = eps[:, None, None, None]
   x_hat = e * fake + (1.0 - e) * real
   variables = discriminator.trainable_variables
-  penalty = objective.quality_penalty
-  # The outer tape records the trainable variables D touches (G ran before it); the inner one
-  # only x_hat, so grad_x_hat stays differentiable w.r.t. D's variables.
   with tf.GradientTape() as tape:
-    grad_x_hat = None
-    if objective.needs_input_gradient:
-      with tf.GradientTape(watch_accessed_variables=False) as inner:
-        inner.watch(x_hat)
-        d_hat = _float32(discriminator(x_hat))
-      # Not loss-scaled: the loss (with the 1-GP and the quality penalty built on grad_x_hat)
-      # then does not depend on the scale, so a non-finite loss is a real NaN/Inf, never an
-      # overflow (d_hat is O(1); its 16-bit gradients do not underflow).
-      grad_x_hat = inner.gradient(d_hat, x_hat)
     scores = _float32(discriminator(tf.concat([real, fake], axis=0)))
     d_real, d_fake = tf.split(scores, 2)
     drift = losses.drift_penalty(d_real)
-    per_example = objective.loss.discriminator(d_real, d_fake) + objective.drift_weight * drift
-    metrics = {}
-    if grad_x_hat is not None:
-      gp = losses.gradient_penalty(grad_x_hat)
-      per_example += objective.gp_weight * gp
-      metrics["gp"] = _average(gp, global_batch_size)
-      metrics["grad_norm"] = _average(losses.safe_norm(grad_x_hat, [1, 2, 3]), global_batch_size)
-    if penalty is not None:
-      qa, extras = penalty.fn(penalty_api.PenaltyInputs(
-          real=real, fake=fake, x_hat=x_hat, d_real=d_real, d_fake=d_fake,
-          grad_x_hat=grad_x_hat))
-      per_example += objective.qa_weight * qa
-      metrics[penalty.summary_tag] = _average(qa, global_batch_size)
-      for key, value in extras.items():
-        metrics[key] = _average(tf.stop_gradient(value), global_batch_size)
+    if objective.lazy:
+      if d_update is None:
+        raise ValueError("a lazy objective (gp_every or qa_every > 1) needs d_update, the D "
+                         "update's number.")
+      regularizers, metrics = _lazy_regularizers(
+          discriminator, real, fake, x_hat, d_real, d_fake, objective, global_batch_size,
+          d_update)
+    else:
+      regularizers, metrics = _regularizers(
+          discriminator, real, fake, x_hat, d_real, d_fake, objective, global_batch_size)
+    per_example = (objective.loss.discriminator(d_real, d_fake)
+                   + objective.drift_weight * drift + regularizers)
     loss = _average(per_example, global_batch_size)
     scaled = loss if loss_scale is None else loss * loss_scale  # Recorded: inside the tape.
   grads = tape.gradient(scaled, variables)
@@ -208,13 +341,13 @@ def discriminator_gradients(generator, discriminator, real, z, eps, objective, *
 
 
 def discriminator_update(generator, discriminator, optimizer, real, z, eps, objective, *,
-                         global_batch_size, gradients_fn=None, loss_scale=None):
+                         global_batch_size, gradients_fn=None, loss_scale=None, d_update=None):
   """One critic update: a power iteration of D's spectral norms (with --d_norm=spectral), then
   the loss with its penalties and one optimizer update.
 
-  Arguments as `discriminator_gradients`, plus the Keras `optimizer` built on
+  Arguments as `discriminator_gradients` (d_update included), plus the Keras `optimizer` built on
   discriminator.trainable_variables, an optional `gradients_fn` to use instead of
-  `discriminator_gradients` (e.g. its XLA-compiled version) and an optional `LossScale`.
+  `critic_gradients` (e.g. its XLA-compiled version) and an optional `LossScale`.
 
   Returns:
     the metrics of `discriminator_gradients` plus `skipped` (this replica's share of 1 when the
@@ -222,9 +355,10 @@ def discriminator_update(generator, discriminator, optimizer, real, z, eps, obje
   """
   if getattr(discriminator, "spectral_norm", False):
     discriminator.update_spectral_norm()
-  loss, grads, metrics = (gradients_fn or discriminator_gradients)(
+  loss, grads, metrics = discriminator_gradients(
       generator, discriminator, real, z, eps, objective, global_batch_size=global_batch_size,
-      loss_scale=None if loss_scale is None else loss_scale.scale)
+      loss_scale=None if loss_scale is None else loss_scale.scale,
+      d_update=d_update if objective.lazy else None, critic_fn=gradients_fn)
   metrics["skipped"] = apply_if_finite(optimizer, grads, discriminator.trainable_variables, loss,
                                        loss_scale)
   return metrics

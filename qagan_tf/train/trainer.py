@@ -45,12 +45,14 @@ class Trainer:
     self.model_dir = model_dir
     self.strategy = strategy or distribution.make_strategy("auto")
     replicas = self.strategy.num_replicas_in_sync
-    if c.jit_compile and replicas > 1 and c.penalty == "niqe" and c.niqe.pooling != "image":
+    if (c.jit_compile and replicas > 1 and c.penalty == "niqe"
+        and c.niqe.pooling in ("batch", "pooled")):
       raise ValueError(
           f"--jit_compile compiles D's whole loss+gradient computation, and a compiled function "
           f"cannot all-reduce: the NIQE penalty's --niqe_pooling={c.niqe.pooling} pools over "
           f"the {replicas} replicas. Drop --jit_compile (with --niqe_xla=on the penalty's "
-          f"per-replica part is still compiled) or use --niqe_pooling=image.")
+          f"per-replica part is still compiled) or use --niqe_pooling=group (the default) or "
+          f"image, which pool within a replica.")
     self.quality_penalty = penalties_lib.make_quality_penalty(c.penalty, c)
     self.objective = step_lib.Objective.from_config(c, self.quality_penalty)
     self._images = images
@@ -88,11 +90,15 @@ class Trainer:
         step=self.step, max_to_keep=c.keep_checkpoints, is_chief=self.is_chief,
         task_id=task_id, describe_architecture=(
             f"resolution {c.resolution}, width {c.width}, z_dim {c.z_dim}, d_norm {c.d_norm}"))
+    self._d_gradients = self._g_gradients = None
     if c.jit_compile:  # XLA for the loss+gradient computations, updates outside.
-      self._d_gradients = tf.function(step_lib.discriminator_gradients, jit_compile=True)
-      self._g_gradients = tf.function(step_lib.generator_gradients, jit_compile=True)
-    else:
-      self._d_gradients = self._g_gradients = None
+      self._d_gradients = tf.function(step_lib.critic_gradients, jit_compile=True)
+      if replicas == 1:
+        self._g_gradients = tf.function(step_lib.generator_gradients, jit_compile=True)
+      else:
+        logging.info("--jit_compile on %d replicas: the G update is not compiled (its "
+                     "synchronised batch norm all-reduces, which a compiled function cannot).",
+                     replicas)
     self.metric_sums = None
     self.evaluator = evaluation.TrainingEvaluator(c) if c.eval_every else None
     self._iteration_fn = self._iterations_fn = None
@@ -121,12 +127,22 @@ class Trainer:
     c, scaled = self.config, self.config.mixed_precision == "float16"
     d_metrics = []
     for i in range(c.disc_iters):  # Unrolled: optimizer updates call merge_call.
+      # The D update's number over the run: the lazy regularisation schedule's counter.
+      d_update = self.step * c.disc_iters + i
       d_metrics.append(step_lib.discriminator_update(
           self.generator, self.discriminator, self.d_optimizer, inputs["real"][i],
           inputs["z"][i], inputs["eps"][i], self.objective, global_batch_size=c.batch_size,
-          gradients_fn=self._d_gradients, loss_scale=self.d_loss_scale if scaled else None))
+          gradients_fn=self._d_gradients, loss_scale=self.d_loss_scale if scaled else None,
+          d_update=d_update))
     skipped = [m.pop("skipped") for m in d_metrics]
-    metrics = {k: tf.add_n([m[k] for m in d_metrics]) / c.disc_iters for k in d_metrics[0]}
+    lazy = self.objective.lazy_metric_names
+    metrics = {k: tf.add_n([m[k] for m in d_metrics]) / c.disc_iters for k in d_metrics[0]
+               if k not in lazy and not k.startswith("computed/")}
+    replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+    for k in lazy:  # Sums over the updates that computed them, and those updates' count.
+      metrics[k] = tf.add_n([m[k] for m in d_metrics])
+      # Each replica's share, as for every metric: summed over replicas, the count.
+      metrics[f"computed/{k}"] = tf.add_n([m[f"computed/{k}"] for m in d_metrics]) / replicas
     metrics.update(step_lib.generator_update(
         self.generator, self.discriminator, self.g_optimizer, inputs["z_gen"],
         self.objective.loss, global_batch_size=c.batch_size * c.g_batch_multiplier,
@@ -178,13 +194,19 @@ class Trainer:
     self._iterations_fn(dataset_iterator, tf.constant(count, tf.int64))
 
   def train_step(self, dataset_iterator):
-    """Runs one iteration and returns its metrics (global means; benchmarks and tests)."""
+    """Runs one iteration and returns its metrics (global means; benchmarks and tests). A lazy
+    metric (see `MetricSums`) is the mean over the D updates that computed it, and
+    "computed/NAME" their number."""
     self._ensure_iteration_fns()
-    return self._iteration_fn(next(dataset_iterator))
+    metrics = dict(self._iteration_fn(next(dataset_iterator)))
+    for k in self.objective.lazy_metric_names:
+      metrics[k] = metrics[k] / tf.maximum(metrics[f"computed/{k}"], 1.0)
+    return metrics
 
   def _ensure_iteration_fns(self):
     if self._iteration_fn is None:
-      self.metric_sums = summaries.MetricSums(self.objective.metric_names)
+      self.metric_sums = summaries.MetricSums(self.objective.metric_names,
+                                              self.objective.lazy_metric_names)
       self._iteration_fn, self._iterations_fn = self._build_iteration_fns()
 
   # --- data, samples and evaluation ---------------------------------------------------------

@@ -120,16 +120,27 @@ def test_two_replicas_match_one_device(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=2.5 * config.lr)
 
 
-def test_whole_step_xla_with_the_niqe_all_reduce_on_two_replicas_is_refused(tmp_path):
+def test_whole_step_xla_with_niqe_on_two_replicas_runs_with_the_groups_and_refuses_all_reduce(
+    tmp_path):
+  """--jit_compile compiles the whole D computation, which cannot hold an all-reduce: the
+  default per-replica groups train (3 steps on 2 logical CPUs), the batch-wide MVG is refused."""
   devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-  config = _config(jit_compile=True, penalty="niqe", qa_weight=0.1)
-  with pytest.raises(ValueError, match="--niqe_pooling=batch pools over the 2 replicas"):
-    trainer_lib.Trainer(config, str(tmp_path), distribution.mirrored_strategy(devices),
-                        images=_images())
-  # Per-image pooling has nothing to all-reduce; one replica has nobody to all-reduce with.
-  trainer_lib.Trainer(config.replace(niqe_pooling="image"), str(tmp_path / "image"),
-                      distribution.mirrored_strategy(devices), images=_images())
-  trainer_lib.Trainer(config, str(tmp_path / "one"), images=_images())
+  config = _config(jit_compile=True, penalty="niqe", qa_weight=0.1, gp_weight=1.0)
+  for pooling in ("batch", "pooled"):
+    with pytest.raises(ValueError, match=f"--niqe_pooling={pooling} pools over the 2 replicas"):
+      trainer_lib.Trainer(config.replace(niqe_pooling=pooling), str(tmp_path / pooling),
+                          distribution.mirrored_strategy(devices), images=_images())
+  trainer = trainer_lib.Trainer(config, str(tmp_path / "group"),
+                                distribution.mirrored_strategy(devices), images=_images())
+  assert config.niqe.pooling == "group"
+  iterator = iter(trainer.distributed_dataset(0))
+  metrics = [trainer.train_step(iterator) for _ in range(3)]
+  assert int(trainer.step.numpy()) == 3
+  assert all(np.isfinite(float(m["niqe_penalty"])) and float(m["niqe_penalty"]) > 0
+             for m in metrics)
+  # One replica has nobody to all-reduce with.
+  trainer_lib.Trainer(config.replace(niqe_pooling="batch"), str(tmp_path / "one"),
+                      images=_images())
 
 
 def test_each_mirrored_strategy_gets_collective_keys_of_its_own():
