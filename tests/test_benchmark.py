@@ -78,15 +78,27 @@ def test_a_tiny_quality_benchmark_shows_fid_falling(tmp_path):
   out = str(tmp_path / "quality.json")
   env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=reference.reference_path(
       "inception/fid_inception_2015_12_05_pool3.npz"))
-  proc = subprocess.run(
-      [sys.executable, os.path.join(REPO, "bin", "benchmark"), "--flagfile=configs/quality_cpu.cfg",
-       "--sections=quality", "--quality_variants=wgan_gp,niqe", "--quality_seeds=0",
-       "--quality_iterations=20", "--quality_eval_every=10", "--quality_samples=64",
-       "--quality_heldout=128", "--quality_workers=1", f"--output={out}"], cwd=REPO, env=env,
-      capture_output=True, text=True, timeout=900)
+  argv = [sys.executable, os.path.join(REPO, "bin", "benchmark"),
+          "--flagfile=configs/quality_cpu.cfg", "--sections=quality",
+          "--quality_variants=wgan_gp,niqe", "--quality_seeds=0", "--quality_iterations=20",
+          "--quality_eval_every=10", "--quality_samples=64", "--quality_heldout=128",
+          "--quality_workers=1", f"--output={out}"]
+  proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out) as f:
     result = json.load(f)
+  # Every finished run was written at once; a rerun reuses them (none is trained again) and
+  # gives the same figures. An existing output is replaced only with --overwrite.
+  assert sorted(os.listdir(out[:-len(".json")] + ".runs")) == [
+      "initial-seed0.json", "niqe-seed0.json", "wgan_gp-seed0.json"]
+  proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 1 and "exists; pass --overwrite" in proc.stderr
+  proc = subprocess.run(argv + ["--overwrite"], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=900)
+  assert proc.returncode == 0 and "2 finished run(s) reused" in proc.stdout, proc.stdout[-2000:]
+  assert "iteration 10" not in proc.stdout  # Nothing trained or scored again.
+  with open(out) as f:
+    assert json.load(f)["quality"] == result["quality"]
   for name in ("wgan_gp", "niqe"):
     q = result["quality"][name]
     assert q["iterations"] == [0, 10, 20]

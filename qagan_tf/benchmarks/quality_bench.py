@@ -7,6 +7,8 @@ from the penalties. FID here uses few samples (biased upwards, by the same amoun
 variant at the same sample count): compare variants with each other, not with published FIDs.
 """
 
+import hashlib
+import json
 import os
 import tempfile
 import time
@@ -26,8 +28,15 @@ VARIANTS = {
     "ssim": dict(penalty="ssim", gp_weight=1.0, qa_weight=0.1),
     "niqe": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1),  # The defaults.
     "niqe_pooled": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, niqe_pooling="pooled"),
-    "niqe_batch": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, niqe_pooling="batch"),
+    # The default before the groups and the gradient smoothing (qagan_tf 0.1, 2026-11-24).
+    "niqe_batch": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, niqe_pooling="batch",
+                       niqe_smoothing="none"),
     "niqe_image": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, niqe_pooling="image"),
+    # Lazy regularisation (StyleGAN2 §B): the 1-GP and the QA penalty on every 4th D update,
+    # weighted by 4.
+    "wgan_gp_k4": dict(penalty="wgan_gp", gp_weight=10.0, qa_weight=0.0, gp_every=4),
+    "ssim_k4": dict(penalty="ssim", gp_weight=1.0, qa_weight=0.1, gp_every=4, qa_every=4),
+    "niqe_k4": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, gp_every=4, qa_every=4),
     # Beyond the paper (its §5): SNGAN (hinge loss, spectral norm in D, no GP) with and without
     # the QA penalties (configs/cifar10_sngan*.cfg).
     "sngan": dict(loss="hinge", d_norm="spectral", penalty="none", gp_weight=0.0,
@@ -37,7 +46,7 @@ VARIANTS = {
     "sngan_niqe": dict(loss="hinge", d_norm="spectral", penalty="niqe", gp_weight=0.0,
                        drift_weight=0.0, qa_weight=0.1),
 }
-DEFAULT_VARIANTS = ("wgan_gp", "ssim", "niqe", "niqe_pooled")
+DEFAULT_VARIANTS = ("wgan_gp", "ssim", "niqe", "niqe_batch")
 # Seed of the held-out embedded crops (the training crops use the config's seed).
 HELDOUT_SEED = 1_000_003
 _SAMPLE_SEED = 20191209
@@ -189,9 +198,42 @@ def _summarise(runs, spread_key="fid"):
   return out
 
 
+class RunStore:
+  """Finished runs on disk, one JSON file each, written the moment a run finishes, so that a
+  killed benchmark keeps them and a rerun skips them. A file is reused only when its key (every
+  setting that shapes the run and its scores) matches."""
+
+  def __init__(self, directory, log=print):
+    self.directory, self.log = directory, log
+    if directory:
+      os.makedirs(directory, exist_ok=True)
+
+  @staticmethod
+  def key(**settings):
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+  def _path(self, name):
+    return os.path.join(self.directory, f"{name}.json")
+
+  def get(self, name, key):
+    if not self.directory or not os.path.exists(self._path(name)):
+      return None
+    with open(self._path(name)) as f:
+      stored = json.load(f)
+    if stored.get("key") != key:
+      self.log(f"quality: {self._path(name)} is of other settings; run again.")
+      return None
+    return stored["result"]
+
+  def put(self, name, key, result):
+    if self.directory:
+      from qagan_tf.utils import files
+      files.atomic_write_text(self._path(name), json.dumps({"key": key, "result": result}) + "\n")
+
+
 def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), iterations=300,
         eval_every=100, num_samples=256, heldout_count=1024, generator="raw", workers=1,
-        log=print):
+        log=print, runs_dir=None):
   """Trains every variant from every seed and scores it at fixed iterations.
 
   Args:
@@ -209,11 +251,14 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), iteration
     workers: runs trained at once, each in its own process with 1 TF thread per core it gets
       (on 2 cores, 2 single-threaded processes train 1.4x faster in total than one process
       with 2 threads: these networks are too small to keep 2 threads busy).
+    runs_dir: optional directory (see `RunStore`): every finished run is written there at once,
+      and runs already there with the same settings are not trained again.
 
   Returns:
     {"quality": {variant: summary}, "reference": {...}, "settings": {...}, "verdicts": {...}}.
   """
   check_variant_names(variants)
+  store = RunStore(runs_dir, log)
   eval_points = sorted(set([0] + list(range(eval_every, iterations, eval_every))
                            + [iterations]))
   train, heldout = split_images(config, heldout_count)
@@ -223,25 +268,42 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), iteration
   scorer = Scorer(extractor, num_samples, heldout=heldout)
   log(f"quality: held-out NIQE {scorer.reference['heldout_niqe']:.2f}")
   log_every = max(1, min(eval_every, 20))
-  jobs = []
+  shared = dict(eval_points=eval_points, num_samples=num_samples, heldout=heldout_count,
+                generator=generator, weights=extractor.info.get("sha256", extractor.info["path"]))
+  jobs, runs = [], {name: {} for name in variants}
   for seed in seeds:
     # Iteration 0 is the same for every variant of a seed (same initial weights).
     first = config.replace(seed=seed, **VARIANTS[variants[0]]).validate()
-    initial = _initial_scores(first, train, scorer)
+    initial_key = store.key(kind="initial", config={
+        k: v for k, v in first.to_dict().items() if k in ("dataset", "num_examples",
+                                                           "resolution", "width", "z_dim",
+                                                           "seed")}, **shared)
+    initial = store.get(f"initial-seed{seed}", initial_key)
+    if initial is None:
+      initial = _initial_scores(first, train, scorer)
+      store.put(f"initial-seed{seed}", initial_key, initial)
     log(f"quality: seed {seed}, iteration 0: FID {initial['fid']:.1f}")
     for name in variants:
       c = config.replace(seed=seed, max_steps=iterations, eval_every=0,
-                              steps_per_call=1, **VARIANTS[name]).validate()
-      jobs.append((name, seed, c, initial))
-  runs = {name: [] for name in variants}
+                         steps_per_call=1, **VARIANTS[name]).validate()
+      key = store.key(kind="run", config=c.to_dict(), **shared)
+      done = store.get(f"{name}-seed{seed}", key)
+      if done is not None:
+        runs[name][seed] = done
+      else:
+        jobs.append((name, seed, c, initial, key))
+  if len(jobs) < len(variants) * len(seeds):
+    log(f"quality: {len(variants) * len(seeds) - len(jobs)} finished run(s) reused from "
+        f"{runs_dir}; {len(jobs)} to train")
   t0 = time.time()
   if workers <= 1:
-    for name, seed, c, initial in jobs:
+    for name, seed, c, initial, key in jobs:
       log(f"quality: {name}, seed {seed}")
       result, _ = _train_and_score(c, train, scorer, eval_points, log_every, initial, log,
                                    generator)
-      runs[name].append(result)
-  else:
+      store.put(f"{name}-seed{seed}", key, result)
+      runs[name][seed] = result
+  elif jobs:
     import concurrent.futures
     import multiprocessing
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -249,29 +311,30 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), iteration
         workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
         initargs=(extractor.info["path"], num_samples, scorer.reference, threads)) as pool:
       futures = {pool.submit(_worker_run, c, heldout_count, eval_points, log_every, initial,
-                             generator): (name, seed) for name, seed, c, initial in jobs}
-      results = {}
+                             generator): (name, seed, key)
+                 for name, seed, c, initial, key in jobs}
+      times = []
       for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-        name, seed = futures[future]
+        name, seed, key = futures[future]
         result, lines = future.result()
-        results[(name, seed)] = result
+        store.put(f"{name}-seed{seed}", key, result)
+        runs[name][seed] = result
+        times.append(result["seconds"])
         # `workers` runs train at once: the runs left take their mean time per run, divided
         # among the workers (elapsed / done would count the runs still in flight as not begun).
-        per_run = np.mean([r["seconds"] for r in results.values()])
-        eta = per_run * (len(jobs) - done) / min(workers, len(jobs))
+        eta = np.mean(times) * (len(jobs) - done) / min(workers, len(jobs))
         log(f"quality: {name}, seed {seed} done ({done}/{len(jobs)}; ETA "
             f"{format_duration(eta)}): " + "; ".join(
                 line.strip() for line in lines[-1:]))
-    for name, seed, _, _ in jobs:
-      runs[name].append(results[(name, seed)])
-  quality = {name: _summarise(r) for name, r in runs.items()}
+  quality = {name: _summarise([runs[name][seed] for seed in seeds]) for name in variants}
   settings = {"iterations": iterations, "eval_points": eval_points, "num_samples": num_samples,
               "generator": generator, "workers": workers, "minutes": (time.time() - t0) / 60,
               "heldout_count": len(heldout), "training_images": len(train), "seeds": list(seeds),
               "variants": {n: VARIANTS[n] for n in variants},
               "config": {k: config.to_dict()[k] for k in (
                   "dataset", "resolution", "width", "batch_size", "disc_iters", "lr",
-                  "lr_decay", "beta1", "beta2", "ema_decay", "niqe_prior", "niqe_pooling")}}
+                  "lr_decay", "beta1", "beta2", "ema_decay", "niqe_prior", "niqe_pooling",
+                  "jit_compile")}}
   return {"quality": quality, "reference": {"heldout_niqe": scorer.reference["heldout_niqe"]},
           "settings": settings, "verdicts": verdicts(quality)}
 
