@@ -110,3 +110,31 @@ def test_fit_niqe_prior_from_a_run_and_from_sobel(tmp_path):
         f"--model_dir={tmp_path / 'qa'}", "--max_steps=1", "--num_examples=64",
         f"--niqe_prior={outputs['d_gradient_magnitude']}"], cwd=REPO)
   # Its bad inputs are in tests/test_bad_inputs.py.
+
+
+@pytest.mark.slow
+def test_a_run_from_before_the_niqe_groups_resumes_with_its_own_settings(tmp_path):
+  """A config.json written before niqe_smoothing and niqe_group_size existed (batch pooling, no
+  smoothing: the defaults then) resumes with those settings under the same command, although
+  the defaults are now groups and the binomial smoothing."""
+  run_dir = tmp_path / "old"
+  argv = [os.path.join(REPO, "bin", "train"), "--flagfile=configs/smoke_niqe.cfg",
+          f"--model_dir={run_dir}", "--num_examples=32", "--width=8", "--batch_size=8",
+          "--log_every=1", "--save_every=1"]
+  _run(argv + ["--max_steps=1", "--niqe_pooling=batch", "--niqe_smoothing=none"], cwd=REPO)
+  with open(run_dir / "config.json") as f:
+    config = json.load(f)
+  for key in ("niqe_smoothing", "niqe_group_size", "gp_every", "qa_every"):
+    del config[key]  # What the previous version wrote.
+  with open(run_dir / "config.json", "w") as f:
+    json.dump(config, f)
+  proc = _run(argv + ["--max_steps=2"], cwd=REPO)
+  assert "Restored" in proc.stderr and "step 2/2" in proc.stderr
+  assert ("Resuming with the run's own values of flags not given (config.json): "
+          "niqe_pooling=batch, niqe_smoothing=none.") in proc.stderr
+  with open(run_dir / "config.json") as f:
+    config = json.load(f)
+  assert (config["niqe_pooling"], config["niqe_smoothing"]) == ("batch", "none")
+  # A flag typed on the command line still wins, and a changed penalty setting is refused.
+  proc = _run(argv + ["--max_steps=3", "--niqe_pooling=group"], cwd=REPO, check=False)
+  assert proc.returncode == 1 and "niqe_pooling: 'batch' -> 'group'" in proc.stderr

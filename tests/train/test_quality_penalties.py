@@ -270,13 +270,16 @@ def test_bad_penalty_settings_are_refused():
   assert dataclasses.asdict(_config())["penalty"] == "wgan_gp"
 
 
-@pytest.mark.parametrize("pooling,xla", [("batch", "off"), ("pooled", "off"), ("batch", "on")])
+@pytest.mark.parametrize("pooling,xla", [("batch", "off"), ("pooled", "off"), ("batch", "on"),
+                                         ("group", "off"), ("group", "on")])
 def test_mirrored_niqe_update_equals_the_single_device_update(pooling, xla):
   """The batch covariance is pooled over all replicas (an all-reduce inside the penalty): two
   replicas with half the batch each and SGD must give the single-device update (a per-replica
   covariance would not: each half has 4x fewer blocks). With --niqe_xla=on the per-replica part
-  is compiled and the all-reduce stays outside it."""
-  config = _config(penalty="niqe", niqe_pooling=pooling, batch_size=8, niqe_xla=xla)
+  is compiled and the all-reduce stays outside it. Groups (of 4 here) never span replicas: each
+  replica's half of the batch is one group, as on one device."""
+  config = _config(penalty="niqe", niqe_pooling=pooling, batch_size=8, niqe_xla=xla,
+                   niqe_group_size=4)
   rng = np.random.default_rng(5)
   real = tf.constant(rng.uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32))
   z = tf.constant(rng.normal(size=(8, 8)).astype(np.float32))

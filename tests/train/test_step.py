@@ -301,3 +301,46 @@ def test_a_float16_overflow_halves_the_loss_scale_and_is_not_a_skipped_step(monk
   bad = tf.tensor_scatter_nd_update(real, [[0, 1, 1, 1]], [float("nan")])
   assert float(update(bad)["skipped"]) == 1.0
   assert float(scale.scale.numpy()) == 1.0 and int(opt.iterations.numpy()) == 2
+
+
+@pytest.mark.parametrize("penalty_name", ["niqe", "ssim"])
+def test_lazy_schedule_puts_each_penalty_on_exactly_its_d_updates_weighted_by_k(penalty_name):
+  """gp_every=2, qa_every=3: D update n carries the 1-GP iff n % 2 == 0 and the QA penalty iff
+  n % 3 == 0, each then weighted by its interval; the loss and gradients equal those of an
+  objective that applies exactly those weights, and nothing else is computed."""
+  from qagan_tf import config as config_lib
+  from qagan_tf.train import penalties
+  config = config_lib.TrainConfig.create(resolution=32, dataset="embedded", batch_size=4,
+                                         penalty=penalty_name).validate()
+  penalty = penalties.make_quality_penalty(penalty_name, config)
+  g, d = _tiny()
+  real, z, eps = _inputs()
+  fake = tf.cast(g(z, training=True), tf.float32)
+  lazy = step.Objective(gp_weight=10.0, drift_weight=1e-3, qa_weight=0.1,
+                        quality_penalty=penalty, gp_every=2, qa_every=3)
+  assert lazy.lazy
+  compiled = tf.function(step.critic_gradients)  # One trace for every d_update.
+  for n in range(12):
+    loss, grads, metrics = compiled(d, real, fake, eps, lazy, global_batch_size=4,
+                                    d_update=tf.constant(n, tf.int64))
+    gp_due, qa_due = n % 2 == 0, n % 3 == 0
+    assert float(metrics["computed/gp"]) == float(gp_due), n
+    assert float(metrics[f"computed/{penalty.summary_tag}"]) == float(qa_due), n
+    if not gp_due:
+      assert float(metrics["gp"]) == 0.0
+    if not qa_due:
+      assert float(metrics[penalty.summary_tag]) == 0.0
+    reference = step.Objective(gp_weight=20.0 if gp_due else 0.0, drift_weight=1e-3,
+                               qa_weight=0.3 if qa_due else 0.0,
+                               quality_penalty=penalty if qa_due else None)
+    ref_loss, ref_grads, ref_metrics = step.critic_gradients(d, real, fake, eps, reference,
+                                                             global_batch_size=4)
+    assert float(loss) == pytest.approx(float(ref_loss), rel=1e-5), n
+    scale = max(np.abs(b.numpy()).max() for b in ref_grads)
+    for a, b in zip(grads, ref_grads):  # float32 round-off, relative to the gradients' size.
+      np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-5 * scale)
+    if qa_due:
+      assert float(metrics[penalty.summary_tag]) == pytest.approx(
+          float(ref_metrics[penalty.summary_tag]), rel=1e-5)
+  with pytest.raises(ValueError, match="needs d_update"):
+    step.critic_gradients(d, real, fake, eps, lazy, global_batch_size=4)
