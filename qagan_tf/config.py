@@ -1,92 +1,164 @@
-"""The frozen training configuration shared by the library, the scripts and model_dir/config.json."""
+"""The frozen training configuration shared by the library, the scripts and model_dir/config.json.
+
+Every setting is a field with its help text and choices (`utils.fields.setting`): bin/train's
+flags, the config.json keys and the validation are derived from them. Each penalty's settings
+are a group named after it (config.ssim, config.niqe; flat keys ssim_window, niqe_prior, ...)
+taken from the penalty registry, so a new penalty brings its settings without touching this file.
+"""
 
 import dataclasses
 import json
 import os
 
+from qagan_tf import models
 from qagan_tf.data import sources
-from qagan_tf.train import losses
-from qagan_tf.train import niqe_penalty
-from qagan_tf.train import penalties
-from qagan_tf.train import ssim_penalty
+from qagan_tf.objectives import losses
+from qagan_tf.objectives import penalties
+from qagan_tf.utils.fields import check_choices, setting
 
 CONFIG_FILENAME = "config.json"
+D_NORMS = ("none", "spectral")
+LR_DECAYS = ("linear", "constant")
+PRECISIONS = ("none", "bfloat16", "float16")
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+def _default_groups():
+  return {name: settings() for name, settings in penalties.CONFIG_GROUPS.items()}
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Every hyperparameter of a run. Defaults follow the paper (QAGAN on CIFAR-10).
-
-  Attributes are documented where `bin/train` defines the matching flags.
-  """
+  """Every hyperparameter of a run. Defaults follow the paper (QAGAN on CIFAR-10). Each penalty's
+  settings group is an attribute (config.niqe.prior) and flat keys (niqe_prior)."""
   # Data.
-  dataset: str = "cifar10"
-  data_dir: str = ""
-  num_examples: int = 0
-  download: bool = True
-  resolution: int = 32
+  dataset: str = setting("cifar10", f"Training images: {', '.join(sources.dataset_names())}. "
+                         "TFDS datasets are read from --data_dir; 'embedded' needs no download.")
+  data_dir: str = setting("", "TFDS data directory (default ~/tensorflow_datasets).")
+  num_examples: int = setting(0, "Use only the first N training images (0: all; embedded: "
+                              "number of crops, default 4096).")
+  download: bool = setting(True, "Let TFDS download and prepare a missing dataset "
+                           "(--nodownload: fail at once).")
+  resolution: int = setting(32, "Image size in pixels (cifar10: 32, stl10: 48 or 96, celeb_a: "
+                            "64; the architecture lists what it supports).")
   # Networks.
-  width: int = 128
-  z_dim: int = 128
+  architecture: str = setting("resnet", "Generator and discriminator: " + "; ".join(
+      f"{name}: {entry.description}" for name, entry in models.ARCHITECTURES.items()) + ".",
+                              choices=tuple(models.ARCHITECTURES))
+  width: int = setting(128, "Channels of G and D (resnet: every residual block, paper 128; "
+                       "sndcgan: D's first layer, Miyato 64).")
+  g_width: int = setting(0, "G's width when it differs from D's (0: --width; SNGAN's ResNet: "
+                         "G 256, D 128).")
+  d_width: int = setting(0, "D's width when it differs from G's (0: --width).")
+  z_dim: int = setting(128, "Latent dimension (paper: 128).")
   # Optimisation.
-  batch_size: int = 64
-  g_batch_multiplier: int = 2
-  max_steps: int = 100_000
-  disc_iters: int = 5
-  lr: float = 2e-4
-  beta1: float = 0.0
-  beta2: float = 0.9
-  lr_decay: str = "linear"
+  batch_size: int = setting(64, "Global real batch per D update (paper: 64).")
+  g_batch_multiplier: int = setting(2, "The G update uses this many times --batch_size samples "
+                                    "(authors: 2).")
+  max_steps: int = setting(100_000, "Generator iterations (paper: 100000).")
+  disc_iters: int = setting(5, "D updates per G update (paper: 5).")
+  lr: float = setting(2e-4, "Adam learning rate (paper: 2e-4; CelebA 1e-4).")
+  beta1: float = setting(0.0, "Adam beta1 (paper: 0).")
+  beta2: float = setting(0.9, "Adam beta2 (paper: 0.9).")
+  lr_decay: str = setting("linear", "linear: lr * max(0, 1 - step / max_steps) as the authors; "
+                          "constant: no decay.", choices=LR_DECAYS)
   # Losses, penalties and D's normalisation.
-  loss: str = "wasserstein"
-  d_norm: str = "none"
-  penalty: str = "wgan_gp"
-  gp_weight: float = 1.0
-  qa_weight: float = 0.1
-  drift_weight: float = 1e-5
-  # Lazy regularisation (StyleGAN2 §B): the 1-GP / the QA penalty on every k-th D update only,
-  # weighted by k (1: every update, the paper).
-  gp_every: int = 1
-  qa_every: int = 1
-  # Each penalty's settings: a group per penalty (penalties.CONFIG_GROUPS), flags ssim_*, niqe_*.
-  ssim: ssim_penalty.SsimConfig = dataclasses.field(default_factory=ssim_penalty.SsimConfig)
-  niqe: niqe_penalty.NiqeConfig = dataclasses.field(default_factory=niqe_penalty.NiqeConfig)
+  loss: str = setting("wasserstein", "Adversarial loss: wasserstein (WGAN-GP, the paper), hinge "
+                      "(SNGAN) or nonsaturating (the original GAN's, D outputs logits).",
+                      choices=tuple(losses.LOSSES))
+  d_norm: str = setting("none", "Normalisation of D's layers: none (the paper) or spectral "
+                        "(SNGAN: every kernel divided by its largest singular value, one power "
+                        "iteration per D update).", choices=D_NORMS)
+  penalty: str = setting("wgan_gp", "Quality-aware penalty added to the critic loss: one of "
+                         f"{', '.join(penalties.PENALTIES)} (wgan_gp and none: no quality "
+                         "penalty, the baselines).")
+  gp_weight: float = setting(1.0, "Weight of the 1-GP (QAGAN paper: 1; WGAN-GP baseline: 10; "
+                             "SNGAN: 0, none).")
+  qa_weight: float = setting(0.1, "Weight of the quality-aware penalty (paper: 0.1).")
+  drift_weight: float = setting(1e-5, "Weight of the drift term mean(D(x)^2) (authors: 1e-5; 0 "
+                                "disables).")
+  gp_every: int = setting(1, "Lazy regularisation (StyleGAN2): the 1-GP on every k-th D update "
+                          "only, its weight multiplied by k (1: every update, the paper).")
+  qa_every: int = setting(1, "Lazy regularisation: the quality-aware penalty on every k-th D "
+                          "update only, its weight multiplied by k (1: every update, the paper).")
+  # Each penalty's settings group (penalties.CONFIG_GROUPS), flags <group>_<field>.
+  groups: dict = dataclasses.field(default_factory=_default_groups, repr=False)
   # Generator EMA.
-  ema_decay: float = 0.99
+  ema_decay: float = setting(0.99, "Decay of the generator's EMA copy (authors: 0.99).")
   # Bookkeeping.
-  seed: int = 0
-  deterministic: bool = False
-  on_nonfinite: str = "stop"
+  seed: int = setting(0, "Seed of initialisation, data order, noise and latents.")
+  deterministic: bool = setting(False, "Enable TF op determinism (bit-identical reruns on the "
+                                "same hardware).")
+  on_nonfinite: str = setting(
+      "stop", "A step whose loss or gradient is NaN/Inf never updates the weights. stop: exit "
+      "at once, the latest checkpoint stays the last good one; skip: drop that update, count it "
+      "(train/nonfinite_steps) and go on (gives up after 50 such steps in a row).",
+      choices=NONFINITE_POLICIES)
   # Speed (none of these changes the experiment).
-  steps_per_call: int = 1
-  jit_compile: bool = False
-  mixed_precision: str = "none"
-  allow_tf32: bool = False
-  save_every: int = 1000
-  keep_checkpoints: int = 3
-  log_every: int = 100
-  sample_every: int = 1000
-  histogram_every: int = 1000
-  num_sample_images: int = 64
+  steps_per_call: int = setting(1, "Training steps per tf.function call (fewer Python round "
+                                "trips; logging, checkpoints and signals are handled between "
+                                "calls, never skipped).")
+  jit_compile: bool = setting(False, "Compile each D and G loss+gradient computation with XLA "
+                              "(optimizer updates stay outside; on several replicas G's update "
+                              "stays uncompiled).")
+  mixed_precision: str = setting("none", "G and D compute in 16 bits (weights, losses, "
+                                 "penalties and IQA statistics stay float32); float16 uses "
+                                 "dynamic loss scaling.", choices=PRECISIONS)
+  allow_tf32: bool = setting(False, "Let Ampere and later GPUs run float32 matmuls/convolutions "
+                             "in TensorFloat-32 (faster G and D; also perturbs the SSIM/NIQE "
+                             "statistics). Off by default: float32 stays float32. In-training "
+                             "FID always runs without TF32. No effect on CPUs.")
+  save_every: int = setting(1000, "Checkpoint interval in steps.")
+  keep_checkpoints: int = setting(3, "Checkpoints kept in --model_dir.")
+  log_every: int = setting(100, "Console/TensorBoard scalar interval in steps.")
+  sample_every: int = setting(1000, "Sample-grid interval in steps.")
+  histogram_every: int = setting(1000, "D weight-histogram interval in steps.")
+  num_sample_images: int = setting(64, "Images in each sample grid.")
   # In-training evaluation (FID of the EMA generator; 0 = off).
-  eval_every: int = 0
-  eval_num_samples: int = 5000
-  eval_stats: str = ""
-  inception_weights: str = ""
+  eval_every: int = setting(0, "In-training evaluation of the EMA generator every N steps: "
+                            "eval/fid, eval/is, eval/niqe, and eval/kid, eval/precision, "
+                            "eval/recall, eval/density, eval/coverage when --eval_stats keeps "
+                            "activations (0: off; needs --eval_stats).")
+  eval_num_samples: int = setting(5000, "Samples per in-training evaluation (the final "
+                                  "protocol: bin/evaluate).")
+  eval_stats: str = setting("", "Reference statistics for the in-training FID "
+                            "(bin/compute_stats).")
+  inception_weights: str = setting("", "Inception weights for evaluation (default: "
+                                   "$QAGAN_INCEPTION_WEIGHTS, then the cache filled by "
+                                   "bin/fetch_inception).")
+
+  def __getattr__(self, name):
+    """A penalty's settings group: config.ssim, config.niqe."""
+    groups = self.__dict__.get("groups")
+    if groups is not None and name in groups:
+      return groups[name]
+    raise AttributeError(f"TrainConfig has no setting or penalty group {name!r}.")
+
+  @property
+  def generator_width(self):
+    return self.g_width or self.width
+
+  @property
+  def discriminator_width(self):
+    return self.d_width or self.width
 
   def validate(self):
-    """Checks value ranges that the flags cannot express.
+    """Checks choices and value ranges.
 
     Raises:
       ValueError: naming the offending field and the fix.
     """
+    check_choices(self)
     positive = ("width", "z_dim", "batch_size", "g_batch_multiplier", "max_steps",
                 "steps_per_call", "disc_iters", "gp_every", "qa_every", "save_every",
-                "keep_checkpoints", "log_every",
-                "sample_every", "histogram_every", "num_sample_images")
+                "keep_checkpoints", "log_every", "sample_every", "histogram_every",
+                "num_sample_images")
     for name in positive:
       if getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)} must be a positive integer.")
+    for name in ("g_width", "d_width", "num_examples"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0: the default).")
     for name in ("gp_weight", "qa_weight", "drift_weight", "lr"):
       if not getattr(self, name) >= 0:
         raise ValueError(f"{name}={getattr(self, name)} must be >= 0.")
@@ -97,12 +169,8 @@ class TrainConfig:
       sources.check_dataset_name(self.dataset)
     except sources.DataError as e:
       raise ValueError(str(e)) from None
-    if self.num_examples < 0:
-      raise ValueError(f"num_examples={self.num_examples} must be >= 0 (0: all).")
-    losses.get_loss(self.loss)
-    if self.d_norm not in D_NORMS:
-      raise ValueError(f"Unknown d_norm {self.d_norm!r}; use one of {', '.join(D_NORMS)}.")
-    penalties.check_penalty_name(self.penalty)
+    models.check_resolution(self.architecture, self.resolution)
+    penalties.check_penalty_name(self.penalty)  # The live registry (tests may add to it).
     for group in penalties.CONFIG_GROUPS:
       getattr(self, group).validate(self)
     if self.eval_every < 0:
@@ -113,13 +181,6 @@ class TrainConfig:
     if self.eval_num_samples < 10:
       raise ValueError(f"eval_num_samples={self.eval_num_samples} must be >= 10 (IS uses 10 "
                        "splits).")
-    if self.lr_decay not in ("linear", "constant"):
-      raise ValueError(f"lr_decay={self.lr_decay!r}: use 'linear' or 'constant'.")
-    if self.mixed_precision not in ("none", "bfloat16", "float16"):
-      raise ValueError(f"mixed_precision={self.mixed_precision!r}: use none, bfloat16 or "
-                       "float16.")
-    if self.on_nonfinite not in ("stop", "skip"):
-      raise ValueError(f"on_nonfinite={self.on_nonfinite!r}: use 'stop' or 'skip'.")
     return self
 
   def replace(self, **changes):
@@ -136,11 +197,11 @@ class TrainConfig:
     """Flat {flag name: value}: what config.json, HParams and the flags hold."""
     values = {}
     for field in dataclasses.fields(self):
-      value = getattr(self, field.name)
-      if field.name in penalties.CONFIG_GROUPS:
-        values.update(_flatten_group(field.name, value))
+      if field.name == "groups":
+        for group, settings in self.groups.items():
+          values.update(_flatten_group(group, settings))
       else:
-        values[field.name] = value
+        values[field.name] = getattr(self, field.name)
     return values
 
   @classmethod
@@ -157,67 +218,55 @@ class TrainConfig:
 
   @classmethod
   def _from_flat(cls, values):
-    plain = {k: v for k, v in values.items() if k in cls.__dataclass_fields__
-             and k not in penalties.CONFIG_GROUPS}
+    plain = {k: v for k, v in values.items() if k in _plain_fields()}
+    groups = {}
     for group, settings_cls in penalties.CONFIG_GROUPS.items():
       prefix = group + "_"
-      plain[group] = settings_cls(**{k[len(prefix):]: v for k, v in values.items()
-                                     if k.startswith(prefix)
-                                     and k[len(prefix):] in settings_cls.__dataclass_fields__})
-    return cls(**plain)
+      groups[group] = settings_cls(**{k[len(prefix):]: v for k, v in values.items()
+                                      if k.startswith(prefix)
+                                      and k[len(prefix):] in settings_cls.__dataclass_fields__})
+    return cls(**plain, groups=groups)
 
   @classmethod
   def from_dict(cls, values):
     """Builds a config from a flat dict (config.json), ignoring unknown keys (from newer
-    versions) and filling defaults.
-
-    A NIQE run written before the penalty followed its prior's metadata (no `niqe_transform`)
-    gets the settings it actually trained with (`LEGACY_NIQE`), and one written before the
-    gradient smoothing (no `niqe_smoothing`) keeps it off, so that an old run resumes with the
-    penalty it trained with.
-    """
+    versions) and filling defaults. The run's penalty reads values written by an older version
+    as what it then trained with (its registry entry's `migrate`), so that an old run resumes
+    with its own penalty."""
     values = dict(values)
-    if values.get("penalty") == "niqe" and "niqe_smoothing" not in values:
-      # Written before the smoothing and the groups: the penalty had neither.
-      values["niqe_smoothing"] = "none"
-    if values.get("penalty") == "niqe" and "niqe_transform" not in values:
-      legacy = dict(LEGACY_NIQE)
-      legacy["niqe_normalization"] = ("none" if values.get("niqe_normalization") == "none" or (
-          values.get("niqe_normalization", "auto") == "auto"
-          and values.get("niqe_prior") == "face_grad") else "max")
-      legacy["niqe_normalization_scale"] = 255.0 if legacy["niqe_normalization"] == "max" else 0.0
-      legacy["niqe_block_size"] = (values.get("niqe_block_size")
-                                   or values.get("resolution", cls.resolution) // 2)
-      legacy.setdefault("niqe_prior", "natural")
-      values = {**{k: v for k, v in legacy.items() if k not in values or k in _LEGACY_OVERRIDE},
-                **{k: v for k, v in values.items() if k not in _LEGACY_OVERRIDE}}
+    if values.get("penalty") in penalties.PENALTIES:
+      values = penalties.get_entry(values["penalty"]).migrate(values)
     known = flat_defaults()
     return cls._from_flat({k: v for k, v in values.items() if k in known})
 
 
-D_NORMS = ("none", "spectral")
+def _plain_fields():
+  return {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "groups"}
 
 
 def _flatten_group(group, settings):
   return {f"{group}_{k}": v for k, v in dataclasses.asdict(settings).items()}
 
 
+def setting_fields():
+  """{flag name: dataclasses.Field} of every setting (the groups' fields as GROUP_FIELD): the
+  flags' names, types, defaults, help and choices."""
+  out = dict(_plain_fields())
+  for group, settings_cls in penalties.CONFIG_GROUPS.items():
+    out.update({f"{group}_{f.name}": f for f in dataclasses.fields(settings_cls)})
+  return out
+
+
 def flat_defaults():
-  """{flag name: default} of every setting (the groups' fields as GROUP_FIELD)."""
-  values = {}
-  for field in dataclasses.fields(TrainConfig):
-    if field.name in penalties.CONFIG_GROUPS:
-      values.update(_flatten_group(field.name, penalties.CONFIG_GROUPS[field.name]()))
-    else:
-      values[field.name] = field.default
-  return values
+  """{flag name: default} of every setting."""
+  return {name: field.default for name, field in setting_fields().items()}
 
 
 # A resume that changes one of these would load weights into a different model or continue a
 # different experiment; bin/train refuses it unless --allow_config_change.
-INCOMPATIBLE_KEYS = ("dataset", "resolution", "width", "z_dim", "loss", "d_norm", "penalty",
-                     "seed", "g_batch_multiplier", "disc_iters", "batch_size", "gp_every",
-                     "qa_every")
+INCOMPATIBLE_KEYS = ("dataset", "resolution", "architecture", "width", "g_width", "d_width",
+                     "z_dim", "loss", "d_norm", "penalty", "seed", "g_batch_multiplier",
+                     "disc_iters", "batch_size", "gp_every", "qa_every")
 
 
 def check_config_change(old, new, allow_change=False):
@@ -243,16 +292,6 @@ def check_config_change(old, new, allow_change=False):
                      f"({listed}). Use a new --model_dir, restore the original values, or pass "
                      "--allow_config_change if the change is deliberate.")
   return changes
-
-
-# What the NIQE penalty did before priors carried metadata (qagan_tf <= 0.1): signed luma
-# gradients scaled to a peak of 255 (raw for raw-gradient priors), blocks of resolution / 2, the
-# hard AGGD split, a 1e-3 ridge, per-image MVGs, the "natural" prior by default.
-LEGACY_NIQE = {"niqe_transform": "signed", "niqe_split": "hard", "niqe_pooling": "image",
-               "niqe_scales": 2, "niqe_covariance_regularization": 1e-3,
-               "niqe_allow_prior_mismatch": True}
-_LEGACY_OVERRIDE = ("niqe_transform", "niqe_split", "niqe_allow_prior_mismatch",
-                    "niqe_normalization", "niqe_normalization_scale", "niqe_block_size")
 
 
 def save_config(config, model_dir):

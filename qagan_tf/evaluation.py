@@ -1,6 +1,6 @@
-"""The paper's evaluation protocol: IS/FID/KID, precision/recall and NIQE of a generator from N
-samples, repeated, with mean and spread, written as JSON and a Markdown table; also the cheaper
-in-training FID."""
+"""The paper's evaluation protocol: the metrics of `metrics.table` (IS, FID, KID,
+precision/recall, density/coverage, NIQE) of a generator from N samples, repeated, with mean and
+spread, written as JSON and a Markdown table; also the cheaper in-training evaluation."""
 
 import datetime
 import json
@@ -12,11 +12,8 @@ from absl import logging
 
 from qagan_tf import sampling
 from qagan_tf.metrics import features
-from qagan_tf.metrics import fid as fid_lib
-from qagan_tf.metrics import inception_score as is_lib
-from qagan_tf.metrics import kid as kid_lib
-from qagan_tf.metrics import precision_recall as pr_lib
 from qagan_tf.metrics import stats_io
+from qagan_tf.metrics import table
 from qagan_tf.utils import files
 from qagan_tf.utils import precision
 
@@ -24,17 +21,20 @@ from qagan_tf.utils import precision
 def evaluate_generator(generator, extractor, reference, num_samples, seed=0, batch_size=250,
                        splits=10, kid_samples=10_000, niqe_samples=1000, progress=False,
                        label="samples", log=None, is_logits="tfgan"):
-  """Scores one generator against reference statistics.
+  """Scores one generator against reference statistics: every metric of `metrics.table` that
+  the inputs can give.
 
   Args:
-    generator: a `models.Generator` (outputs in [-1, 1]).
+    generator: a generator of the model protocol (qagan_tf/models/registry.py; outputs in
+      [-1, 1]).
     extractor: `features.InceptionFeatures`.
-    reference: dict from `stats_io.load_statistics` (mu, sigma; optional `activations` for KID).
+    reference: dict from `stats_io.load_statistics` (mu, sigma; optional `activations` for KID,
+      precision/recall, density/coverage).
     num_samples: generated images (paper: 50000).
     seed: latent stream of this repeat.
     splits: IS splits (10).
-    kid_samples: generated activations kept for KID and precision/recall (both need the
-      reference activations too; precision/recall subsample both sets to 10K).
+    kid_samples: generated activations kept for KID, precision/recall and density/coverage
+      (all need the reference activations too; the last two subsample both sets to 10K).
     niqe_samples: the first this many samples are scored with NIQE (`niqe_of_images`: the
       classic natural-image model, blocks of half the image side; 0 skips it).
     is_logits: "tfgan": IS of all 1008 logits with the softmax bias, as TF-GAN and the QAGAN
@@ -44,9 +44,7 @@ def evaluate_generator(generator, extractor, reference, num_samples, seed=0, bat
       KID take a minute or two on 2 CPU cores), or None.
 
   Returns:
-    {"fid", "is_mean", "is_std" (when the weights have logits), "kid", "kid_std", "precision",
-     "recall" (when the reference has activations), "niqe", "niqe_std" (niqe_samples > 0),
-     "count"}.
+    {key: value} for the metrics of `metrics.table.METRICS` the inputs give, and "count".
   """
   if is_logits not in IS_LOGITS:
     raise ValueError(f"is_logits={is_logits!r}: use one of {', '.join(IS_LOGITS)}.")
@@ -63,30 +61,17 @@ def evaluate_generator(generator, extractor, reference, num_samples, seed=0, bat
                              total=num_samples, progress=progress, keep_logits=True,
                              keep_activations=kid_samples, label=label)
   if log:
+    with_activations = (reference.get("activations") is not None
+                        and out["activations"] is not None)
     log(f"{label}: computing FID (2048x2048 matrix square root, float64)"
         + (", IS" if out["logits"] is not None else "")
-        + (", KID (100 subsets), precision/recall" if reference.get("activations") is not None
-           and out["activations"] is not None else "")
-        + (f" and NIQE of {niqe_samples} samples" if niqe_samples else "") + " ...")
-  result = {"count": out["count"], "fid": fid_lib.frechet_distance(
-      out["mu"], out["sigma"], reference["mu"], reference["sigma"])}
-  if out["logits"] is not None:
-    logits = out["logits"].astype(np.float64)
-    if is_logits == "openai":
-      logits = logits - extractor.softmax_biases
-    result["is_mean"], result["is_std"] = is_lib.inception_score(logits, splits=splits)
-  if reference.get("activations") is not None and out["activations"] is not None:
-    result["kid"], result["kid_std"] = kid_lib.kernel_inception_distance(
-        out["activations"], reference["activations"], num_subsets=100, subset_size=1000,
-        seed=seed)
-    result.update({k: v for k, v in pr_lib.precision_recall(
-        reference["activations"], out["activations"], seed=seed).items()
-                   if k in ("precision", "recall")})
-  if kept:
-    from qagan_tf.iqa import naturalness
-    scores = naturalness.niqe_of_images(np.concatenate(kept))
-    result["niqe"], result["niqe_std"] = float(np.mean(scores)), float(np.std(scores))
-  return result
+        + (", KID (100 subsets), precision/recall, density/coverage" if with_activations
+           else "") + (f" and NIQE of {niqe_samples} samples" if niqe_samples else "") + " ...")
+  inputs = table.Inputs(out, reference, np.concatenate(kept) if kept else None, seed=seed,
+                        splits=splits, is_logits=is_logits,
+                        softmax_biases=extractor.softmax_biases if is_logits == "openai"
+                        else None)
+  return {"count": out["count"], **table.compute(inputs)}
 
 
 IS_LOGITS = {
@@ -95,46 +80,48 @@ IS_LOGITS = {
 
 
 def summarize(runs):
-  """Mean and standard deviation over repeats of every metric in a list of result dicts."""
+  """Mean and standard deviation over repeats of every table column metric in a list of
+  result dicts."""
   out = {}
-  for key in ("fid", "is_mean", "kid", "precision", "recall", "niqe"):
-    values = [r[key] for r in runs if key in r]
+  for m in table.COLUMNS:
+    values = [r[m.key] for r in runs if m.key in r]
     if values:
-      out[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
-                  "values": [float(v) for v in values]}
+      out[m.key] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
+                    "values": [float(v) for v in values]}
   return out
 
 
 def markdown_table(report):
-  """The report as a Markdown table (one row per generator)."""
+  """The report as a Markdown table (one row per generator, one column per table metric)."""
+  columns = table.COLUMNS
   lines = [f"# Evaluation of {report['model_dir']} at step {report['step']}", "",
            f"{report['num_samples']} samples x {report['repeats']} repeats against "
            f"`{report['stats']}` (Inception weights {report['weights_sha256'][:12]}, IS "
            f"{report['splits']} splits of "
            f"{IS_LOGITS[report.get('is_logits', 'tfgan')]}). Mean ± std over repeats.", "",
-           "| generator | FID | IS | KID x 1e3 | precision | recall | NIQE |",
-           "|---|---|---|---|---|---|---|"]
+           "| generator | " + " | ".join(m.label for m in columns) + " |",
+           "|---|" + "---|" * len(columns)]
 
-  def cell(summary, key, scale=1.0):
-    if key not in summary:
+  def cell(summary, m):
+    if m.key not in summary:
       return "n/a"
-    return f"{summary[key]['mean'] * scale:.3f} ± {summary[key]['std'] * scale:.3f}"
+    s = summary[m.key]
+    return f"{s['mean'] * m.scale:.3f} ± {s['std'] * m.scale:.3f}"
 
   for name, summary in report["summary"].items():
-    lines.append(f"| {name} | {cell(summary, 'fid')} | {cell(summary, 'is_mean')} | "
-                 f"{cell(summary, 'kid', 1e3)} | {cell(summary, 'precision')} | "
-                 f"{cell(summary, 'recall')} | {cell(summary, 'niqe')} |")
+    lines.append(f"| {name} | " + " | ".join(cell(summary, m) for m in columns) + " |")
   summaries = list(report["summary"].values())
   notes = []
-  if summaries and all("is_mean" not in s for s in summaries):
-    notes.append(IS_UNAVAILABLE)
-  if summaries and all("kid" not in s for s in summaries):
-    notes.append(KID_UNAVAILABLE)
+  for m in columns:  # One line per reason a column is empty.
+    if summaries and m.unavailable and all(m.key not in s for s in summaries):
+      note = m.unavailable[0].upper() + m.unavailable[1:] + "."
+      if note not in notes:
+        notes.append(note)
   about = []
   if any("niqe" in s for s in summaries):
     about.append(NIQE_NOTE.format(count=report.get("niqe_samples", "the first")))
   if any("precision" in s for s in summaries):
-    about.append(PRECISION_RECALL_NOTE)
+    about.append(NEIGHBOUR_NOTE)
   if notes:
     lines += [""] + [f"n/a: {n}" for n in notes]
   if about:
@@ -142,16 +129,12 @@ def markdown_table(report):
   return "\n".join(lines) + "\n"
 
 
-IS_UNAVAILABLE = ("IS needs the Inception softmax layer, which these weights lack (pool_3 only); "
-                  "get the official graph with bin/fetch_inception and pass its .npz with "
-                  "--inception_weights.")
-KID_UNAVAILABLE = ("KID, precision and recall need the real images' activations; compute the "
-                   "statistics with bin/compute_stats --keep_activations.")
 NIQE_NOTE = ("NIQE (lower is more natural): the classic natural-image model on {count} "
              "samples of each repeat, blocks of half the image side; compare only at equal "
              "resolution.")
-PRECISION_RECALL_NOTE = ("Precision/recall: Kynkäänniemi et al. 2019, k = 3, on the pool_3 "
-                         "features FID uses (not VGG-16), at most 10K points per set.")
+NEIGHBOUR_NOTE = ("Precision/recall: Kynkäänniemi et al. 2019, k = 3; density/coverage: Naeem "
+                  "et al. 2020, k = 5; both on the pool_3 features FID uses (not VGG-16), at "
+                  "most 10K points per set.")
 
 
 def write_report(report, directory, overwrite=False):
@@ -208,17 +191,13 @@ def run_protocol(model_dir, stats_path, extractor, num_samples=50_000, repeats=5
   return report
 
 
-# In-training evaluation: result key -> TensorBoard tag.
-EVAL_SUMMARIES = (("fid", "eval/fid"), ("is_mean", "eval/is"), ("is_std", "eval/is_std"),
-                  ("kid", "eval/kid"), ("precision", "eval/precision"),
-                  ("recall", "eval/recall"), ("niqe", "eval/niqe"))
 TRAINING_EVAL_SEED = 20191209
 
 
 class TrainingEvaluator:
-  """The in-training evaluation of a run's EMA generator (--eval_every): FID (IS when the weights
-  have logits; KID and precision/recall when the statistics keep activations) and NIQE on
-  config.eval_num_samples, logged as eval/*."""
+  """The in-training evaluation of a run's EMA generator (--eval_every): every metric of
+  `metrics.table` the weights and statistics give (FID, IS with logits, KID, precision/recall and
+  density/coverage with activations, NIQE) on config.eval_num_samples, logged as their tags."""
 
   def __init__(self, config):
     self.config = config
@@ -241,9 +220,9 @@ class TrainingEvaluator:
           kid_samples=n if self.reference.get("activations") is not None else 0,
           niqe_samples=min(n, 500), progress=True, label=f"step {step} eval",
           log=lambda m: logging.info("%s", m))
-    for key, name in EVAL_SUMMARIES:
-      if key in result:
-        tf.summary.scalar(name, result[key], step=step)
+    for m in table.METRICS:
+      if m.key in result:
+        tf.summary.scalar(m.tag, result[m.key], step=step)
     logging.info("step %d | eval on %d EMA samples: %s", step, result["count"], " ".join(
-        f"{k}={result[k]:.4g}" for k, _ in EVAL_SUMMARIES if k in result))
+        f"{m.key}={result[m.key]:.4g}" for m in table.METRICS if m.key in result))
     return result

@@ -7,6 +7,6 @@ flags, and bin/train's step calls the same functions. Images are NHWC in [-1, 1]
   per_example = qa.niqe_penalty(input_gradients)   # D's input gradients (B, R, R, 3) -> (B,)
 """
 
-from qagan_tf.train.niqe_penalty import niqe_gradient_penalty as niqe_penalty
+from qagan_tf.objectives.niqe.penalty import niqe_gradient_penalty as niqe_penalty
 
 __all__ = ["niqe_penalty"]

@@ -15,12 +15,12 @@ import re
 import numpy as np
 
 from qagan_tf import config as config_lib
+from qagan_tf.metrics import table
 from qagan_tf.utils import files
 
 MISSING = "—"
-# Table columns: (key in an evaluation summary, header, scale).
-METRICS = (("is_mean", "IS", 1.0), ("fid", "FID", 1.0), ("kid", "KID x 1e3", 1e3),
-           ("precision", "precision", 1.0), ("recall", "recall", 1.0), ("niqe", "NIQE", 1.0))
+# Table columns: (key in an evaluation summary, header, scale), from the one metric table.
+METRICS = tuple((m.key, m.label, m.scale) for m in table.COLUMNS)
 
 
 class ReportError(ValueError):

@@ -19,7 +19,8 @@ def load_generator(model_dir, ema=True, checkpoint=None):
     checkpoint: a checkpoint prefix (e.g. DIR/ckpt-1000); default: the latest in model_dir.
 
   Returns:
-    (generator, step): a `models.Generator` and the training step of the checkpoint.
+    (generator, step): the run's generator (models/registry.py protocol) and the training step
+    of the checkpoint.
 
   Raises:
     FileNotFoundError: when model_dir has no config.json or no checkpoint.
@@ -36,7 +37,8 @@ def load_generator(model_dir, ema=True, checkpoint=None):
   if not path:
     raise FileNotFoundError(f"No checkpoint in --model_dir={model_dir}; train first or pass "
                             "--checkpoint=PREFIX.")
-  generator = models.Generator(config.resolution, config.width, config.z_dim)
+  generator = models.build_generator(config.architecture, config.resolution,
+                                     config.generator_width, config.z_dim)
   generator.build_for_inference()
   step = tf.Variable(0, dtype=tf.int64)
   key = "ema_generator" if ema else "generator"
@@ -45,7 +47,8 @@ def load_generator(model_dir, ema=True, checkpoint=None):
     ckpt.restore(path).expect_partial().assert_existing_objects_matched()
   except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError, AssertionError) as e:
     raise ValueError(f"Checkpoint {path} does not hold a {key} matching {model_dir}/config.json "
-                     f"(resolution {config.resolution}, width {config.width}): "
+                     f"(architecture {config.architecture}, resolution {config.resolution}, "
+                     f"width {config.generator_width}): "
                      f"{str(e).splitlines()[0]}") from None
   return generator, int(step.numpy())
 
@@ -71,5 +74,5 @@ def generate(generator, num, batch_size=256, seed=0, uint8=True):
   out = list(generate_batches(generator, num, batch_size, seed, uint8))
   if out:
     return np.concatenate(out)
-  shape = (0,) + (generator.architecture.resolution,) * 2 + (3,)
+  shape = (0,) + (generator.resolution,) * 2 + (3,)
   return np.zeros(shape, np.uint8 if uint8 else np.float32)

@@ -1,6 +1,6 @@
-"""The catalogue of bad inputs (README, "What each error means"): every script answers each with
-one clear error line that names the input and the fix, a non-zero exit, no traceback, no partial
-output file, and existing checkpoints and reports untouched.
+"""The catalogue of bad inputs (docs/resuming.md, "What each error means"): every script answers
+each with one clear error line that names the input and the fix, a non-zero exit, no traceback,
+no partial output file, and existing checkpoints and reports untouched.
 
 The commands run concurrently (they mostly wait on TF's import) in one module-scoped fixture;
 each case is then checked as its own test.

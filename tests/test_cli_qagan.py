@@ -138,3 +138,18 @@ def test_a_run_from_before_the_niqe_groups_resumes_with_its_own_settings(tmp_pat
   # A flag typed on the command line still wins, and a changed penalty setting is refused.
   proc = _run(argv + ["--max_steps=3", "--niqe_pooling=group"], cwd=REPO, check=False)
   assert proc.returncode == 1 and "niqe_pooling: 'batch' -> 'group'" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("penalty", ["wgan_gp", "ssim", "niqe"])
+def test_the_sndcgan_architecture_trains_with_every_penalty_and_samples(tmp_path, penalty):
+  run_dir = tmp_path / "sndcgan"
+  _run([os.path.join(REPO, "bin", "train"), "--flagfile=configs/smoke.cfg",
+        "--architecture=sndcgan", f"--penalty={penalty}", "--max_steps=3",
+        f"--model_dir={run_dir}", "--num_examples=64", "--width=8"], cwd=REPO)
+  with open(run_dir / "config.json") as f:
+    assert json.load(f)["architecture"] == "sndcgan"
+  if penalty == "niqe":  # bin/sample rebuilds the run's architecture from config.json.
+    _run([os.path.join(REPO, "bin", "sample"), f"--model_dir={run_dir}",
+          f"--output={tmp_path / 'grid.png'}", "--num_samples=4"], cwd=REPO)
+    assert (tmp_path / "grid.png").exists()

@@ -1,11 +1,37 @@
 """The package's import graph has no cycles (every import counted, those inside functions too:
-a lazy import that only hides a cycle is still a cycle)."""
+a lazy import that only hides a cycle is still a cycle) and no import that runs up the layers."""
 
 import os
 
 from tests.graphs import find_cycle, import_graph
 
 QAGAN_TF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "qagan_tf")
+
+# The layers, bottom up: a module may import its own layer and those below, never one above.
+LAYERS = (
+    ("qagan_tf.utils", "qagan_tf.iqa", "qagan_tf.data", "qagan_tf.models"),
+    ("qagan_tf.objectives", "qagan_tf.metrics"),  # What is minimised; what is measured.
+    ("qagan_tf.config", "qagan_tf.qa"),  # The configuration; the public penalty functions.
+    ("qagan_tf.sampling",),
+    ("qagan_tf.evaluation",),
+    ("qagan_tf.train", "qagan_tf.gan"),  # The loops: bin/train's and Keras fit's.
+    ("qagan_tf.report", "qagan_tf.benchmarks"),
+)
+
+
+def layer_of(module):
+  """The index in LAYERS of the package or module that holds `module` (None for the root)."""
+  for index, members in enumerate(LAYERS):
+    if any(module == m or module.startswith(m + ".") for m in members):
+      return index
+  return None
+
+
+def upward_imports(graph):
+  """[(importer, imported)] for every import from a lower layer into a higher one."""
+  return sorted((a, b) for a, targets in graph.items() for b in targets
+                if layer_of(a) is not None and layer_of(b) is not None
+                and layer_of(b) > layer_of(a))
 
 
 def _without_edges_into_own_package(module, graph):
@@ -16,11 +42,22 @@ def _without_edges_into_own_package(module, graph):
 
 def test_qagan_tf_has_no_import_cycle():
   graph = import_graph(QAGAN_TF)
-  assert {"qagan_tf.train.trainer", "qagan_tf.train.penalties", "qagan_tf.config"} <= set(graph)
-  assert "qagan_tf.train.ssim_penalty" in graph["qagan_tf.train.penalties"]
+  assert {"qagan_tf.train.trainer", "qagan_tf.objectives.penalties", "qagan_tf.config"} <= set(
+      graph)
+  assert "qagan_tf.objectives.ssim" in graph["qagan_tf.objectives.penalties"]
   graph = {m: _without_edges_into_own_package(m, graph) for m in graph}
   cycle = find_cycle(graph)
   assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_every_module_has_a_layer_and_no_import_runs_up():
+  graph = import_graph(QAGAN_TF)
+  assert not [m for m in graph if m != "qagan_tf" and layer_of(m) is None], "add it to LAYERS"
+  assert not upward_imports(graph), upward_imports(graph)
+  assert not any(t.startswith("qagan_tf.train") for t in graph["qagan_tf.config"])
+  # The check finds an import that runs up: config importing the loop.
+  bad = dict(graph, **{"qagan_tf.config": graph["qagan_tf.config"] | {"qagan_tf.train.step"}})
+  assert upward_imports(bad) == [("qagan_tf.config", "qagan_tf.train.step")]
 
 
 def test_the_walk_finds_a_cycle_hidden_in_a_function(tmp_path):

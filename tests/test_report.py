@@ -33,7 +33,8 @@ def _make_run(path, penalty="wgan_gp", resolution=32, evaluated=True, fid=(30.0,
   writer.close()
   if evaluated:
     runs = {g: [{"fid": f, "is_mean": 2.0 + f / 100, "kid": 0.01 * f, "precision": 0.5,
-                 "recall": 0.25 + f / 1000, "niqe": 9.0 + f} for f in (10.0, 12.0)]
+                 "recall": 0.25 + f / 1000, "density": 0.8 + f / 100, "coverage": 0.4 + f / 200,
+                 "niqe": 9.0 + f} for f in (10.0, 12.0)]
             for g in ("raw", "ema")}
     evaluation.write_report({"model_dir": path, "stats": "s.npz", "step": 4, "num_samples": 30,
                              "repeats": 2, "splits": 10, "weights_sha256": "0" * 64, "runs": runs,

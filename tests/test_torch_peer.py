@@ -8,7 +8,8 @@ import torch
 
 from qagan_tf import config as config_lib
 from qagan_tf.benchmarks import torch_peer
-from qagan_tf.train import losses, step
+from qagan_tf.objectives import losses
+from qagan_tf.train import step
 
 
 def _config(**kw):

@@ -8,6 +8,10 @@ import tensorflow as tf
 
 from qagan_tf import qa
 from qagan_tf.benchmarks import natural_maps
+from qagan_tf.objectives.niqe import fit as niqe_fit
+from qagan_tf.objectives.niqe import priors as niqe_priors
+from qagan_tf.objectives.niqe import settings as niqe_settings
+from qagan_tf.objectives.niqe import transform as niqe_transform
 
 # The settings compared: today's default and the default before the groups (2026-11-24).
 SETTINGS = {"default": {}, "batch_unsmoothed": dict(pooling="batch", smoothing="none")}
@@ -42,21 +46,18 @@ def _wins(clean, worse, batch, settings, seeds=2):
 
 def _sobel_maps(count):
   """Sobel magnitudes of natural 32 px crops (those of natural_maps, not the priors')."""
-  from qagan_tf.train import niqe_prior
   crops = natural_maps.gray_crops(32, count, seed=23)
   rgb = np.repeat(np.clip((crops + 1.0) * 127.5, 0, 255).round().astype(np.uint8)[..., None],
                   3, axis=-1)
-  return niqe_prior.fit_inputs(rgb, "sobel_magnitude").numpy()
+  return niqe_fit.fit_inputs(rgb, "sobel_magnitude").numpy()
 
 
 def _sobel_distance(maps, split):
   """The default penalty's distance of prepared Sobel maps (the prior's inputs), no transform."""
-  from qagan_tf.train import niqe_penalty
-  from qagan_tf.train import niqe_prior
-  prior = niqe_prior.load_prior("cifar_grad")
-  settings = niqe_prior.resolve_settings(niqe_penalty.NiqeConfig(split=split), prior, 32)
-  x = niqe_prior.normalize(tf.constant(maps), settings.normalization, settings.scale)
-  return niqe_prior.distance(x, prior, settings).numpy()
+  prior = niqe_priors.load_prior("cifar_grad")
+  settings = niqe_settings.resolve_settings(niqe_settings.NiqeConfig(split=split), prior, 32)
+  x = niqe_transform.normalize(tf.constant(maps), settings.normalization, settings.scale)
+  return niqe_transform.distance(x, prior, settings).numpy()
 
 
 def run(count=256, log=print):
@@ -111,11 +112,16 @@ def run(count=256, log=print):
       shift.append(abs(soft - hard) / hard)
     out["soft_split_shift"][name] = {"mean": float(np.mean(shift)),
                                      "max": float(np.max(shift))}
-  # Levels: what natural, blurred, noisy and dead maps score with the default.
+  # Levels (groups of 16): what natural, blurred, noisy and dead maps score with the default,
+  # natural maps with the old settings, and Sobel maps of natural crops (the prior's own kind
+  # of input, through the distance alone).
   out["levels"] = {"natural": _mean(maps[:64], {}), "blurred": _mean(blurred[:64], {}),
                    "noisy": _mean(noisy[:64], {}),
                    "white_noise": _mean(rng.normal(size=(64, 32, 32, 3)), {}),
-                   "all_zero": _mean(np.zeros((16, 32, 32, 3)), {})}
+                   "all_zero": _mean(np.zeros((16, 32, 32, 3)), {}),
+                   "natural_unsmoothed": _mean(maps[:64], {"smoothing": "none"}),
+                   "sobel_maps": float(np.mean(np.concatenate(
+                       [_sobel_distance(sobel[i:i + 16], "soft") for i in range(0, 64, 16)])))}
   log(f"niqe: levels {out['levels']}; float32 vs float64 {out['float32_vs_float64']}; soft "
       f"split shift {out['soft_split_shift']}")
   return out

@@ -70,10 +70,14 @@ def niqe_penalty_ops(resolution=32, batch_size=16, seed=0):
   {"forward": n, "forward_backward": n, "top_ops": {type: n}} for a batch of D gradients.
 
   Works with the current package and with checkouts since the penalty registry existed
-  (`penalties.make_quality_penalty`), whose TrainConfig had no `create`.
+  (`penalties.make_quality_penalty`; in qagan_tf.train before the objectives package), whose
+  TrainConfig had no `create`.
   """
   from qagan_tf import config as config_lib
-  from qagan_tf.train import penalties
+  try:
+    from qagan_tf.objectives import penalties
+  except ImportError:  # Checkouts before the objectives package (2026-12-01).
+    from qagan_tf.train import penalties
   api = getattr(penalties, "penalty_api", penalties)  # PenaltyInputs moved in the split.
   make = getattr(config_lib.TrainConfig, "create", config_lib.TrainConfig)
   config = make(dataset="embedded", resolution=resolution, width=32, batch_size=batch_size,

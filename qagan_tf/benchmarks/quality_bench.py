@@ -100,7 +100,7 @@ class Scorer:
 
   def __call__(self, generator):
     from qagan_tf import sampling
-    from qagan_tf.iqa import naturalness
+    from qagan_tf.iqa import niqe_metric
     ref = self.reference
     images = sampling.generate(generator, self.num_samples, seed=_SAMPLE_SEED)
     pool3 = self.extractor(images)["pool3"]
@@ -109,16 +109,16 @@ class Scorer:
         pool3, ref["activations"], num_subsets=100,
         subset_size=min(1000, len(pool3), len(ref["activations"])))
     return {"fid": max(fid_lib.frechet_distance(mu, sigma, ref["mu"], ref["sigma"]), 0.0),
-            "kid": kid, "niqe": float(np.mean(naturalness.niqe_of_images(images)))}
+            "kid": kid, "niqe": float(np.mean(niqe_metric.niqe_of_images(images)))}
 
 
 def reference_of(extractor, heldout):
   """Inception statistics, activations and mean NIQE of the held-out images."""
-  from qagan_tf.iqa import naturalness
+  from qagan_tf.iqa import niqe_metric
   pool3 = extractor(heldout)["pool3"]
   mu, sigma = fid_lib.activation_statistics(pool3)
   return {"mu": mu, "sigma": sigma, "activations": pool3,
-          "heldout_niqe": float(np.mean(naturalness.niqe_of_images(heldout)))}
+          "heldout_niqe": float(np.mean(niqe_metric.niqe_of_images(heldout)))}
 
 
 _WORKER = {}

@@ -75,7 +75,7 @@ def build(generator, discriminator):
   class Generator(nn.Module):
     def __init__(self):
       super().__init__()
-      self.start, self.width = generator.architecture.start_size, generator.width
+      self.start, self.width = generator.layout.start_size, generator.width
       self.dense = dense(generator.dense)
       self.blocks = nn.Sequential(*[GBlock(b) for b in generator.blocks])
       self.bn_out, self.conv_out = batch_norm(generator.bn_out), conv(generator.conv_out)
@@ -217,8 +217,8 @@ def keras_models(config, seed=0):
   import keras
   from qagan_tf import models
   keras.utils.set_random_seed(seed)
-  g = models.Generator(config.resolution, width=config.width, z_dim=config.z_dim)
-  d = models.Discriminator(config.resolution, width=config.width)
+  g = models.build_generator("resnet", config.resolution, config.generator_width, config.z_dim)
+  d = models.build_discriminator("resnet", config.resolution, config.discriminator_width)
   g.build_for_inference()
   d.build_for_inference()
   return g, d
@@ -226,7 +226,10 @@ def keras_models(config, seed=0):
 
 def check_architecture(config):
   """Raises ValueError when the peer cannot mirror the config (it is the WGAN-GP ResNet)."""
-  resnet.architecture_for_resolution(config.resolution)
+  if config.architecture != "resnet":
+    raise ValueError(f"the PyTorch peer is the ResNet; this config has --architecture="
+                     f"{config.architecture}.")
+  resnet.layout_for_resolution(config.resolution)
   if config.d_norm != "none" or config.loss != "wasserstein":
     raise ValueError("the PyTorch peer is WGAN-GP (--loss=wasserstein --d_norm=none); "
                      f"this config has --loss={config.loss} --d_norm={config.d_norm}.")

@@ -1,4 +1,6 @@
-"""The paper's ResNet generator and discriminator."""
+"""Generators and discriminators: the architecture registry and its protocol (registry), the
+paper's ResNet (resnet), SNGAN's standard CNN (sndcgan), spectral normalisation (spectral)."""
 
-from qagan_tf.models.resnet import (SUPPORTED_RESOLUTIONS, Architecture, Discriminator, Generator,
-                                    architecture_for_resolution)
+from qagan_tf.models.registry import (ARCHITECTURES, build_discriminator,  # noqa: F401
+                                      build_generator, check_resolution, get_architecture)
+from qagan_tf.models.resnet import Discriminator, Generator  # noqa: F401

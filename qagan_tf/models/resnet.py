@@ -8,8 +8,8 @@ import tensorflow as tf
 from qagan_tf.models import spectral
 
 # resolution -> (generator start size s0, generator up-blocks, discriminator down-blocks,
-# discriminator plain blocks). DESIGN §2: CIFAR-10 D is down, down, plain, plain; STL-10 48 is
-# down x3, plain; CelebA 64 and STL-10 96 add one down block to those.
+# discriminator plain blocks), from the QAGAN supplement's Tables 1-2: CIFAR-10's D is down,
+# down, plain, plain; STL-10 48's down x3, plain; CelebA 64 and STL-10 96 add one down block.
 _LAYOUTS = {
     32: (4, 3, 2, 2),
     48: (6, 3, 3, 1),
@@ -20,7 +20,7 @@ SUPPORTED_RESOLUTIONS = tuple(sorted(_LAYOUTS))
 
 
 @dataclasses.dataclass(frozen=True)
-class Architecture:
+class ResnetLayout:
   """Block layout of the generator and discriminator for one resolution."""
   resolution: int
   start_size: int
@@ -29,8 +29,8 @@ class Architecture:
   plain_blocks: int
 
 
-def architecture_for_resolution(resolution):
-  """Returns the `Architecture` for an image size.
+def layout_for_resolution(resolution):
+  """Returns the `ResnetLayout` for an image size.
 
   Args:
     resolution: image height = width in pixels; one of 32, 48, 64, 96.
@@ -42,7 +42,7 @@ def architecture_for_resolution(resolution):
     raise ValueError(
         f"resolution={resolution!r} is not supported; use one of "
         f"{', '.join(map(str, SUPPORTED_RESOLUTIONS))}.")
-  return Architecture(resolution, *_LAYOUTS[resolution])
+  return ResnetLayout(resolution, *_LAYOUTS[resolution])
 
 
 def _conv(filters, kernel_size, initializer, name, spectral_norm=False):
@@ -134,19 +134,18 @@ class Generator(keras.Model):
 
   def __init__(self, resolution=32, width=128, z_dim=128, name="generator"):
     super().__init__(name=name)
-    self.architecture = architecture_for_resolution(resolution)
-    self.width = width
-    self.z_dim = z_dim
-    s0 = self.architecture.start_size
+    self.layout = layout_for_resolution(resolution)
+    self.resolution, self.width, self.z_dim = resolution, width, z_dim
+    s0 = self.layout.start_size
     self.dense = keras.layers.Dense(s0 * s0 * width, kernel_initializer="glorot_uniform",
                                     name="dense")
     _set_blocks(self, [GeneratorBlock(width, name=f"block{i}")
-                       for i in range(self.architecture.up_blocks)])
+                       for i in range(self.layout.up_blocks)])
     self.bn_out = keras.layers.BatchNormalization(synchronized=True, name="bn_out")
     self.conv_out = _conv(3, 3, "glorot_uniform", "conv_out")
 
   def call(self, z, training=False):
-    s0 = self.architecture.start_size
+    s0 = self.layout.start_size
     h = tf.reshape(self.dense(z), [-1, s0, s0, self.width])
     for block in self.blocks:
       h = block(h, training=training)
@@ -169,10 +168,10 @@ class Discriminator(keras.Model):
 
   def __init__(self, resolution=32, width=128, name="discriminator", spectral_norm=False):
     super().__init__(name=name)
-    self.architecture = architecture_for_resolution(resolution)
-    self.width = width
+    self.layout = layout_for_resolution(resolution)
+    self.resolution, self.width = resolution, width
     self.spectral_norm = spectral_norm
-    arch = self.architecture
+    arch = self.layout
     sn = dict(spectral_norm=spectral_norm)
     blocks = [DiscriminatorBlock(width, downsample=True, optimized=True, name="block0", **sn)]
     for _ in range(arch.down_blocks - 1):
@@ -189,7 +188,8 @@ class Discriminator(keras.Model):
     for layer in spectral.spectral_layers(self):
       layer.power_iteration()
 
-  def call(self, x):
+  def call(self, x, training=False):
+    del training  # No layer behaves differently in training.
     h = x
     for block in self.blocks:
       h = block(h)
@@ -202,5 +202,5 @@ class Discriminator(keras.Model):
 
   def build_for_inference(self):
     """Creates all variables by one call on a dummy batch."""
-    r = self.architecture.resolution
+    r = self.resolution
     self(tf.zeros([1, r, r, 3]))

@@ -1,1 +1,2 @@
-"""Training: losses, penalties, the update steps and the distributed loop."""
+"""The training loop: trainer, one D/G update (step), builders, checkpoints, distribution, run
+control and summaries. What it minimises lives in qagan_tf.objectives."""

@@ -9,7 +9,8 @@ _POLICIES = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float
 
 
 def build_models(config):
-  """Builds (generator, discriminator, ema_generator) with all variables created.
+  """Builds (generator, discriminator, ema_generator) of config.architecture (the registry in
+  qagan_tf/models/registry.py) with all variables created.
 
   The EMA generator starts as a copy of the generator. With config.mixed_precision, G and D
   compute in 16 bits (Keras mixed policy: float32 weights, 16-bit activations, float32 outputs);
@@ -21,13 +22,16 @@ def build_models(config):
   if policy:
     keras.config.set_dtype_policy(policy)
   try:
-    generator = models.Generator(config.resolution, config.width, config.z_dim)
-    discriminator = models.Discriminator(config.resolution, config.width,
-                                         spectral_norm=config.d_norm == "spectral")
+    generator = models.build_generator(config.architecture, config.resolution,
+                                       config.generator_width, config.z_dim)
+    discriminator = models.build_discriminator(
+        config.architecture, config.resolution, config.discriminator_width,
+        spectral_norm=config.d_norm == "spectral")
   finally:
     keras.config.set_dtype_policy(previous)
-  ema_generator = models.Generator(config.resolution, config.width, config.z_dim,
-                                   name="ema_generator")
+  ema_generator = models.build_generator(config.architecture, config.resolution,
+                                         config.generator_width, config.z_dim,
+                                         model_name="ema_generator")
   for model in (generator, discriminator, ema_generator):
     model.build_for_inference()
   for ema, value in zip(ema_generator.variables, generator.variables):

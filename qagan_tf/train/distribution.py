@@ -58,7 +58,7 @@ def make_strategy(name="auto"):
   if name == "multi_worker":
     if not _tf_config_workers():
       raise ValueError("--strategy=multi_worker needs TF_CONFIG with the cluster and this "
-                       "worker's task (see README, Distribution).")
+                       "worker's task (see docs/distribution.md).")
     return tf.distribute.MultiWorkerMirroredStrategy()
   raise ValueError(f"Unknown strategy {name!r}; use auto, default, mirrored or multi_worker.")
 

@@ -10,8 +10,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-from qagan_tf.train import losses
-from qagan_tf.train import penalty_api
+from qagan_tf.objectives import losses
+from qagan_tf.objectives import penalty_api
 
 
 def _float32(x):
@@ -353,7 +353,7 @@ def discriminator_update(generator, discriminator, optimizer, real, z, eps, obje
     the metrics of `discriminator_gradients` plus `skipped` (this replica's share of 1 when the
     update was dropped because a loss or gradient was NaN/Inf, see `apply_if_finite`).
   """
-  if getattr(discriminator, "spectral_norm", False):
+  if discriminator.spectral_norm:  # The model protocol (models/registry.py).
     discriminator.update_spectral_norm()
   loss, grads, metrics = discriminator_gradients(
       generator, discriminator, real, z, eps, objective, global_batch_size=global_batch_size,

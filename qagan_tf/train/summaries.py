@@ -4,15 +4,14 @@ import os
 
 import tensorflow as tf
 
-from qagan_tf import evaluation
 from qagan_tf import sampling
+from qagan_tf.metrics import table
 from qagan_tf.utils import images as images_lib
 
 SAMPLE_SEED = 20191208  # The fixed latents of every sample grid (the same at every step).
 
 # The metrics the HParams dashboard shows beside each run's configuration (logged scalars).
-HPARAMS_METRICS = tuple(name for _, name in evaluation.EVAL_SUMMARIES
-                        if name != "eval/is_std") + (
+HPARAMS_METRICS = tuple(m.tag for m in table.METRICS if m.column) + (
     "train/d_loss", "train/g_loss", "train/wasserstein")
 
 

@@ -14,10 +14,10 @@ from absl import logging
 from qagan_tf import data as data_lib
 from qagan_tf import evaluation
 from qagan_tf import sampling
+from qagan_tf.objectives import penalties
 from qagan_tf.train import builders
 from qagan_tf.train import checkpoints as checkpoints_lib
 from qagan_tf.train import distribution
-from qagan_tf.train import penalties as penalties_lib
 from qagan_tf.train import run_control
 from qagan_tf.train import step as step_lib
 from qagan_tf.train import summaries
@@ -45,15 +45,9 @@ class Trainer:
     self.model_dir = model_dir
     self.strategy = strategy or distribution.make_strategy("auto")
     replicas = self.strategy.num_replicas_in_sync
-    if (c.jit_compile and replicas > 1 and c.penalty == "niqe"
-        and c.niqe.pooling in ("batch", "pooled")):
-      raise ValueError(
-          f"--jit_compile compiles D's whole loss+gradient computation, and a compiled function "
-          f"cannot all-reduce: the NIQE penalty's --niqe_pooling={c.niqe.pooling} pools over "
-          f"the {replicas} replicas. Drop --jit_compile (with --niqe_xla=on the penalty's "
-          f"per-replica part is still compiled) or use --niqe_pooling=group (the default) or "
-          f"image, which pool within a replica.")
-    self.quality_penalty = penalties_lib.make_quality_penalty(c.penalty, c)
+    entry = penalties.get_entry(c.penalty)
+    entry.check_strategy(c, replicas)
+    self.quality_penalty = entry.make(c)
     self.objective = step_lib.Objective.from_config(c, self.quality_penalty)
     self._images = images
     keras.utils.set_random_seed(c.seed)
@@ -89,7 +83,9 @@ class Trainer:
             "g": self.g_loss_scale.scale, "g_good": self.g_loss_scale.good_steps}),
         step=self.step, max_to_keep=c.keep_checkpoints, is_chief=self.is_chief,
         task_id=task_id, describe_architecture=(
-            f"resolution {c.resolution}, width {c.width}, z_dim {c.z_dim}, d_norm {c.d_norm}"))
+            f"architecture {c.architecture}, resolution {c.resolution}, G width "
+            f"{c.generator_width}, D width {c.discriminator_width}, z_dim {c.z_dim}, d_norm "
+            f"{c.d_norm}"))
     self._d_gradients = self._g_gradients = None
     if c.jit_compile:  # XLA for the loss+gradient computations, updates outside.
       self._d_gradients = tf.function(step_lib.critic_gradients, jit_compile=True)

@@ -1,4 +1,4 @@
-"""Tests of the ResNet generator and discriminator against DESIGN §2."""
+"""Tests of the ResNet generator and discriminator against the QAGAN supplement's Tables 1-2."""
 
 import keras
 import numpy as np
@@ -26,7 +26,7 @@ def test_shapes_and_layout(resolution):
   assert images.shape == (2, resolution, resolution, 3)
   assert float(tf.reduce_max(tf.abs(images))) <= 1.0
   assert d(images).shape == (2,)
-  assert g.architecture.start_size == start and len(g.blocks) == ups
+  assert g.layout.start_size == start and len(g.blocks) == ups
   assert [b.downsample for b in d.blocks] == downs
   assert d.blocks[0].optimized and not any(b.optimized for b in d.blocks[1:])
   h = images

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from qagan_tf import models
-from qagan_tf.train import distribution, losses, step
+from qagan_tf.objectives import losses
+from qagan_tf.train import distribution, step
 
 
 def _tiny(seed=0, spectral_norm=False):
@@ -309,7 +310,7 @@ def test_lazy_schedule_puts_each_penalty_on_exactly_its_d_updates_weighted_by_k(
   n % 3 == 0, each then weighted by its interval; the loss and gradients equal those of an
   objective that applies exactly those weights, and nothing else is computed."""
   from qagan_tf import config as config_lib
-  from qagan_tf.train import penalties
+  from qagan_tf.objectives import penalties
   config = config_lib.TrainConfig.create(resolution=32, dataset="embedded", batch_size=4,
                                          penalty=penalty_name).validate()
   penalty = penalties.make_quality_penalty(penalty_name, config)

@@ -216,10 +216,11 @@ def test_a_checkpoint_with_non_finite_variables_is_never_written(tmp_path):
 
 def _poisonable_penalty():
   """A test penalty that is 0, or NaN while `poison` holds NaN (tf.function reads it live)."""
-  from qagan_tf.train import penalties, penalty_api
+  from qagan_tf.objectives import penalties, penalty_api
   poison = tf.Variable(0.0, trainable=False)
-  penalties.PENALTIES["test_poison"] = lambda config: penalty_api.QualityPenalty(
-      "test_poison", "test_poison", lambda inputs: (0.0 * inputs.d_real + poison, {}))
+  penalties.PENALTIES["test_poison"] = penalty_api.PenaltyEntry(
+      make=lambda config: penalty_api.QualityPenalty(
+          "test_poison", "test_poison", lambda inputs: (0.0 * inputs.d_real + poison, {})))
   return poison
 
 

@@ -1,7 +1,8 @@
-"""What a quality-aware penalty receives (`PenaltyInputs`) and what it is (`QualityPenalty`).
+"""What a quality-aware penalty receives (`PenaltyInputs`), what it is (`QualityPenalty`) and how
+the registry holds it (`PenaltyEntry`).
 
 Penalties are UNWEIGHTED and per example; the train step applies each weight exactly once and
-averages over the global batch. The registry of names is `train/penalties.py`.
+averages over the global batch. The registry of names is `objectives/penalties.py`.
 """
 
 import dataclasses
@@ -47,3 +48,29 @@ class QualityPenalty:
   @property
   def metric_names(self):
     return (self.summary_tag,) + tuple(self.extra_tags)
+
+
+def _no_migration(values):
+  return values
+
+
+def _no_strategy_check(config, replicas):
+  del config, replicas
+
+
+@dataclasses.dataclass(frozen=True)
+class PenaltyEntry:
+  """One `--penalty`: the registry's value (`penalties.PENALTIES`).
+
+  make: config -> `QualityPenalty`, or None for a baseline without one.
+  settings: the penalty's settings dataclass (fields with `utils.fields.setting` metadata: they
+    become the flags and config.json keys <name>_<field> and its `qa` keywords), or None.
+  migrate: flat config.json values of a run of this penalty written by an older version -> the
+    values it trained with (so that it resumes with its own penalty).
+  check_strategy: (config, replicas in sync) -> None, or ValueError naming what the strategy
+    cannot run (e.g. an all-reduce inside an XLA-compiled step) and the fix.
+  """
+  make: Callable
+  settings: Optional[type] = None
+  migrate: Callable = _no_migration
+  check_strategy: Callable = _no_strategy_check

@@ -18,7 +18,10 @@ from qagan_tf import config as config_lib
 from qagan_tf import models
 from qagan_tf.data import sources
 from qagan_tf.iqa import model as niqe_model_lib
-from qagan_tf.train import niqe_prior
+from qagan_tf.objectives.niqe import fit as niqe_fit
+from qagan_tf.objectives.niqe import priors as niqe_priors
+from qagan_tf.objectives.niqe import settings as niqe_settings
+from qagan_tf.objectives.niqe import transform as niqe_transform
 from tests.reference import reference_path
 
 
@@ -30,15 +33,15 @@ def _config(**kw):
 
 def _resolve(config, prior):
   """The penalty's settings for a TrainConfig, as bin/train resolves them."""
-  return niqe_prior.resolve_settings(config.niqe, prior, config.resolution)
+  return niqe_settings.resolve_settings(config.niqe, prior, config.resolution)
 
 
 def test_shipped_and_the_authors_priors_record_how_they_were_fitted():
   expected = {"cifar_grad": ("sobel_magnitude", 32, 32), "stl_grad": ("sobel_magnitude", 48, 48),
               "natural_sobel64": ("sobel_magnitude", 64, 64), "natural": ("image", 96, None)}
-  assert set(niqe_prior.NAMED_PRIORS) == set(expected)
+  assert set(niqe_priors.NAMED_PRIORS) == set(expected)
   for name, (source, block, resolution) in expected.items():
-    spec = niqe_prior.load_prior(name).spec
+    spec = niqe_priors.load_prior(name).spec
     assert (spec.source, spec.block_size, spec.resolution, spec.scales) == (
         source, block, resolution, 2), name
     assert spec.grayscale and not spec.assumed and spec.scale > 0, name
@@ -47,14 +50,14 @@ def test_shipped_and_the_authors_priors_record_how_they_were_fitted():
   for mat, source in (("model_cifar_grad.mat", "sobel_magnitude"),
                       ("model_STL_grad.mat", "sobel_magnitude"),
                       ("model_face_grad.mat", "d_gradient"), ("modelparameters.mat", "image")):
-    spec = niqe_prior.load_prior(reference_path("niqe", mat)).spec
+    spec = niqe_priors.load_prior(reference_path("niqe", mat)).spec
     assert spec.source == source and not spec.assumed, mat
-  assert niqe_prior.load_prior(reference_path("niqe", "model_cifar_grad.mat")).spec == (
-      niqe_prior.load_prior("cifar_grad").spec)
-  face = niqe_prior.load_prior(reference_path("niqe", "model_face_grad.mat")).spec
+  assert niqe_priors.load_prior(reference_path("niqe", "model_cifar_grad.mat")).spec == (
+      niqe_priors.load_prior("cifar_grad").spec)
+  face = niqe_priors.load_prior(reference_path("niqe", "model_face_grad.mat")).spec
   assert (face.block_size, face.resolution, face.normalization) == (64, 64, "none")
   with pytest.raises(ValueError, match="face_grad .* is not shipped.*model_face_grad.mat"):
-    niqe_prior.load_prior("face_grad")
+    niqe_priors.load_prior("face_grad")
 
 
 def test_priors_without_metadata_load_with_the_documented_assumption(tmp_path):
@@ -65,11 +68,11 @@ def test_priors_without_metadata_load_with_the_documented_assumption(tmp_path):
   np.savez(bare, mu=mu, cov=cov)
   messages = []
   logging.get_absl_logger().addFilter(lambda r: messages.append(r.getMessage()) or True)
-  spec = niqe_prior.load_prior(bare).spec
+  spec = niqe_priors.load_prior(bare).spec
   assert spec.assumed and spec.source == "d_gradient" and spec.block_size == 0
   assert (spec.normalization, spec.scale) == ("max", 255.0)  # Image-scale betas (mu[1] >= 0.05).
   assert any("has no metadata; assuming" in m for m in messages)
-  settings = _resolve(_config(niqe_prior=bare), niqe_prior.load_prior(bare))
+  settings = _resolve(_config(niqe_prior=bare), niqe_priors.load_prior(bare))
   assert (settings.transform, settings.block_size, settings.normalization) == (
       "signed", 16, "max")  # What the penalty did before metadata: resolution / 2, peak 255.
   # bin/fit_niqe_prior's files from before the metadata had `settings`.
@@ -77,16 +80,16 @@ def test_priors_without_metadata_load_with_the_documented_assumption(tmp_path):
   np.savez(old, mu=mu, cov=cov, settings=json.dumps(
       {"source": "sobel", "block_size": 16, "scales": 2, "normalization": "max",
        "resolution": 32}))
-  spec = niqe_prior.load_prior(old).spec
+  spec = niqe_priors.load_prior(old).spec
   assert (spec.source, spec.block_size, spec.normalization, spec.scale, spec.assumed) == (
       "sobel_magnitude", 16, "max", 255.0, False)
   np.savez(tmp_path / "bad.npz", mu=mu, cov=cov, metadata="{not json")
   with pytest.raises(niqe_model_lib.ModelError, match="unreadable metadata"):
-    niqe_prior.load_prior(str(tmp_path / "bad.npz"))
+    niqe_priors.load_prior(str(tmp_path / "bad.npz"))
 
 
 def test_penalty_settings_follow_the_prior_and_contradictions_are_refused():
-  prior = niqe_prior.load_prior("cifar_grad")
+  prior = niqe_priors.load_prior("cifar_grad")
   s = _resolve(_config(), prior)
   assert (s.transform, s.grayscale, s.block_size, s.scales, s.normalization, s.scale) == (
       "magnitude", True, 32, 2, "contrast", 50.0)
@@ -105,11 +108,11 @@ def test_penalty_settings_follow_the_prior_and_contradictions_are_refused():
     _resolve(_config(resolution=48), prior)
   with pytest.raises(ValueError, match="blocks of 96 px do not fit 32 px"):
     _resolve(_config(niqe_allow_prior_mismatch=True),
-                                niqe_prior.load_prior("natural"))
+                                niqe_priors.load_prior("natural"))
   # configs/stl10_96_niqe.cfg's deliberate override.
   s = _resolve(_config(resolution=96, niqe_block_size=96,
                                           niqe_allow_prior_mismatch=True),
-                                  niqe_prior.load_prior("stl_grad"))
+                                  niqe_priors.load_prior("stl_grad"))
   assert (s.block_size, s.transform, s.scale) == (96, "magnitude", 45.0)
 
 
@@ -119,18 +122,18 @@ _LUMA = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
 def test_the_transform_makes_magnitudes_at_the_priors_contrast_and_is_scale_free():
   rng = np.random.default_rng(1)
   grads = tf.constant(rng.normal(size=(3, 32, 32, 3)) * 1e-3)
-  s = _resolve(_config(), niqe_prior.load_prior("cifar_grad"))
+  s = _resolve(_config(), niqe_priors.load_prior("cifar_grad"))
   assert (s.smoothing, s.pooling, s.group_size) == ("binomial", "group", 16)
-  maps = niqe_prior.penalty_inputs(grads, s)
+  maps = niqe_transform.penalty_inputs(grads, s)
   assert maps.shape == (3, 32, 32) and np.all(maps.numpy() > 0)
-  np.testing.assert_allclose(niqe_prior.local_contrast(maps).numpy(), 50.0, rtol=1e-4)
+  np.testing.assert_allclose(niqe_transform.local_contrast(maps).numpy(), 50.0, rtol=1e-4)
   # Scale-free over float32's whole range (the statistics are taken relative to each map's
   # peak, so no absolute eps breaks it; an absolute 1e-12 gave +14% at an RMS of 1e-6).
   for factor in (1e-30, 1e-7, 37.0, 1e20):
-    np.testing.assert_allclose(niqe_prior.penalty_inputs(grads * factor, s).numpy(),
+    np.testing.assert_allclose(niqe_transform.penalty_inputs(grads * factor, s).numpy(),
                                maps.numpy(), rtol=1e-4)
     x32 = tf.cast(grads * factor, tf.float32)
-    np.testing.assert_allclose(niqe_prior.penalty_inputs(x32, s).numpy(), maps.numpy(),
+    np.testing.assert_allclose(niqe_transform.penalty_inputs(x32, s).numpy(), maps.numpy(),
                                rtol=2e-3)
   # The magnitude of the luma smoothed by [1 2 1] x [1 2 1] / 16 (Sobel's smoothing), itself
   # smoothed at 0 by 3% of the map's RMS.
@@ -141,41 +144,41 @@ def test_the_transform_makes_magnitudes_at_the_priors_contrast_and_is_scale_free
   scale = maps.numpy() / expected
   np.testing.assert_allclose(scale, scale[:, :1, :1] * np.ones_like(scale), rtol=1e-6)
   # Without the smoothing (old runs; --niqe_smoothing=none) it is |luma| up to that smoothing.
-  plain = niqe_prior.penalty_inputs(grads, dataclasses.replace(s, smoothing="none")).numpy()
+  plain = niqe_transform.penalty_inputs(grads, dataclasses.replace(s, smoothing="none")).numpy()
   luma = np.abs(grads.numpy() @ _LUMA)
   scale = plain / np.sqrt(luma**2 + 0.03**2 * (luma**2).mean(axis=(1, 2), keepdims=True))
   np.testing.assert_allclose(scale, scale[:, :1, :1] * np.ones_like(scale), rtol=1e-6)
   # A raw signed-gradient prior (the authors' CelebA file) leaves the luma as it is, up to the
   # peak normalisation, and unsmoothed.
-  face = niqe_prior.load_prior(reference_path("niqe", "model_face_grad.mat"))
+  face = niqe_priors.load_prior(reference_path("niqe", "model_face_grad.mat"))
   s = _resolve(_config(resolution=64), face)
   assert s.smoothing == "none"
   grads = rng.normal(size=(2, 64, 64, 3)) * 1e-3
   peak = np.abs(grads).max(axis=(1, 2, 3), keepdims=True)[..., 0]
-  np.testing.assert_allclose(niqe_prior.penalty_inputs(tf.constant(grads), s).numpy(),
+  np.testing.assert_allclose(niqe_transform.penalty_inputs(tf.constant(grads), s).numpy(),
                              grads @ _LUMA / peak, rtol=1e-12)
 
 
 def test_a_dead_gradient_is_a_documented_dead_zone():
   """An all-zero map scores as the fixed noise map that stands in for it, with zero gradient,
   and does not disturb the gradients of the live maps of its group."""
-  s = _resolve(_config(), niqe_prior.load_prior("cifar_grad"))
-  prior = niqe_prior.load_prior("cifar_grad")
+  s = _resolve(_config(), niqe_priors.load_prior("cifar_grad"))
+  prior = niqe_priors.load_prior("cifar_grad")
   rng = np.random.default_rng(2)
   live = rng.normal(size=(16, 32, 32, 3))
   for dead in (1, 16):
     g = tf.constant(np.concatenate([np.zeros((dead, 32, 32, 3)), live[dead:]]))
     with tf.GradientTape() as tape:
       tape.watch(g)
-      value = tf.reduce_mean(niqe_prior.gradient_distance(g, prior, s))
+      value = tf.reduce_mean(niqe_transform.gradient_distance(g, prior, s))
     grad = tape.gradient(value, g).numpy()
     assert np.isfinite(value.numpy()) and np.all(np.isfinite(grad))
     assert np.all(grad[:dead] == 0.0)
     if dead < 16:
       assert np.abs(grad[dead:]).max() > 0
-  noise = np.random.default_rng(niqe_prior.DEAD_MAP_SEED).uniform(-1, 1, (32, 32, 3))
+  noise = np.random.default_rng(niqe_transform.DEAD_MAP_SEED).uniform(-1, 1, (32, 32, 3))
   noise = np.repeat(noise[None], 16, axis=0)  # Every dead map becomes the same one.
-  assert float(value) == pytest.approx(float(tf.reduce_mean(niqe_prior.gradient_distance(
+  assert float(value) == pytest.approx(float(tf.reduce_mean(niqe_transform.gradient_distance(
       tf.constant(noise), prior, s))), rel=1e-6)
 
 
@@ -198,7 +201,7 @@ def _native_crops(size, count, seed):
 
 def _distort(maps, kind, rng):
   """The distortions of the validity test, applied to (N, H, W) maps (the prior's inputs)."""
-  contrast = niqe_prior.local_contrast(tf.constant(maps)).numpy()[:, None, None]
+  contrast = niqe_transform.local_contrast(tf.constant(maps)).numpy()[:, None, None]
   if kind.startswith("blur"):
     sigma = float(kind[4:])
     return ndimage.gaussian_filter(maps, (0, sigma, sigma), mode="nearest")
@@ -220,13 +223,13 @@ def _distort(maps, kind, rng):
   raise ValueError(kind)
 
 
-@pytest.mark.parametrize("name", sorted(niqe_prior.NAMED_PRIORS))
+@pytest.mark.parametrize("name", sorted(niqe_priors.NAMED_PRIORS))
 def test_validity_the_penalty_prefers_the_inputs_its_prior_describes(name):
   """With the default settings, the penalty's per-image value on the inputs a prior describes
   (Sobel magnitudes of natural crops at its resolution, or the photographs themselves) is lower
   than on the same inputs blurred, noisy, JPEG-compressed or with a checkerboard, for >= 90% of
   the images. The values come in training-sized batches (16 images), as the penalty sees them."""
-  prior = niqe_prior.load_prior(name)
+  prior = niqe_priors.load_prior(name)
   spec = prior.spec
   if spec.source == "image":
     size, batch, batches = 2 * spec.block_size, 4, 6  # 2 x 2 blocks of 96 px per photograph.
@@ -236,11 +239,11 @@ def test_validity_the_penalty_prefers_the_inputs_its_prior_describes(name):
     images = sources.embedded_images(size, batch * batches, seed=7)  # Not the fitting crops.
   config = _config(resolution=min(size, 96), niqe_prior=name)
   settings = _resolve(config, prior)
-  maps = niqe_prior.fit_inputs(images, spec.source).numpy()
+  maps = niqe_fit.fit_inputs(images, spec.source).numpy()
 
   def scores(m):
-    x = niqe_prior.normalize(tf.constant(m), settings.normalization, settings.scale)
-    return np.concatenate([niqe_prior.distance(x[i:i + batch], prior, settings).numpy()
+    x = niqe_transform.normalize(tf.constant(m), settings.normalization, settings.scale)
+    return np.concatenate([niqe_transform.distance(x[i:i + batch], prior, settings).numpy()
                            for i in range(0, len(m), batch)])
   clean = scores(maps)
   rng = np.random.default_rng(0)
@@ -258,24 +261,24 @@ def test_a_fitted_prior_records_its_fit_and_drives_the_penalty(tmp_path, source)
   keras.utils.set_random_seed(0)
   d = models.Discriminator(32, width=4)
   d.build_for_inference()
-  model, spec, info = niqe_prior.fit_prior(images, source, discriminator=d)
+  model, spec, info = niqe_fit.fit_prior(images, source, discriminator=d)
   assert info["blocks_kept"] == 48 and info["images"] == 48  # One block per image.
   assert (spec.source, spec.block_size, spec.resolution, spec.grayscale) == (source, 32, 32, True)
   if source == "sobel_magnitude":
     assert spec.normalization == "none" and spec.scale == pytest.approx(info["median_contrast"])
   else:
-    assert (spec.normalization, spec.scale) == ("contrast", niqe_prior.DEFAULT_GRADIENT_CONTRAST)
+    assert (spec.normalization, spec.scale) == ("contrast", niqe_fit.DEFAULT_GRADIENT_CONTRAST)
   path = str(tmp_path / "prior.npz")
-  niqe_prior.save_prior(path, model, spec)
-  loaded = niqe_prior.load_prior(path)
+  niqe_priors.save_prior(path, model, spec)
+  loaded = niqe_priors.load_prior(path)
   assert loaded.spec == spec and np.linalg.eigvalsh(loaded.model.cov).min() > 0
   settings = _resolve(_config(niqe_prior=path), loaded)
   assert (settings.transform, settings.block_size, settings.normalization) == (
       "magnitude", 32, "contrast")
   with pytest.raises(ValueError, match="sharp blocks"):
-    niqe_prior.fit_prior(images[:8], source, discriminator=d)
+    niqe_fit.fit_prior(images[:8], source, discriminator=d)
   with pytest.raises(ValueError, match="needs a discriminator"):
-    niqe_prior.fit_prior(images, "d_gradient")
+    niqe_fit.fit_prior(images, "d_gradient")
 
 
 def test_a_run_written_before_the_metadata_keeps_its_old_penalty_settings():
@@ -287,7 +290,7 @@ def test_a_run_written_before_the_metadata_keeps_its_old_penalty_settings():
   assert (config.niqe.transform, config.niqe.split, config.niqe.block_size,
           config.niqe.normalization, config.niqe.normalization_scale,
           config.niqe.allow_prior_mismatch) == ("signed", "hard", 16, "max", 255.0, True)
-  settings = _resolve(config, niqe_prior.load_prior("cifar_grad"))
+  settings = _resolve(config, niqe_priors.load_prior("cifar_grad"))
   assert (settings.transform, settings.pooling, settings.covariance_regularization) == (
       "signed", "image", 1e-3)
   # Resuming it with today's defaults would change the penalty: refused, naming the old values.

@@ -11,8 +11,12 @@ import tensorflow as tf
 from qagan_tf import config as config_lib
 from qagan_tf import iqa, models
 from qagan_tf.iqa import model as niqe_model_lib
-from qagan_tf.train import distribution, losses, niqe_prior, penalties, penalty_api, step
-from qagan_tf.train import niqe_penalty, ssim_penalty
+from qagan_tf.objectives import losses, penalties, penalty_api
+from qagan_tf.objectives.niqe import priors as niqe_priors
+from qagan_tf.objectives.niqe import settings as niqe_settings
+from qagan_tf.objectives.niqe import transform as niqe_transform
+from qagan_tf.train import distribution, step
+from qagan_tf.objectives.niqe import penalty as niqe_penalty
 from tests.reference import reference_path
 
 
@@ -24,7 +28,7 @@ def _config(**kw):
 
 def _resolve(config, prior):
   """The penalty's settings for a TrainConfig, as bin/train resolves them."""
-  return niqe_prior.resolve_settings(config.niqe, prior, config.resolution)
+  return niqe_settings.resolve_settings(config.niqe, prior, config.resolution)
 
 
 def _tiny(seed=0):
@@ -121,14 +125,14 @@ def test_ssim_penalty_matches_its_formula():
   fake = tf.constant(rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32))
   d_real, d_fake = tf.constant([1.0, -2.0, 0.5]), tf.constant([0.0, 1.0, 0.5])
   inputs = penalty_api.PenaltyInputs(real, fake, real, d_real, d_fake, real)
-  value, extras = ssim_penalty.ssim_distance_penalty(inputs, config.ssim)
+  value, extras = penalties.make_quality_penalty("ssim", config).fn(inputs)
   dq = iqa.ssim_distance(real, fake, size=8, sigma=1.5, max_val=2.0, grayscale=True).numpy()
   expected = (np.abs(d_real.numpy() - d_fake.numpy()) / dq - 1) ** 2
   np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5)
   np.testing.assert_allclose(extras["ssim_dq"].numpy(), dq, rtol=1e-6)
   # Identical images: dQ = 0 is floored, the value stays finite.
-  same, _ = ssim_penalty.ssim_distance_penalty(penalty_api.PenaltyInputs(
-      real, real, real, d_real, d_fake, real), config.ssim)
+  same, _ = penalties.make_quality_penalty("ssim", config).fn(penalty_api.PenaltyInputs(
+      real, real, real, d_real, d_fake, real))
   assert np.all(np.isfinite(same.numpy()))
 
 
@@ -209,7 +213,7 @@ def test_the_niqe_penalty_is_smooth_in_ds_gradient_and_the_hard_split_is_not():
     tape.watch(x)
     score = tf.reduce_sum(d(x))
   g0 = tf.cast(tape.gradient(score, x), tf.float64)
-  prior = niqe_prior.load_prior("cifar_grad")
+  prior = niqe_priors.load_prior("cifar_grad")
   rng = np.random.default_rng(0)
   directions = [tf.constant(rng.normal(size=g0.shape)) for _ in range(4)]
   steps = (1e-3, 1e-4, 1e-5)
@@ -218,7 +222,7 @@ def test_the_niqe_penalty_is_smooth_in_ds_gradient_and_the_hard_split_is_not():
     settings = _resolve(_config(penalty="niqe", niqe_split=split), prior)
 
     def f(g, settings=settings):
-      return tf.reduce_mean(niqe_prior.gradient_distance(g, prior, settings))
+      return tf.reduce_mean(niqe_transform.gradient_distance(g, prior, settings))
     with tf.GradientTape() as tape:
       tape.watch(g0)
       y = f(g0)
@@ -238,17 +242,17 @@ def test_the_niqe_penalty_is_smooth_in_ds_gradient_and_the_hard_split_is_not():
 
 
 def test_named_and_authors_priors_load_positive_definite():
-  for name in niqe_prior.NAMED_PRIORS:
-    prior = niqe_prior.load_prior(name).model
+  for name in niqe_priors.NAMED_PRIORS:
+    prior = niqe_priors.load_prior(name).model
     assert prior.mu.shape == (36,) and np.all(np.linalg.eigvalsh(prior.cov) > 0)
   for name in ("model_cifar_grad.mat", "model_STL_grad.mat", "model_face_grad.mat"):
-    mat = niqe_prior.load_prior(reference_path("niqe", name)).model
+    mat = niqe_priors.load_prior(reference_path("niqe", name)).model
     assert np.all(np.linalg.eigvalsh(mat.cov) > 0)
   np.testing.assert_array_equal(
-      niqe_prior.load_prior(reference_path("niqe", "model_cifar_grad.mat")).model.mu,
-      niqe_prior.load_prior("cifar_grad").model.mu)
+      niqe_priors.load_prior(reference_path("niqe", "model_cifar_grad.mat")).model.mu,
+      niqe_priors.load_prior("cifar_grad").model.mu)
   with pytest.raises(ValueError, match="neither a named prior"):
-    niqe_prior.load_prior("/nonexistent/prior.npz")
+    niqe_priors.load_prior("/nonexistent/prior.npz")
 
 
 def test_bad_penalty_settings_are_refused():
@@ -319,12 +323,12 @@ def test_mirrored_niqe_update_equals_the_single_device_update(pooling, xla):
 
 
 def test_the_xla_compiled_niqe_penalty_is_the_same_function():
-  prior = niqe_prior.load_prior("cifar_grad")
+  prior = niqe_priors.load_prior("cifar_grad")
   settings = _resolve(_config(penalty="niqe"), prior)
   grads = tf.constant(np.random.default_rng(3).normal(0, 1e-2, (4, 32, 32, 3)), tf.float32)
   values = []
   for compiled in (False, True):
-    distance = niqe_prior.GradientDistance(prior, settings, compile_local=compiled)
+    distance = niqe_transform.GradientDistance(prior, settings, compile_local=compiled)
     with tf.GradientTape() as tape:
       tape.watch(grads)
       value = tf.reduce_sum(distance(grads))

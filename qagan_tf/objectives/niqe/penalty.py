@@ -1,87 +1,22 @@
-"""The NIQE gradient penalty (paper eqs. 14-15), registered as `niqe`, its settings and its
-TensorBoard diagnostics.
+"""The NIQE gradient penalty (paper eqs. 14-15): `niqe_gradient_penalty` (qa.niqe_penalty), the
+`niqe` registry entry and its TensorBoard diagnostics.
 
 NIQE(T(grad_x_hat D(x_hat)) | mu_P, Sigma_P): the differentiable NIQE of D's input gradient at the
-interpolates after the transform T that the prior's inputs had (magnitude or signed, luma, scale;
-see `niqe_prior`, which holds the priors and how they were fitted); a second-order term in D's
-variables, as the 1-GP. Unweighted and per example.
+interpolates after the transform T that the prior's inputs had (see `transform` and `priors`); a
+second-order term in D's variables, as the 1-GP. Unweighted and per example.
 """
 
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
 
-from qagan_tf import iqa
 from qagan_tf.iqa import naturalness
 from qagan_tf.iqa.similarity import rgb_to_gray
-from qagan_tf.train import niqe_prior
-from qagan_tf.train import penalty_api
-
-
-@dataclasses.dataclass(frozen=True)
-class NiqeConfig:
-  """The `niqe` group of TrainConfig (flags and config.json keys niqe_<field>). 0 / "auto": as
-  the prior was fitted (its metadata); see bin/train_flags.py for each flag's meaning."""
-  prior: str = "cifar_grad"
-  block_size: int = 0
-  scales: int = 0
-  pooling: str = "group"
-  group_size: int = 16
-  grayscale: bool = True
-  transform: str = "auto"
-  smoothing: str = "auto"
-  normalization: str = "auto"
-  normalization_scale: float = 0.0
-  split: str = "soft"
-  split_temperature: float = 0.03
-  covariance_regularization: float = 0.0
-  allow_prior_mismatch: bool = False
-  xla: str = "auto"
-
-  # The fields that define a NIQE run's penalty: changing one on resume is refused.
-  RUN_DEFINING = ("prior", "block_size", "scales", "pooling", "group_size", "grayscale",
-                  "transform", "smoothing", "normalization", "normalization_scale", "split",
-                  "split_temperature", "covariance_regularization")
-
-  def check_values(self, spell=lambda field: f"niqe_{field}"):
-    """Raises ValueError for a choice or range that no run can use (naming the setting as
-    `spell` writes it, and the fix)."""
-    choices = {"pooling": naturalness.POOLINGS,
-               "transform": ("auto", "magnitude", "signed"),
-               "smoothing": ("auto",) + niqe_prior.SMOOTHINGS,
-               "normalization": ("auto", "none", "contrast", "max"),
-               "split": ("soft", "hard"),
-               "xla": ("auto", "on", "off")}
-    for name, valid in choices.items():
-      if getattr(self, name) not in valid:
-        raise ValueError(f"{spell(name)}={getattr(self, name)!r}: use one of "
-                         f"{', '.join(valid)}.")
-    if not isinstance(self.group_size, (int, np.integer)) or self.group_size < 2:
-      raise ValueError(f"{spell('group_size')}={self.group_size!r} must be an integer >= 2 "
-                       "(images per group of pooling group; default 16).")
-    if self.scales < 0 or self.block_size < 0:
-      raise ValueError(f"{spell('scales')} and {spell('block_size')} must be >= 0 (0: the "
-                       "prior's).")
-    for name in ("covariance_regularization", "normalization_scale", "split_temperature"):
-      if not getattr(self, name) >= 0:
-        raise ValueError(f"{spell(name)}={getattr(self, name)} must be >= 0.")
-    if self.split == "soft" and not self.split_temperature > 0:
-      raise ValueError(f"{spell('split')}=soft needs {spell('split_temperature')} > 0 "
-                       "(default 0.03).")
-
-  def validate(self, config):
-    """Raises ValueError naming the flag and the fix (config: the whole TrainConfig)."""
-    self.check_values()
-    if config.penalty == "niqe" and self.block_size:
-      div = 2 ** (max(self.scales, 2) - 1)
-      if self.block_size > config.resolution or self.block_size % div or (
-          self.block_size // div < 4):
-        raise ValueError(f"niqe_block_size={self.block_size} does not fit "
-                         f"{config.resolution} px images with {max(self.scales, 2)} scales: it "
-                         f"must be <= {config.resolution}, a multiple of {div} and at least "
-                         f"{4 * div} (0: the prior's).")
-
+from qagan_tf.objectives import penalty_api
+from qagan_tf.objectives.niqe import priors
+from qagan_tf.objectives.niqe import settings as settings_lib
+from qagan_tf.objectives.niqe import transform
+from qagan_tf.objectives.niqe.settings import NiqeConfig
 
 # Settings of `niqe_gradient_penalty` (the NiqeConfig fields a caller may give as keywords).
 SETTINGS = tuple(f.name for f in dataclasses.fields(NiqeConfig) if f.name not in ("prior", "xla"))
@@ -93,7 +28,7 @@ def _keyword(field):
 
 
 def gradient_distance_for(input_shape, prior="cifar_grad", xla=False, **settings):
-  """The (cached) `niqe_prior.GradientDistance` that scores gradients of `input_shape`
+  """The (cached) `transform.GradientDistance` that scores gradients of `input_shape`
   (B, R, R, C) under `prior` with `settings` (NiqeConfig fields as keywords; bin/train's
   defaults for the others). Raises ValueError naming a bad keyword or value."""
   unknown = sorted(set(settings) - set(SETTINGS))
@@ -103,12 +38,12 @@ def gradient_distance_for(input_shape, prior="cifar_grad", xla=False, **settings
   niqe = NiqeConfig(prior=prior if isinstance(prior, str) else "(a Prior)", **settings)
   niqe.check_values(spell=_keyword)
   if isinstance(prior, str):
-    prior = niqe_prior.load_prior(prior)
+    prior = priors.load_prior(prior)
   resolution = int(input_shape[1])
   key = (id(prior), resolution, niqe, bool(xla))
   if key not in _DISTANCES:
-    resolved = niqe_prior.resolve_settings(niqe, prior, resolution, spell=_keyword)
-    _DISTANCES[key] = (prior, niqe_prior.GradientDistance(prior, resolved, compile_local=xla))
+    resolved = settings_lib.resolve_settings(niqe, prior, resolution, spell=_keyword)
+    _DISTANCES[key] = (prior, transform.GradientDistance(prior, resolved, compile_local=xla))
   return _DISTANCES[key][1]
 
 
@@ -116,7 +51,7 @@ def niqe_gradient_penalty(input_gradients, prior="cifar_grad", *, xla=False, **s
   """The NIQE gradient penalty (paper eqs. 14-15), unweighted and per example.
 
   NIQE(T(g) | mu_P, Sigma_P) of D's input gradients g after the transform T that the prior's
-  inputs had (see `niqe_prior`); with the default pooling each example gets the distance of
+  inputs had (see `transform`); with the default pooling each example gets the distance of
   its group of `group_size` (16) consecutive examples, the same at every batch size.
 
   Args:
@@ -124,7 +59,7 @@ def niqe_gradient_penalty(input_gradients, prior="cifar_grad", *, xla=False, **s
       unbounded (no value-range check), differentiable w.r.t. D's variables. float32 and float64
       are computed as given, float16/bfloat16 in float32.
     prior: a named prior (cifar_grad, stl_grad, natural_sobel64, natural), a .npz/.mat path, or
-      a `niqe_prior.Prior`.
+      a `priors.Prior`.
     xla: compile the per-replica part with XLA.
     **settings: the penalty's settings by NiqeConfig field name (block_size, scales, pooling,
       group_size, grayscale, transform, smoothing, normalization, normalization_scale, split,
@@ -153,10 +88,10 @@ def niqe_gradient_penalty(input_gradients, prior="cifar_grad", *, xla=False, **s
 def make_penalty(config):
   """The `niqe` QualityPenalty for a TrainConfig: `niqe_gradient_penalty` with its settings."""
   settings = {name: getattr(config.niqe, name) for name in SETTINGS}
-  prior = niqe_prior.load_prior(config.niqe.prior)
+  prior = priors.load_prior(config.niqe.prior)
   xla = compile_alone(config)
   niqe = config.niqe
-  resolved = niqe_prior.resolve_settings(niqe, prior, config.resolution)  # Flag-worded errors.
+  resolved = settings_lib.resolve_settings(niqe, prior, config.resolution)  # Flag-worded errors.
 
   def fn(inputs):
     return niqe_gradient_penalty(inputs.grad_x_hat, prior, xla=xla, **settings), {}
@@ -171,7 +106,8 @@ def make_penalty(config):
 def compile_alone(config):
   """Whether the penalty is compiled with XLA on its own (--niqe_xla): never when the whole D
   computation already is (--jit_compile); auto: on GPUs, where XLA fuses the penalty's many
-  small ops into few kernels, and not on CPUs, where it measured no faster (README, Speed)."""
+  small ops into few kernels, and not on CPUs, where it measured no faster
+  (docs/performance.md)."""
   if config.jit_compile or config.niqe.xla == "off":
     return False
   return config.niqe.xla == "on" or bool(tf.config.list_logical_devices("GPU"))
@@ -190,17 +126,34 @@ def write_gradient_summaries(discriminator, real, fake, step, prior, settings):
     grads[name] = tape.gradient(score, x)
   for name in ("real", "interpolated"):
     tf.summary.scalar(f"quality/niqe_grad_{name}", tf.reduce_mean(
-        niqe_prior.gradient_distance(grads[name], prior, settings)), step=step)
+        transform.gradient_distance(grads[name], prior, settings)), step=step)
   for name, images in (("real", real), ("fake", fake)):
     tf.summary.histogram(f"quality/mscn_spatial_{name}", mscn_sample((images + 1.0) * 127.5),
                          step=step)
-    maps = niqe_prior.penalty_inputs(grads[name], settings)
+    maps = transform.penalty_inputs(grads[name], settings)
     tf.summary.histogram(f"quality/mscn_grad_{name}", mscn_sample(maps[..., None]), step=step)
 
 
 def mscn_sample(images, max_values=4096):
   """Flattened MSCN coefficients of (B, H, W, 1|3) inputs (luma), at most max_values of them."""
   gray = images[..., 0] if images.shape[-1] == 1 else rgb_to_gray(images)[..., 0]
-  coeffs, _ = iqa.mscn(tf.cast(gray, tf.float32), eps=1e-8)
+  coeffs, _ = naturalness.mscn(tf.cast(gray, tf.float32), eps=1e-8)
   flat = tf.reshape(coeffs, [-1])
   return flat[:max_values]
+
+
+def check_strategy(config, replicas):
+  """--jit_compile compiles D's whole computation, and a compiled function cannot all-reduce:
+  the batch-wide poolings (batch, pooled) pool over replicas; groups and images do not."""
+  pooling = config.niqe.pooling
+  if config.jit_compile and replicas > 1 and pooling in ("batch", "pooled"):
+    raise ValueError(
+        f"--jit_compile compiles D's whole loss+gradient computation, and a compiled function "
+        f"cannot all-reduce: the NIQE penalty's --niqe_pooling={pooling} pools over the "
+        f"{replicas} replicas. Drop --jit_compile (with --niqe_xla=on the penalty's per-replica "
+        f"part is still compiled) or use --niqe_pooling=group (the default) or image, which "
+        f"pool within a replica.")
+
+
+ENTRY = penalty_api.PenaltyEntry(make=make_penalty, settings=NiqeConfig,
+                                 migrate=settings_lib.migrate, check_strategy=check_strategy)

@@ -11,8 +11,8 @@ from qagan_tf import qa
 from qagan_tf.benchmarks import natural_maps
 from qagan_tf.iqa import naturalness
 from qagan_tf.train import distribution
-from qagan_tf.train import niqe_penalty
-from qagan_tf.train import penalty_api
+from qagan_tf.objectives.niqe import penalty as niqe_penalty
+from qagan_tf.objectives import penalty_api
 
 
 def _batches(maps, batch, seed):

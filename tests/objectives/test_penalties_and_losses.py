@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from qagan_tf.train import losses, penalties, schedule
+from qagan_tf.objectives import losses, penalties
+from qagan_tf.train import schedule
 
 
 def test_wasserstein_losses_and_drift():

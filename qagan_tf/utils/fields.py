@@ -1,0 +1,38 @@
+"""Settings dataclasses whose fields carry their own help text and choices (field metadata): the
+flags, the config.json keys and the validation of a setting all read that one source."""
+
+import dataclasses
+
+
+def setting(default, help, choices=None, default_factory=None):  # noqa: A002 - the flag word.
+  """A dataclass field with its help text and, for an enum, its valid values.
+
+  Args:
+    default: the default value.
+    help: one or two sentences for --help (paper values in parentheses).
+    choices: the valid values (one source per enum: pass the library's own tuple).
+    default_factory: instead of `default`, for mutable or composite defaults.
+  """
+  metadata = {"help": help, "choices": None if choices is None else tuple(choices)}
+  if default_factory is not None:
+    return dataclasses.field(default_factory=default_factory, metadata=metadata)
+  return dataclasses.field(default=default, metadata=metadata)
+
+
+def help_of(field):
+  return field.metadata.get("help", "")
+
+
+def choices_of(field):
+  return field.metadata.get("choices")
+
+
+def check_choices(settings, spell=lambda name: name):
+  """Raises ValueError for a field whose value is not among its choices (the message names the
+  field as `spell` writes it and lists the valid values)."""
+  for field in dataclasses.fields(settings):
+    choices = choices_of(field)
+    value = getattr(settings, field.name)
+    if choices is not None and value not in choices:
+      raise ValueError(f"{spell(field.name)}={value!r}: use one of "
+                       f"{', '.join(map(str, choices))}.")
