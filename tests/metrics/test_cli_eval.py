@@ -126,8 +126,9 @@ def test_in_training_fid_and_the_evaluation_protocol(tmp_path, weights_env):
     summary = report["summary"][name]
     assert len(summary["fid"]["values"]) == 2 and summary["fid"]["mean"] > 0
     assert "kid" in summary
-    for key in ("precision", "recall"):
+    for key in ("precision", "recall", "coverage"):
       assert all(0.0 <= v <= 1.0 for v in summary[key]["values"]), (name, key)
+    assert all(v >= 0.0 for v in summary["density"]["values"]), name
     assert len(summary["niqe"]["values"]) == 2 and summary["niqe"]["mean"] > 0
     for run_result in report["runs"][name]:
       assert {"precision", "recall", "niqe", "niqe_std"} <= set(run_result)
@@ -135,10 +136,11 @@ def test_in_training_fid_and_the_evaluation_protocol(tmp_path, weights_env):
   with open(os.path.join(model_dir, "eval", "eval_step_0000002.md")) as f:
     table = f.read()
   ema = report["summary"]["ema"]
-  assert "| ema |" in table and "| precision | recall | NIQE |" in table
-  assert (f"| {ema['precision']['mean']:.3f} ± {ema['precision']['std']:.3f} | "
-          f"{ema['recall']['mean']:.3f} ± {ema['recall']['std']:.3f} | "
-          f"{ema['niqe']['mean']:.3f} ± {ema['niqe']['std']:.3f} |") in table
+  assert "| ema |" in table
+  assert "| precision | recall | density | coverage | NIQE |" in table
+  cells = " | ".join(f"{ema[k]['mean']:.3f} ± {ema[k]['std']:.3f}"
+                     for k in ("precision", "recall", "density", "coverage", "niqe"))
+  assert f"| {cells} |" in table
 
   proc = run("evaluate", f"--model_dir={model_dir}", f"--stats={tmp_path / 'none.npz'}",
              env=weights_env, check=False)
