@@ -1,12 +1,167 @@
-"""Differentiable image-quality penalties for any TensorFlow GAN (the public API).
+"""Differentiable image-quality penalties for any TensorFlow GAN: the public functional API.
 
-Functions of tensors that return UNWEIGHTED per-example penalties; they read no config and no
-flags, and bin/train's step calls the same functions. Images are NHWC in [-1, 1].
+Functions of tensors that return UNWEIGHTED per-example penalties (weight them and average them
+yourself); they read no config and no flags, and bin/train's step and `qagan_tf.gan.QAGAN` call
+the same functions. Images are NHWC in [-1, 1]; critic scores are (B,) or (B, 1). They work
+eagerly, inside `tf.function`, in a replica context of a MirroredStrategy and under a
+mixed-precision policy (16-bit inputs are computed in float32). A wrong static rank, shape or
+dtype is a ValueError that names the argument; value ranges are checked on images only, eagerly.
 
   from qagan_tf import qa
-  per_example = qa.niqe_penalty(input_gradients)   # D's input gradients (B, R, R, 3) -> (B,)
+  gp, grads = qa.gradient_penalty(discriminator, real, fake)   # (B,), (B, H, W, C)
+  loss = (tf.reduce_mean(fake_scores - real_scores) + tf.reduce_mean(gp)
+          + 0.1 * tf.reduce_mean(qa.niqe_penalty(grads)))
 """
 
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from qagan_tf.iqa import niqe_metric
+from qagan_tf.objectives import losses
+from qagan_tf.objectives import ssim as ssim_lib
+from qagan_tf.objectives.niqe import fit as niqe_fit
+from qagan_tf.objectives.niqe import priors as niqe_priors
 from qagan_tf.objectives.niqe.penalty import niqe_gradient_penalty as niqe_penalty
 
-__all__ = ["niqe_penalty"]
+__all__ = ["gradient_penalty", "ssim_distance_penalty", "niqe_penalty", "load_prior", "fit_prior",
+           "niqe"]
+
+
+def _float(x, name):
+  """x as a float tensor (float32 for 16-bit and integer-free inputs); ValueError otherwise."""
+  x = tf.convert_to_tensor(x)
+  if not x.dtype.is_floating:
+    raise ValueError(f"{name} must be a float tensor; got {x.dtype.name} (images: convert to "
+                     "float in [-1, 1], e.g. x / 127.5 - 1).")
+  return tf.cast(x, tf.float32) if x.dtype in (tf.float16, tf.bfloat16) else x
+
+
+def _images(x, name):
+  """Checks an image batch: float (B, H, W, C) with a static H, W, C; in [-1, 1] when eager."""
+  x = _float(x, name)
+  if x.shape.rank != 4 or None in x.shape[1:]:
+    raise ValueError(f"{name} must be images shaped (B, H, W, C) with static H, W, C; got "
+                     f"shape {x.shape}.")
+  if tf.executing_eagerly() and x.shape.num_elements():
+    lo, hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+    if lo < -1.0 - 1e-3 or hi > 1.0 + 1e-3:
+      raise ValueError(f"{name} has values in [{lo:.3g}, {hi:.3g}]; the penalties expect images "
+                       "in [-1, 1] (x / 127.5 - 1 for uint8).")
+  return x
+
+
+def _scores(x, name, batch):
+  """Critic scores (B,) or (B, 1) -> float (B,); ValueError for any other static shape."""
+  x = _float(x, name)
+  if x.shape.rank not in (1, 2) or (x.shape.rank == 2 and x.shape[1] != 1):
+    raise ValueError(f"{name} must be critic scores shaped (B,) or (B, 1); got shape {x.shape}.")
+  x = tf.reshape(x, [-1])
+  if batch is not None and x.shape[0] is not None and x.shape[0] != batch:
+    raise ValueError(f"{name} has {x.shape[0]} scores for a batch of {batch} images.")
+  return x
+
+
+def gradient_penalty(discriminator, real, fake, eps=None, target=1.0):
+  """WGAN-GP's gradient penalty at the interpolates, per example, and D's input gradients there.
+
+  x_hat = eps * fake + (1 - eps) * real; the penalty is (||grad_x_hat D(x_hat)||_2 - target)^2,
+  differentiable w.r.t. D's variables (compute it inside the tape of your critic update).
+
+  Args:
+    discriminator: a callable (e.g. a keras.Model) from images to scores (B,) or (B, 1).
+    real, fake: float (B, H, W, C) images in [-1, 1].
+    eps: float (B,) in [0, 1], or None to draw it uniformly.
+    target: the norm the gradient is pulled to (1: WGAN-GP).
+
+  Returns:
+    (per_example float32 (B,), input_gradients (B, H, W, C)): pass the gradients on to
+    `niqe_penalty`.
+  """
+  real, fake = _images(real, "real"), _images(fake, "fake")
+  if real.shape[1:] != fake.shape[1:]:
+    raise ValueError(f"real and fake must have the same image shape; got {real.shape} and "
+                     f"{fake.shape}.")
+  if eps is None:
+    eps = tf.random.uniform(tf.shape(real)[:1], dtype=real.dtype)
+  eps = _float(eps, "eps")
+  if eps.shape.rank != 1:
+    raise ValueError(f"eps must be (B,) interpolation weights in [0, 1]; got shape {eps.shape}.")
+  grads = losses.input_gradients(discriminator, losses.interpolates(real, fake, eps))
+  return losses.gradient_penalty(grads, target), grads
+
+
+def ssim_distance_penalty(real, fake, d_real, d_fake, **settings):
+  """The SSIM-distance penalty (paper eqs. 12-13) per example:
+  (|D(x_i) - D(G(z_i))| / dQ(x_i, G(z_i)) - 1)^2, the i-th real paired with the i-th fake.
+
+  Args:
+    real, fake: float (B, H, W, C) images in [-1, 1].
+    d_real, d_fake: float critic scores (B,) or (B, 1) (flattened to (B,)).
+    **settings: the `--ssim_*` settings without the prefix (window, window_size, sigma, max_val,
+      grayscale, cs_offset); bin/train's defaults for the others.
+
+  Returns:
+    float (B,).
+  """
+  config = _settings(ssim_lib.SsimConfig, settings, "SSIM")
+  real, fake = _images(real, "real"), _images(fake, "fake")
+  batch = real.shape[0]
+  penalty, _, _ = ssim_lib.ssim_penalty_terms(real, fake, _scores(d_real, "d_real", batch),
+                                              _scores(d_fake, "d_fake", batch), config)
+  return penalty
+
+
+def _settings(settings_cls, settings, what):
+  valid = [f.name for f in dataclasses.fields(settings_cls)]
+  unknown = sorted(set(settings) - set(valid))
+  if unknown:
+    raise ValueError(f"unknown {what} penalty setting(s) {', '.join(unknown)}; valid: "
+                     f"{', '.join(valid)}.")
+  config = settings_cls(**settings)
+  config.check_values(spell=lambda name: name)
+  return config
+
+
+def load_prior(name_or_path):
+  """A NIQE prior by name (cifar_grad, stl_grad, natural_sobel64, natural) or .npz/.mat path,
+  with the record of how it was fitted (`.spec`); pass it as `niqe_penalty(..., prior=...)`."""
+  return niqe_priors.load_prior(name_or_path)
+
+
+def fit_prior(images, source="sobel_magnitude", **settings):
+  """Fits a NIQE prior on real images (as bin/fit_niqe_prior).
+
+  Args:
+    images: uint8 (N, R, R, 3) real images.
+    source: sobel_magnitude (their Sobel magnitudes, as the authors' priors), image, or
+      d_gradient / d_gradient_magnitude (with discriminator=... in settings).
+    **settings: `niqe.fit.fit_prior`'s keywords (discriminator, block_size, scales,
+      normalization, scale, grayscale, sharpness_threshold, provenance).
+
+  Returns:
+    a prior for `niqe_penalty(..., prior=...)`, its spec recording how it was fitted.
+  """
+  images = np.asarray(images)
+  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+    raise ValueError(f"images must be uint8 (N, R, R, 3); got {images.dtype} {images.shape}.")
+  model, spec, _ = niqe_fit.fit_prior(images, source, **settings)
+  return niqe_priors.Prior("(fitted)", model, spec)
+
+
+def niqe(images, model=None, block_size=96):
+  """NIQE as the MATLAB release computes it (bin/niqe), one score per image.
+
+  Args:
+    images: uint8 (H, W, 3) or (H, W) image, or a batch (N, H, W, 3), in [0, 255].
+    model: a `NiqeModel` (default: the classic natural-image model).
+    block_size: block size (MATLAB: 96; the image must hold one block).
+
+  Returns:
+    float64 numpy (N,) (lower is more natural).
+  """
+  images = np.asarray(images)
+  batch = images if (images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3))
+                     ) else images[None]
+  return np.array([niqe_metric.niqe(image, model, block_size) for image in batch])

@@ -92,13 +92,39 @@ def safe_norm(x, axis):
   return tf.sqrt(tf.reduce_sum(tf.square(x), axis=axis) + NORM_EPSILON)
 
 
-def gradient_penalty(grad_x_hat):
-  """WGAN-GP's two-sided 1-GP (||grad D(x_hat)||_2 - 1)^2.
+def gradient_penalty(grad_x_hat, target=1.0):
+  """WGAN-GP's two-sided 1-GP (||grad D(x_hat)||_2 - target)^2.
 
   Args:
     grad_x_hat: float (B, H, W, C), gradient of the critic at the interpolates.
+    target: the norm the gradient is pulled to (1: WGAN-GP).
 
   Returns:
     float (B,).
   """
-  return tf.square(safe_norm(grad_x_hat, axis=[1, 2, 3]) - 1.0)
+  return tf.square(safe_norm(grad_x_hat, axis=[1, 2, 3]) - target)
+
+
+def interpolates(real, fake, eps):
+  """x_hat = eps * fake + (1 - eps) * real per example: float (B, H, W, C) x2, eps (B,)."""
+  e = tf.reshape(tf.cast(eps, real.dtype), [-1, 1, 1, 1])
+  return e * fake + (1.0 - e) * real
+
+
+def critic_scores(discriminator, images):
+  """D's scores as float32 (B,): a critic that returns (B, 1), or 16-bit scores under a mixed
+  policy, gives the same as one that returns float32 (B,)."""
+  scores = tf.cast(discriminator(images), tf.float32)
+  return tf.reshape(scores, [-1])
+
+
+def input_gradients(discriminator, x_hat):
+  """D's gradient at x_hat, differentiable w.r.t. D's variables: the caller's outer tape records
+  them (this tape watches only x_hat), which makes a penalty on it a second-order term."""
+  with tf.GradientTape(watch_accessed_variables=False) as inner:
+    inner.watch(x_hat)
+    d_hat = critic_scores(discriminator, x_hat)
+  # Not loss-scaled: the loss (with the 1-GP and the quality penalty built on the gradient) then
+  # does not depend on a float16 loss scale, so a non-finite loss is a real NaN/Inf, never an
+  # overflow (d_hat is O(1); its 16-bit gradients do not underflow).
+  return inner.gradient(d_hat, x_hat)

@@ -63,6 +63,8 @@ class PenaltyEntry:
   """One `--penalty`: the registry's value (`penalties.PENALTIES`).
 
   make: config -> `QualityPenalty`, or None for a baseline without one.
+  build: (settings, resolution) -> `QualityPenalty` from a settings instance alone (what
+    `qagan_tf.gan.QAGAN` uses for a user's models); None for a baseline.
   settings: the penalty's settings dataclass (fields with `utils.fields.setting` metadata: they
     become the flags and config.json keys <name>_<field> and its `qa` keywords), or None.
   migrate: flat config.json values of a run of this penalty written by an older version -> the
@@ -72,5 +74,6 @@ class PenaltyEntry:
   """
   make: Callable
   settings: Optional[type] = None
+  build: Optional[Callable] = None
   migrate: Callable = _no_migration
   check_strategy: Callable = _no_strategy_check

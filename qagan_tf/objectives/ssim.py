@@ -65,7 +65,12 @@ def ssim_penalty_terms(real, fake, d_real, d_fake, settings):
 
 def make_penalty(config):
   """The `ssim` QualityPenalty for a TrainConfig."""
-  settings = config.ssim
+  return build_penalty(config.ssim)
+
+
+def build_penalty(settings, resolution=None):
+  """The `ssim` QualityPenalty with `SsimConfig` settings (any resolution the window fits)."""
+  del resolution
 
   def fn(inputs):
     penalty, dq, ratio = ssim_penalty_terms(inputs.real, inputs.fake, inputs.d_real,
@@ -75,4 +80,4 @@ def make_penalty(config):
                                     extra_tags=("ssim_dq", "ssim_ratio"))
 
 
-ENTRY = penalty_api.PenaltyEntry(make=make_penalty, settings=SsimConfig)
+ENTRY = penalty_api.PenaltyEntry(make=make_penalty, settings=SsimConfig, build=build_penalty)

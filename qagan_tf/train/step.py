@@ -15,7 +15,7 @@ from qagan_tf.objectives import penalty_api
 
 
 def _float32(x):
-  """Critic scores in float32 (under a mixed-precision policy layers compute in 16 bits)."""
+  """Images or scores in float32 (under a mixed-precision policy layers compute in 16 bits)."""
   return tf.cast(x, tf.float32)
 
 
@@ -172,18 +172,6 @@ class Objective:
     return names
 
 
-def _input_gradient(discriminator, x_hat):
-  """D's gradient at x_hat, differentiable w.r.t. D's variables (the caller's outer tape
-  records them; this tape watches only x_hat)."""
-  with tf.GradientTape(watch_accessed_variables=False) as inner:
-    inner.watch(x_hat)
-    d_hat = _float32(discriminator(x_hat))
-  # Not loss-scaled: the loss (with the 1-GP and the quality penalty built on grad_x_hat) then
-  # does not depend on the scale, so a non-finite loss is a real NaN/Inf, never an overflow
-  # (d_hat is O(1); its 16-bit gradients do not underflow).
-  return inner.gradient(d_hat, x_hat)
-
-
 def _gp_terms(grad_x_hat, global_batch_size):
   """(per-example 1-GP, {gp, grad_norm})."""
   gp = losses.gradient_penalty(grad_x_hat)
@@ -206,7 +194,7 @@ def _regularizers(discriminator, real, fake, x_hat, d_real, d_fake, objective,
   penalty = objective.quality_penalty
   per_example, metrics, grad_x_hat = tf.zeros_like(d_real), {}, None
   if objective.needs_input_gradient:
-    grad_x_hat = _input_gradient(discriminator, x_hat)
+    grad_x_hat = losses.input_gradients(discriminator, x_hat)
     gp, metrics = _gp_terms(grad_x_hat, global_batch_size)
     per_example += objective.gp_weight * gp
   if penalty is not None:
@@ -250,7 +238,7 @@ def _lazy_regularizers(discriminator, real, fake, x_hat, d_real, d_fake, objecti
     gp_due = gp_on if objective.gp_weight > 0 else qa_on
 
     def with_gradient():
-      grad = _input_gradient(discriminator, x_hat)
+      grad = losses.input_gradients(discriminator, x_hat)
       gp, gp_metrics = _gp_terms(grad, global_batch_size)
       out, values = gp_weight * gp, [gp_metrics[k] for k in gp_names]
       if gradient_penalty:
@@ -310,11 +298,10 @@ def critic_gradients(discriminator, real, fake, eps, objective, *, global_batch_
     but g_loss); with a lazy objective also "computed/NAME" (1 or 0) for each of
     `objective.lazy_metric_names`.
   """
-  e = eps[:, None, None, None]
-  x_hat = e * fake + (1.0 - e) * real
+  x_hat = losses.interpolates(real, fake, eps)
   variables = discriminator.trainable_variables
   with tf.GradientTape() as tape:
-    scores = _float32(discriminator(tf.concat([real, fake], axis=0)))
+    scores = losses.critic_scores(discriminator, tf.concat([real, fake], axis=0))
     d_real, d_fake = tf.split(scores, 2)
     drift = losses.drift_penalty(d_real)
     if objective.lazy:
@@ -353,7 +340,8 @@ def discriminator_update(generator, discriminator, optimizer, real, z, eps, obje
     the metrics of `discriminator_gradients` plus `skipped` (this replica's share of 1 when the
     update was dropped because a loss or gradient was NaN/Inf, see `apply_if_finite`).
   """
-  if discriminator.spectral_norm:  # The model protocol (models/registry.py).
+  # The model protocol (models/registry.py); a user's model (qagan_tf.gan.QAGAN) may lack it.
+  if getattr(discriminator, "spectral_norm", False):
     discriminator.update_spectral_norm()
   loss, grads, metrics = discriminator_gradients(
       generator, discriminator, real, z, eps, objective, global_batch_size=global_batch_size,
@@ -370,7 +358,7 @@ def generator_gradients(generator, discriminator, z, loss, *, global_batch_size,
   loss * loss_scale when given); XLA-compilable."""
   with tf.GradientTape() as tape:
     fake = generator(z, training=True)
-    value = _average(loss.generator(_float32(discriminator(fake))), global_batch_size)
+    value = _average(loss.generator(losses.critic_scores(discriminator, fake)), global_batch_size)
     scaled = value if loss_scale is None else value * loss_scale
   return value, tape.gradient(scaled, generator.trainable_variables)
 

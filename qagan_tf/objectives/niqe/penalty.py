@@ -87,11 +87,15 @@ def niqe_gradient_penalty(input_gradients, prior="cifar_grad", *, xla=False, **s
 
 def make_penalty(config):
   """The `niqe` QualityPenalty for a TrainConfig: `niqe_gradient_penalty` with its settings."""
-  settings = {name: getattr(config.niqe, name) for name in SETTINGS}
-  prior = priors.load_prior(config.niqe.prior)
-  xla = compile_alone(config)
-  niqe = config.niqe
-  resolved = settings_lib.resolve_settings(niqe, prior, config.resolution)  # Flag-worded errors.
+  return build_penalty(config.niqe, config.resolution, xla=compile_alone(config))
+
+
+def build_penalty(niqe, resolution, xla=False):
+  """The `niqe` QualityPenalty with `NiqeConfig` settings for D gradients of `resolution` px
+  (errors, e.g. a prior of another resolution, are raised here, worded as bin/train's flags)."""
+  settings = {name: getattr(niqe, name) for name in SETTINGS}
+  prior = priors.load_prior(niqe.prior)
+  resolved = settings_lib.resolve_settings(niqe, prior, resolution)
 
   def fn(inputs):
     return niqe_gradient_penalty(inputs.grad_x_hat, prior, xla=xla, **settings), {}
@@ -155,5 +159,5 @@ def check_strategy(config, replicas):
         f"pool within a replica.")
 
 
-ENTRY = penalty_api.PenaltyEntry(make=make_penalty, settings=NiqeConfig,
+ENTRY = penalty_api.PenaltyEntry(make=make_penalty, settings=NiqeConfig, build=build_penalty,
                                  migrate=settings_lib.migrate, check_strategy=check_strategy)

@@ -1,0 +1,164 @@
+"""The public functional API qagan_tf.qa: each function against an independent definition, and its
+contract (shapes, dtypes, errors that name the argument)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from qagan_tf import qa
+from qagan_tf.data import sources
+from qagan_tf.iqa import niqe_metric
+
+
+def _critic(seed=0, flat=True):
+  """A small user critic: Conv2D/LeakyReLU/Dense, scores (B,) or (B, 1)."""
+  keras.utils.set_random_seed(seed)
+  layers = [keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 4, 2, padding="same"),
+            keras.layers.LeakyReLU(0.2), keras.layers.Flatten(), keras.layers.Dense(1)]
+  if flat:
+    layers.append(keras.layers.Reshape(()))
+  return keras.Sequential(layers)
+
+
+def _images(count, seed):
+  return tf.constant(sources.embedded_images(32, count, seed=seed) / 127.5 - 1.0, tf.float32)
+
+
+def test_gradient_penalty_equals_a_hand_written_tape():
+  d = _critic()
+  real, fake = _images(6, 0), _images(6, 1)
+  eps = tf.constant(np.random.default_rng(0).uniform(size=6), tf.float32)
+  gp, grads = qa.gradient_penalty(d, real, fake, eps)
+  x_hat = eps[:, None, None, None] * fake + (1.0 - eps[:, None, None, None]) * real
+  with tf.GradientTape() as tape:
+    tape.watch(x_hat)
+    scores = tf.reduce_sum(d(x_hat))
+  by_hand = tape.gradient(scores, x_hat)
+  norms = np.sqrt((by_hand.numpy() ** 2).sum(axis=(1, 2, 3)))
+  np.testing.assert_allclose(grads.numpy(), by_hand.numpy(), rtol=1e-5, atol=1e-8)
+  np.testing.assert_allclose(gp.numpy(), (norms - 1.0) ** 2, rtol=1e-5)
+  gp2, _ = qa.gradient_penalty(d, real, fake, eps, target=0.5)
+  np.testing.assert_allclose(gp2.numpy(), (norms - 0.5) ** 2, rtol=1e-5)
+  # Differentiable w.r.t. D's weights (a second-order term), and eps drawn when not given.
+  with tf.GradientTape() as tape:
+    value = tf.reduce_mean(qa.gradient_penalty(d, real, fake, eps)[0])
+  assert all(g is not None for g in tape.gradient(value, d.trainable_variables[:2]))
+  assert qa.gradient_penalty(d, real, fake)[0].shape == (6,)
+
+
+def _numpy_ssim_distance(x, y, size=8, sigma=1.5, max_val=2.0):
+  """dQ of paper eqs. 10-11 with the authors' settings (luma, 8x8 Gaussian, valid windows)."""
+  luma = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+  x, y = x @ luma, y @ luma
+  c = np.arange(size) - (size - 1) / 2.0
+  g = np.exp(-c**2 / (2 * sigma**2))
+  w = np.outer(g, g) / np.outer(g, g).sum()
+  c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
+  out = []
+  for a, b in zip(x, y):
+    n = a.shape[0] - size + 1
+    vals = []
+    for i in range(n):
+      for j in range(n):
+        pa, pb = a[i:i + size, j:j + size], b[i:i + size, j:j + size]
+        ma, mb = (w * pa).sum(), (w * pb).sum()
+        va, vb = (w * (pa - ma) ** 2).sum(), (w * (pb - mb) ** 2).sum()
+        cov = (w * (pa - ma) * (pb - mb)).sum()
+        lum = (2 * ma * mb + c1) / (ma**2 + mb**2 + c1)
+        cs = (2 * cov + c2) / (va + vb + c2)
+        vals.append(np.sqrt(max(2.0 - lum - cs, 0.0)))
+    out.append(np.mean(vals))
+  return np.array(out)
+
+
+def test_ssim_distance_penalty_equals_numpy_eqs_12_13():
+  real, fake = _images(3, 2).numpy().astype(np.float64), _images(3, 3).numpy().astype(np.float64)
+  d_real, d_fake = np.array([0.7, -1.2, 0.1]), np.array([0.2, 0.4, 0.1])
+  dq = _numpy_ssim_distance(real, fake)
+  expected = (np.abs(d_real - d_fake) / dq - 1.0) ** 2
+  got = qa.ssim_distance_penalty(tf.constant(real, tf.float32), tf.constant(fake, tf.float32),
+                                 tf.constant(d_real, tf.float32), tf.constant(d_fake, tf.float32))
+  np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4)
+  # (B, 1) scores are flattened: never a (B, B) broadcast.
+  column = qa.ssim_distance_penalty(real.astype(np.float32), fake.astype(np.float32),
+                                    d_real[:, None].astype(np.float32),
+                                    d_fake[:, None].astype(np.float32))
+  assert column.shape == (3,)
+  np.testing.assert_allclose(column.numpy(), got.numpy(), rtol=1e-6)
+
+
+def test_niqe_metric_equals_bin_niqe_per_image():
+  images = sources.embedded_images(96, 3, seed=4)
+  scores = qa.niqe(images)
+  assert scores.shape == (3,)
+  for image, score in zip(images, scores):
+    assert score == pytest.approx(niqe_metric.niqe(image), abs=1e-6)
+  assert qa.niqe(images[0])[0] == pytest.approx(scores[0], abs=1e-12)
+
+
+def test_priors_load_and_fit():
+  prior = qa.load_prior("cifar_grad")
+  assert prior.spec.source == "sobel_magnitude" and prior.spec.resolution == 32
+  fitted = qa.fit_prior(sources.embedded_images(32, 48, seed=5))
+  assert fitted.spec.source == "sobel_magnitude" and fitted.model.mu.shape == (36,)
+  grads = tf.random.stateless_normal([16, 32, 32, 3], [1, 2])
+  assert np.all(np.isfinite(qa.niqe_penalty(grads, prior=fitted).numpy()))
+  with pytest.raises(ValueError, match="images must be uint8"):
+    qa.fit_prior(np.zeros((4, 32, 32, 3), np.float32))
+
+
+def test_bad_arguments_name_themselves_and_the_fix():
+  d = _critic()
+  real = _images(2, 0)
+  with pytest.raises(ValueError, match=r"real must be images shaped \(B, H, W, C\)"):
+    qa.gradient_penalty(d, real[0], real)
+  with pytest.raises(ValueError, match="fake must be a float tensor; got uint8"):
+    qa.gradient_penalty(d, real, tf.zeros((2, 32, 32, 3), tf.uint8))
+  with pytest.raises(ValueError, match=r"real has values in \[0, 255\]; .*x / 127.5 - 1"):
+    qa.gradient_penalty(d, real * 0 + 255.0 * tf.cast(tf.range(2)[:, None, None, None] > 0,
+                                                      tf.float32), real)
+  with pytest.raises(ValueError, match=r"eps must be \(B,\)"):
+    qa.gradient_penalty(d, real, real, eps=tf.zeros((2, 1)))
+  with pytest.raises(ValueError, match=r"d_real must be critic scores shaped \(B,\) or \(B, 1\)"):
+    qa.ssim_distance_penalty(real, real, tf.zeros((2, 3)), tf.zeros(2))
+  with pytest.raises(ValueError, match="d_fake has 3 scores for a batch of 2 images"):
+    qa.ssim_distance_penalty(real, real, tf.zeros(2), tf.zeros(3))
+  with pytest.raises(ValueError, match="unknown SSIM penalty setting.*windw; valid: window"):
+    qa.ssim_distance_penalty(real, real, tf.zeros(2), tf.zeros(2), windw="uniform")
+  with pytest.raises(ValueError, match="window='box': use one of gaussian, uniform, tf_image"):
+    qa.ssim_distance_penalty(real, real, tf.zeros(2), tf.zeros(2), window="box")
+  # Inside tf.function the static checks still hold; value ranges are checked eagerly only.
+  with pytest.raises(ValueError, match="real must be images shaped"):
+    tf.function(lambda x: qa.gradient_penalty(d, x, x))(real[0])
+  assert tf.function(lambda x: qa.gradient_penalty(d, x, x)[0])(real * 300.0).shape == (2,)
+
+
+def test_the_functions_work_under_mixed_precision_and_in_a_replica():
+  real, fake = _images(4, 6), _images(4, 7)
+  keras.config.set_dtype_policy("mixed_bfloat16")
+  try:
+    d = _critic(flat=False)
+    gp, grads = qa.gradient_penalty(d, tf.cast(real, tf.bfloat16), tf.cast(fake, tf.bfloat16))
+  finally:
+    keras.config.set_dtype_policy("float32")
+  assert gp.dtype == tf.float32 and grads.dtype == tf.float32
+  value = qa.ssim_distance_penalty(tf.cast(real, tf.float16), fake, tf.zeros(4, tf.float16),
+                                   tf.ones(4))
+  assert value.dtype == tf.float32
+  from qagan_tf.train import distribution
+  devices = [dev.name for dev in tf.config.list_logical_devices("CPU")][:2]
+  strategy = distribution.mirrored_strategy(devices)
+  with strategy.scope():
+    d = _critic()
+  both = tf.concat([real, fake], 0)
+  split = strategy.experimental_distribute_values_from_function(
+      lambda ctx: both[ctx.replica_id_in_sync_group * 4:(ctx.replica_id_in_sync_group + 1) * 4])
+  out = strategy.run(tf.function(lambda x: qa.gradient_penalty(d, x, x[::-1],
+                                                               tf.fill([4], 0.5))[0]),
+                     args=(split,))
+  local = strategy.experimental_local_results(out)
+  np.testing.assert_allclose(local[0].numpy(), qa.gradient_penalty(
+      d, real, real[::-1], tf.fill([4], 0.5))[0].numpy(), rtol=1e-5)
+  assert qa.__all__ == ["gradient_penalty", "ssim_distance_penalty", "niqe_penalty",
+                        "load_prior", "fit_prior", "niqe"]
