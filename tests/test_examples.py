@@ -1,0 +1,65 @@
+"""The examples run (a few steps each), and the snippets of docs/library.md are their code."""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests import reference
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(REPO, "examples")
+
+
+def _run(args, timeout=900):
+  env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=reference.reference_path(
+      "inception", "fid_inception_2015_12_05_pool3.npz"))
+  proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def snippets(path):
+  """{name: dedented code} of the regions between `# [name]` and `# [end]` in a file."""
+  with open(path) as f:
+    text = f.read()
+  return {m.group(1): textwrap.dedent(m.group(2)).strip()
+          for m in re.finditer(r"^ *# \[([^\]]+)\]\n(.*?)^ *# \[end\]", text, re.M | re.S)}
+
+
+def test_the_docs_snippets_are_the_examples_code():
+  with open(os.path.join(REPO, "docs", "library.md")) as f:
+    docs = f.read()
+  found = {}
+  for name in ("keras_dcgan_qagan.py", "custom_loop.py"):
+    found.update(snippets(os.path.join(EXAMPLES, name)))
+  assert set(found) == {"fit", "fit under MirroredStrategy", "custom loop"}
+  for name, code in found.items():
+    assert code in docs, f"docs/library.md lacks the example's {name!r} code"
+
+
+@pytest.mark.slow
+def test_the_keras_fit_example_trains_with_fid_samples_and_tensorboard(tmp_path):
+  log_dir = tmp_path / "run"
+  out = _run([os.path.join(EXAMPLES, "keras_dcgan_qagan.py"), "--epochs=1",
+              "--steps_per_epoch=1", "--fid_every=1", "--fid_samples=32",
+              "--reference_images=32", f"--log_dir={log_dir}"]).stdout
+  history = eval(out.strip().splitlines()[-1])  # noqa: S307 - our own example's dict.
+  for key in ("d_loss", "g_loss", "gp", "niqe_penalty", "fid"):
+    assert key in history, key
+  assert (log_dir / "samples" / "epoch_0001.png").exists()
+  from tests.events import scalar_values
+  assert scalar_values(str(log_dir / "train"), "epoch_fid")
+  _run([os.path.join(EXAMPLES, "keras_dcgan_qagan.py"), "--mirrored", "--epochs=1",
+        "--steps_per_epoch=1", "--fid_samples=32", "--reference_images=32",
+        f"--log_dir={tmp_path / 'mirrored'}"])
+
+
+@pytest.mark.slow
+def test_the_custom_loop_example_trains():
+  lines = _run([os.path.join(EXAMPLES, "custom_loop.py"), "--steps=2"]).stdout.splitlines()
+  assert lines[-1].startswith("step 2: d_loss") and "niqe" in lines[-1]
