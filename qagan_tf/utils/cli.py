@@ -32,6 +32,19 @@ def fail(message):
   sys.exit(f"{_script_name(sys.argv)}: error: {message}")
 
 
+def warn(message):
+  """One line `bin/NAME: warning: MESSAGE` on stderr (the script goes on)."""
+  print(f"{_script_name(sys.argv)}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def refuse_existing(path, overwrite, flag="--output"):
+  """Ends the script before any work when `path` exists and --overwrite was not given: no
+  script replaces a file silently."""
+  from qagan_tf.utils import files
+  if not overwrite and files.exists(path):
+    fail(f"{flag}={path} exists; pass --overwrite to replace it, or choose another path.")
+
+
 def _flag_name(arg, flag_values):
   """The flag an argument sets ('--nofoo' sets foo), or None for a positional argument."""
   if not arg.startswith("-") or arg in ("-", "--"):
