@@ -142,6 +142,9 @@ def embedded_images(resolution, count, seed=0):
   photos = [np.asarray(getattr(skimage.data, name)())[..., :3] for name in _EMBEDDED_IMAGES]
   rng = np.random.default_rng(seed)
   out = np.empty((count, resolution, resolution, 3), np.uint8)
+  if count >= EMBEDDED_LOG_COUNT:  # About 0.6 ms a crop: 100K take a minute.
+    logging.info("Making %d embedded %d-px crops (about %d s) ...", count, resolution,
+                 max(1, round(count * 6e-4)))
   for i in range(count):
     photo = photos[rng.integers(len(photos))]
     h, w = photo.shape[:2]
@@ -151,6 +154,9 @@ def embedded_images(resolution, count, seed=0):
     crop = Image.fromarray(photo[top:top + side, left:left + side])
     out[i] = np.asarray(crop.resize((resolution, resolution), Image.BICUBIC))
   return out
+
+
+EMBEDDED_LOG_COUNT = 10_000
 
 
 def _check_images(images, where, resolution):
@@ -231,10 +237,11 @@ def _load_npz(path, resolution):
 def _load_folder(path, resolution):
   where = f"folder:{path}"
   if not os.path.isdir(path):
+    if os.path.exists(path):
+      raise DataError(f"{where}: is a file, not a directory; give the folder that holds the "
+                      "images (or npz:PATH for an .npz of images).")
     raise DataError(f"{where}: no such directory.")
-  files = sorted(os.path.join(root, name)
-                 for root, _, names in os.walk(path) for name in names
-                 if name.lower().endswith(IMAGE_EXTENSIONS))
+  files = sorted(image_files(path))
   if not files:
     raise DataError(f"{where}: no {'/'.join(IMAGE_EXTENSIONS)} files found (searched "
                     "recursively).")
@@ -251,10 +258,27 @@ def _load_folder(path, resolution):
   return np.stack(images)
 
 
-def read_image(path, where=None):
+def image_files(path):
+  """Image files under a folder, recursively; symlinked folders are followed, each real folder
+  once (a link loop is not followed twice)."""
+  seen = set()
+  for root, dirs, names in os.walk(path, followlinks=True):
+    real = os.path.realpath(root)
+    if real in seen:
+      dirs[:] = []
+      continue
+    seen.add(real)
+    for name in names:
+      if name.lower().endswith(IMAGE_EXTENSIONS):
+        yield os.path.join(root, name)
+
+
+def read_image(path, where=None, keep_gray=False):
   """One image file as uint8 (H, W, 3): 8-bit as is, 16-bit (PNG/TIFF grayscale or RGB)
   scaled to 8 bits by /257 and rounded (0..65535 -> 0..255, exact for x * 257), palettes and
   alpha converted by PIL. A decompression-bomb-sized image is logged in one line naming it.
+  With keep_gray, a grayscale file (8- or 16-bit) is returned as uint8 (H, W) (bin/niqe: the
+  metric reads luminance from gray pixels as they are).
 
   Raises:
     DataError: naming the file, when it cannot be decoded or its pixels have no known scale.
@@ -266,6 +290,8 @@ def read_image(path, where=None):
       with Image.open(path) as im:
         im.load()
         image = _to_rgb8(im, path, where)
+        if keep_gray and (im.mode in ("L", "I") or im.mode.startswith("I;16")):
+          image = image[..., 0]
     for w in caught:
       if issubclass(w.category, Image.DecompressionBombWarning):
         logging.warning("%s%s is very large (%s); loading it takes a lot of memory.", where,

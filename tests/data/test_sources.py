@@ -196,3 +196,42 @@ def test_huge_images_are_named_in_one_line(tmp_path, caplog, monkeypatch):
   monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # > 2x the limit: PIL refuses.
   with pytest.raises(data.DataError, match="big.png.*downscale it"):
     sources.read_image(str(path))
+
+
+def test_folders_follow_symlinked_directories_once(tmp_path):
+  rng = np.random.default_rng(4)
+  real = tmp_path / "elsewhere"
+  real.mkdir()
+  for i in range(2):
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(real / f"{i}.png")
+  top = tmp_path / "top"
+  top.mkdir()
+  Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(top / "own.png")
+  os.symlink(real, top / "linked")
+  os.symlink(top, real / "back_to_top")  # A loop: top/linked/back_to_top is top again.
+  images = sources.load_image_set(str(top))
+  assert len(images) == 3  # own.png and the two linked ones, each once.
+
+
+@pytest.mark.slow
+def test_bin_niqe_scores_16_bit_images_as_their_8_bit_versions(tmp_path):
+  import json
+  import subprocess
+  import sys
+  import skimage.data
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  gray = skimage.data.camera()[100:292, 150:342]
+  rgb = skimage.data.astronaut()[0:192, 100:292]
+  paths = []
+  for name, image in (("gray", gray), ("rgb", rgb)):
+    Image.fromarray(image).save(tmp_path / f"{name}8.png")
+    _write_png16(tmp_path / f"{name}16.png", image.astype(np.uint16) * 257)
+    paths += [str(tmp_path / f"{name}8.png"), str(tmp_path / f"{name}16.png")]
+  proc = subprocess.run([sys.executable, os.path.join(repo, "bin", "niqe"), "--json", *paths],
+                        capture_output=True, text=True, timeout=600, cwd=repo)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  scores = [r["niqe"] for r in json.loads(proc.stdout)]
+  assert scores[0] == pytest.approx(scores[1], abs=1e-6)  # Grayscale.
+  assert scores[2] == pytest.approx(scores[3], abs=1e-6)  # RGB.
+  assert 0 < scores[0] < 20 and 0 < scores[2] < 20
+  assert scores[0] != pytest.approx(scores[2], abs=1e-3)  # Two pictures, two scores.
