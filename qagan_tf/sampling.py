@@ -1,5 +1,6 @@
 """Loading a trained generator from a run directory and drawing samples from it."""
 
+import logging as py_logging
 import os
 
 import numpy as np
@@ -7,6 +8,7 @@ import tensorflow as tf
 
 from qagan_tf import config as config_lib
 from qagan_tf import models
+from qagan_tf.utils import files
 from qagan_tf.utils import images as images_lib
 
 
@@ -27,7 +29,11 @@ def load_generator(model_dir, ema=True, checkpoint=None):
     ValueError: when the checkpoint does not fit the configured architecture.
   """
   config = config_lib.load_config(model_dir)
-  path = checkpoint or tf.train.latest_checkpoint(model_dir)
+  if (checkpoint and not tf.io.gfile.exists(checkpoint + ".index") and os.sep not in checkpoint
+      and tf.io.gfile.exists(os.path.join(model_dir, checkpoint) + ".index")):
+    checkpoint = os.path.join(model_dir, checkpoint)  # A bare name: the run's own ckpt-N.
+  path = checkpoint or files.latest_checkpoint(model_dir,
+                                               log=py_logging.getLogger("qagan_tf").warning)
   if checkpoint and not tf.io.gfile.exists(checkpoint + ".index"):
     found = sorted(os.path.basename(p)[:-len(".index")]
                    for p in tf.io.gfile.glob(os.path.join(model_dir, "ckpt-*.index")))
@@ -46,6 +52,9 @@ def load_generator(model_dir, ema=True, checkpoint=None):
   try:
     ckpt.restore(path).expect_partial().assert_existing_objects_matched()
   except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError, AssertionError) as e:
+    # The half-restored checkpoint's collection would log one "Value in checkpoint could not
+    # be found" line per variable after the error; the script is ending anyway.
+    py_logging.getLogger("tensorflow").setLevel(py_logging.ERROR)
     raise ValueError(f"Checkpoint {path} does not hold a {key} matching {model_dir}/config.json "
                      f"(architecture {config.architecture}, resolution {config.resolution}, "
                      f"width {config.generator_width}): "

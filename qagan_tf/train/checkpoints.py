@@ -7,6 +7,18 @@ import re
 import tensorflow as tf
 from absl import logging
 
+from qagan_tf.utils import files
+
+
+class _DropSaverTimings(py_logging.Filter):
+  """TF's saver logs "Sharding callback duration: N microseconds" at INFO on every save."""
+
+  def filter(self, record):
+    return not str(record.msg).startswith("Sharding callback duration")
+
+
+py_logging.getLogger("tensorflow").addFilter(_DropSaverTimings())
+
 
 class CheckpointError(ValueError):
   """The latest checkpoint cannot be restored (corrupt, or another architecture)."""
@@ -63,7 +75,9 @@ class Checkpoints:
       CheckpointError: for a corrupt checkpoint or one of another architecture; the files are
         left as they are.
     """
-    latest = tf.train.latest_checkpoint(self.model_dir)  # The chief's, on every worker.
+    # The chief's, on every worker; the newest ckpt-N when the index file is missing.
+    latest = files.latest_checkpoint(self.model_dir,
+                                     log=logging.warning if self.is_chief else None)
     if latest and latest != self._restored:
       try:
         status = self.core_checkpoint.restore(latest)

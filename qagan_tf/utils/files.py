@@ -178,3 +178,32 @@ def check_writable_directory(path):
   except OSError as e:
     raise OSError(f"cannot write {path}: the directory {probe} is not writable "
                   f"({e.strerror or e}); choose another location.") from None
+
+
+def checkpoint_step(prefix):
+  """N of a checkpoint prefix .../ckpt-N (-1 when it has no number)."""
+  tail = os.path.basename(prefix).rsplit("-", 1)[-1]
+  return int(tail) if tail.isdigit() else -1
+
+
+def latest_checkpoint(model_dir, log=None):
+  """The run's latest checkpoint prefix (DIR/ckpt-N), or None when it has none.
+
+  The `checkpoint` index file names it. When the index is missing (or names a checkpoint that
+  is gone) but ckpt-N files are there, the newest of them is returned and `log` (a function of
+  one message, e.g. logging.warning) says so: a run is never restarted at step 0 beside its
+  checkpoints."""
+  import tensorflow as tf
+  latest = tf.train.latest_checkpoint(model_dir)
+  if latest:
+    return latest
+  found = sorted((p[:-len(".index")] for p in tf.io.gfile.glob(
+      os.path.join(model_dir, "ckpt-*.index"))), key=checkpoint_step)
+  if not found:
+    return None
+  newest = found[-1]
+  if log is not None:
+    log(f"{model_dir} has {len(found)} checkpoint(s) but no index file `checkpoint` naming "
+        f"them; using the newest, {os.path.basename(newest)} (step "
+        f"{checkpoint_step(newest)}).")
+  return newest
