@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from qagan_tf import config as config_lib
 from qagan_tf import sampling
 from qagan_tf.metrics import features
 from qagan_tf.metrics import stats_io
@@ -98,7 +99,12 @@ def markdown_table(report):
            f"{report['num_samples']} samples x {report['repeats']} repeats against "
            f"`{report['stats']}` (Inception weights {report['weights_sha256'][:12]}, IS "
            f"{report['splits']} splits of "
-           f"{IS_LOGITS[report.get('is_logits', 'tfgan')]}). Mean ± std over repeats.", "",
+           f"{IS_LOGITS[report.get('is_logits', 'tfgan')]}). "
+           + ("Mean ± std over repeats." if report["repeats"] > 1 else
+              "One repeat: no spread (--repeats=3 or more gives one).")
+           + (" KID averages subsets of 1000 samples; with fewer, every subset is the whole set "
+              "and KID's std over subsets (kid_std in the JSON) is 0." if
+              report["num_samples"] < 1000 else ""), "",
            "| generator | " + " | ".join(m.label for m in columns) + " |",
            "|---|" + "---|" * len(columns)]
 
@@ -106,6 +112,8 @@ def markdown_table(report):
     if m.key not in summary:
       return "n/a"
     s = summary[m.key]
+    if len(s["values"]) < 2:  # One repeat has no spread: no "± 0.000".
+      return f"{s['mean'] * m.scale:.3f}"
     return f"{s['mean'] * m.scale:.3f} ± {s['std'] * m.scale:.3f}"
 
   for name, summary in report["summary"].items():
@@ -155,22 +163,33 @@ def write_report(report, directory, overwrite=False):
 
 def run_protocol(model_dir, stats_path, extractor, num_samples=50_000, repeats=5, splits=10,
                  generators=("raw", "ema"), batch_size=250, checkpoint=None, progress=True,
-                 log=print, niqe_samples=1000, is_logits="tfgan"):
+                 log=print, niqe_samples=1000, is_logits="tfgan", warn=None):
   """The paper's protocol for a run directory: every generator, `repeats` x `num_samples`.
+
+  `warn` (default: `log`) gets one line for each way the reference statistics do not match
+  the run (resolution, dataset, Inception weights, too few images).
 
   Returns:
     the report dict (also see `write_report`).
   """
+  warn = warn or log
   reference = stats_io.load_statistics(stats_path, dim=2048)
   report = {"model_dir": files.absolute(model_dir), "stats": files.absolute(stats_path),
+            "stats_sha256": stats_io.file_sha256(stats_path),
             "num_samples": num_samples, "repeats": repeats, "splits": splits,
             "niqe_samples": min(niqe_samples, num_samples), "is_logits": is_logits,
             "weights_sha256": extractor.info["sha256"],
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "runs": {}, "summary": {}}
-  if reference.get("weights_sha256") not in (None, "", extractor.info["sha256"]):
-    log(f"Warning: {stats_path} was computed with other Inception weights "
-        f"({reference['weights_sha256'][:12]}); FIDs are not comparable.")
+  config = config_lib.load_config(model_dir)
+  for warning in stats_io.reference_warnings(
+      reference, f"statistics {stats_path}", config.resolution, config.dataset,
+      extractor.info["sha256"]):
+    warn(warning)
+  if num_samples < stats_io.FULL_RANK_COUNT:
+    warn(f"{num_samples} samples per repeat, fewer than the {stats_io.FULL_RANK_COUNT} that "
+         "FID's covariance needs to be full rank: the FID is biased upwards (the paper's "
+         "protocol uses 50000).")
   for name in generators:
     generator, step = sampling.load_generator(model_dir, ema=(name == "ema"),
                                               checkpoint=checkpoint)

@@ -3,6 +3,9 @@
 FID = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr(sqrtm(S1 S2)), covariances normalised by N - 1.
 """
 
+import threading
+import warnings
+
 import numpy as np
 import scipy.linalg
 
@@ -75,6 +78,36 @@ def check_statistics(mu, sigma, name="statistics"):
   return mu, sigma
 
 
+def _interruptible(fn, *args):
+  """fn(*args) in a worker thread while the main thread waits in Python: a minute-long sqrtm of
+  2048 x 2048 matrices otherwise holds the main thread, and Ctrl-C is answered only after it."""
+  if threading.current_thread() is not threading.main_thread():
+    return fn(*args)
+  result = {}
+
+  def work():
+    try:
+      result["value"] = fn(*args)
+    except BaseException as e:  # Re-raised in the caller's thread.
+      result["error"] = e
+
+  worker = threading.Thread(target=work, daemon=True)
+  worker.start()
+  while worker.is_alive():
+    worker.join(0.2)
+  if "error" in result:
+    raise result["error"]
+  return result["value"]
+
+
+def _sqrtm(matrix):
+  with warnings.catch_warnings():
+    # Singular with fewer samples than dimensions: the callers warn once, in words, about the
+    # sample count (stats_io.reference_warnings), instead of SciPy's LinAlgWarning.
+    warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+    return _interruptible(scipy.linalg.sqrtm, matrix)
+
+
 def trace_sqrt_product(sigma1, sigma2, method="sqrtm"):
   """tr(sqrtm(sigma1 @ sigma2)) for covariance matrices.
 
@@ -84,11 +117,11 @@ def trace_sqrt_product(sigma1, sigma2, method="sqrtm"):
       sqrt(S1) S2 sqrt(S1), which is symmetric positive semi-definite).
   """
   if method == "sqrtm":
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    covmean = _sqrtm(sigma1 @ sigma2)
     if not np.all(np.isfinite(covmean)):
       # Singular product (fewer samples than dimensions): TTUR's remedy, a tiny ridge.
       offset = np.eye(sigma1.shape[0]) * 1e-6
-      covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+      covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
       imag = np.max(np.abs(np.diagonal(covmean).imag))
       if imag > 1e-3:
