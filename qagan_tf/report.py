@@ -127,16 +127,48 @@ def rows(runs):
             "wall_hours": round(run.wall_hours, 3)}
     if ev is None:
       out.append(dict(base, generator=MISSING, eval_step=MISSING, samples=MISSING,
-                      **{name: MISSING for _, name, _ in METRICS}))
+                      statistics=MISSING, **{name: MISSING for _, name, _ in METRICS}))
       continue
     for generator, summary in ev["summary"].items():
       out.append(dict(base, generator=generator, eval_step=ev.get("step", MISSING),
+                      statistics=statistics_name(ev),
                       samples=f"{ev.get('num_samples', '?')} x {ev.get('repeats', '?')}",
                       **{name: _cell(summary, key, scale) for key, name, scale in METRICS}))
   return out
 
 
-COLUMNS = ("run", "penalty", "generator", "steps", "eval_step", "samples") + tuple(
+def statistics_name(evaluation):
+  """The reference statistics of an evaluation: file name and the first 8 hex digits of its
+  sha256 (reports older than the hash: the name alone)."""
+  name = os.path.basename(str(evaluation.get("stats", "?")))
+  digest = evaluation.get("stats_sha256")
+  return f"{name} ({digest[:8]})" if digest else name
+
+
+def warnings(runs):
+  """One line for each thing a reader of the table would be misled by: a run directory given
+  twice, and a dataset/resolution group whose rows were evaluated against different
+  statistics (their FIDs are not comparable)."""
+  out, seen, groups = [], {}, {}
+  for run in runs:
+    real = os.path.realpath(run.path) if not files.is_remote(run.path) else run.path
+    if real in seen:
+      out.append(f"{run.path} is given twice (as {seen[real]} and {run.label}); its rows are "
+                 "duplicated.")
+    seen.setdefault(real, run.label)
+    if run.evaluation is not None:
+      groups.setdefault((run.config.dataset, run.config.resolution), {}).setdefault(
+          statistics_name(run.evaluation), []).append(run.label)
+  for (dataset, resolution), by_stats in sorted(groups.items()):
+    if len(by_stats) > 1:
+      parts = "; ".join(f"{', '.join(labels)} against {name}"
+                        for name, labels in sorted(by_stats.items()))
+      out.append(f"{dataset} {resolution} px mixes statistics ({parts}); their FIDs are not "
+                 "comparable: evaluate every run against the same --stats.")
+  return out
+
+
+COLUMNS = ("run", "penalty", "generator", "steps", "eval_step", "samples", "statistics") + tuple(
     name for _, name, _ in METRICS) + ("wall_hours",)
 
 
@@ -155,6 +187,18 @@ def markdown(table_rows):
     for row in group:
       lines.append("| " + " | ".join(str(row[k]) for k in COLUMNS) + " |")
     lines.append("")
+    evaluated = [row for row in group if row["generator"] != MISSING]
+    reasons = []
+    for m in table.COLUMNS:  # Why a metric of an evaluated row is missing, once per reason.
+      if m.unavailable and any(row[m.label] == MISSING for row in evaluated):
+        reason = f"{MISSING}: {m.unavailable[0].upper() + m.unavailable[1:]}."
+        if reason not in reasons:
+          reasons.append(reason)
+    if any(row["generator"] == MISSING for row in group):
+      reasons.append(f"{MISSING} in every column: the run has no evaluation (bin/evaluate "
+                     "--model_dir=RUN --stats=STATS.npz).")
+    if reasons:
+      lines += reasons + [""]
   return "\n".join(lines)
 
 
@@ -162,14 +206,14 @@ def csv_text(table_rows):
   """The rows as CSV, means and stds in columns of their own."""
   buffer = io.StringIO()
   fields = ["dataset", "resolution", "run", "penalty", "generator", "steps", "eval_step",
-            "samples"]
+            "samples", "statistics"]
   for _, name, _ in METRICS:
     fields += [f"{name} mean", f"{name} std"]
   fields.append("wall_hours")
   writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow(fields)
   for row in table_rows:
-    values = [row[k] for k in fields[:8]]
+    values = [row[k] for k in fields[:9]]
     for _, name, _ in METRICS:
       cell = row[name]
       values += cell.split(" ± ") if cell != MISSING else ["", ""]
@@ -182,7 +226,8 @@ def csv_text(table_rows):
 
 def _save(fig, path):
   import matplotlib.pyplot as plt
-  files.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+  files.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100,
+                                                   bbox_inches="tight"))
   plt.close(fig)
   return path
 
@@ -191,70 +236,110 @@ def _safe(name):
   return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def plot_curves(runs, output_dir):
-  """eval/fid and eval/is against step, every run of a dataset and resolution on one figure."""
+def _pyplot():
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  return plt
+
+
+# A series with at most this many points is drawn with a marker on each (one point is visible).
+MARKER_POINTS = 30
+
+
+def _not_logged(plt, title, what):
+  """A figure with no axes, only the sentence of what was not logged."""
+  fig = plt.figure(figsize=(7, 1.6))
+  fig.text(0.5, 0.62, title, ha="center", va="center", fontsize=11)
+  fig.text(0.5, 0.3, f"not logged: {what}", ha="center", va="center", fontsize=10)
+  return fig
+
+
+def _plot_series(ax, points, label):
+  steps, values = zip(*points)
+  ax.plot(steps, values, label=label, marker="o" if len(points) <= MARKER_POINTS else None,
+          markersize=3)
+
+
+def _last_step(runs, tags):
+  steps = [s for run in runs for tag in tags for s, _ in run.scalars.get(tag, [])]
+  return max(steps) if steps else 0
+
+
+def _series_figure(plt, runs, tags, title, xlabel="generator step"):
+  """One panel per tag that some run logged (the rest named in the title); a text-only figure
+  when none did."""
+  logged = [t for t in tags if any(run.scalars.get(t) for run in runs)]
+  missing = [t for t in tags if t not in logged]
+  step = _last_step(runs, tags)
+  if not logged:
+    return _not_logged(plt, title, ", ".join(tags))
+  fig, axes = plt.subplots(1, len(logged), figsize=(5.5 * len(logged), 4), squeeze=False)
+  for ax, tag in zip(axes[0], logged):
+    absent = []
+    for run in runs:
+      points = run.scalars.get(tag, [])
+      if points:
+        _plot_series(ax, points, run.label)
+      else:
+        absent.append(run.label)
+    name = tag.split("/", 1)[-1]
+    ax.set(xlabel=xlabel, ylabel=name, title=f"{name} up to step {step}")
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+    ax.legend(fontsize=8, title=f"not logged: {', '.join(absent)}" if absent else None,
+              title_fontsize=7)
+  fig.suptitle(title + (f" (not logged: {', '.join(missing)})" if missing else ""), fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def plot_curves(runs, output_dir):
+  """eval/fid and eval/is against step, every run of a dataset and resolution on one figure
+  (only the metrics some run logged; a text-only figure when none did)."""
+  plt = _pyplot()
   paths = []
   groups = {}
   for run in runs:
     groups.setdefault((run.config.dataset, run.config.resolution), []).append(run)
   for (dataset, resolution), group in sorted(groups.items()):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, tag, name in ((axes[0], "eval/fid", "FID"), (axes[1], "eval/is", "IS")):
-      for run in group:
-        points = run.scalars.get(tag, [])
-        if points:
-          steps, values = zip(*points)
-          ax.plot(steps, values, marker="o", markersize=3, label=run.label)
-        else:
-          ax.plot([], [], label=f"{run.label} (no {tag})")
-      ax.set(xlabel="generator step", ylabel=name, title=f"{dataset} {resolution} px: {name} "
-             "during training (EMA)")
-      ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig = _series_figure(plt, group, ("eval/fid", "eval/is"),
+                         f"{dataset} {resolution} px: evaluation during training (EMA)")
     paths.append(_save(fig, os.path.join(output_dir, f"curves_{_safe(dataset)}_{resolution}.png")))
   return paths
 
 
 def plot_losses(runs, output_dir):
-  """The training losses (train/d_loss, train/g_loss, train/wasserstein) of every run."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  tags = ("train/d_loss", "train/g_loss", "train/wasserstein")
-  fig, axes = plt.subplots(1, len(tags), figsize=(15, 4))
-  for ax, tag in zip(axes, tags):
-    for run in runs:
-      points = run.scalars.get(tag, [])
-      if points:
-        steps, values = zip(*points)
-        ax.plot(steps, values, label=run.label)
-      else:
-        ax.plot([], [], label=f"{run.label} (no {tag})")
-    ax.set(xlabel="generator step", title=tag, yscale="symlog")
-    ax.legend(fontsize=8)
-  fig.tight_layout()
+  """The training losses (train/d_loss, train/g_loss, train/wasserstein) of every run, on
+  linear axes (symlog gave a lone "-10^1" tick), with markers on short series."""
+  plt = _pyplot()
+  fig = _series_figure(plt, runs, ("train/d_loss", "train/g_loss", "train/wasserstein"),
+                       "training losses")
   return [_save(fig, os.path.join(output_dir, "losses.png"))]
 
 
-def _histogram_figure(runs, select, title, path, xlabel):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.6), squeeze=False)
-  for ax, run in zip(axes[0], runs):
-    chosen = {tag: h for tag, h in run.histograms.items() if select(tag)}
-    for tag, (step, h) in sorted(chosen.items()):
+def _histogram_figure(runs, select, title, path, xlabel, what):
+  """One panel per run that logged the histograms (the others named in the title), every
+  histogram labelled; a text-only figure when no run logged them."""
+  plt = _pyplot()
+  chosen = [(run, {t: h for t, h in run.histograms.items() if select(t)}) for run in runs]
+  logged = [(run, hists) for run, hists in chosen if hists]
+  missing = [run.label for run, hists in chosen if not hists]
+  if not logged:
+    fig = _not_logged(plt, title, f"{what} (in {', '.join(missing)})")
+    return _save(fig, path)
+  fig, axes = plt.subplots(1, len(logged), figsize=(6.5 * len(logged), 4.2), squeeze=False)
+  for ax, (run, hists) in zip(axes[0], logged):
+    steps = sorted({step for step, _ in hists.values()})
+    for tag, (step, h) in sorted(hists.items()):
       centres, widths = (h[:, 0] + h[:, 1]) / 2, np.maximum(h[:, 1] - h[:, 0], 1e-12)
       density = h[:, 2] / max(h[:, 2].sum(), 1.0) / widths
-      ax.plot(centres, density, label=f"{tag.split('/', 1)[-1]} (step {step})")
-    if not chosen:
-      ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
-    ax.set(title=f"{run.label}: {title}", xlabel=xlabel, ylabel="density")
-    if 0 < len(chosen) <= 8:
-      ax.legend(fontsize=6)
+      ax.plot(centres, density, label=tag.split("/", 1)[-1])
+    at = f"step {steps[0]}" if len(steps) == 1 else f"steps {steps[0]}-{steps[-1]}"
+    ax.set(title=f"{run.label}: {title}, {at}", xlabel=xlabel, ylabel="density")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              ncol=1 if len(hists) <= 16 else 2)
+  if missing:
+    fig.suptitle(f"not logged in {', '.join(missing)}", fontsize=9)
   fig.tight_layout()
   return _save(fig, path)
 
@@ -264,9 +349,11 @@ def plot_histograms(runs, output_dir):
   the last step each was logged."""
   return [
       _histogram_figure(runs, lambda t: t.startswith("discriminator/") and "kernel" in t,
-                        "D kernels", os.path.join(output_dir, "d_weights.png"), "weight"),
+                        "D kernels", os.path.join(output_dir, "d_weights.png"), "weight",
+                        "discriminator/*kernel* histograms"),
       _histogram_figure(runs, lambda t: t.startswith("quality/mscn"), "MSCN",
-                        os.path.join(output_dir, "mscn.png"), "MSCN coefficient")]
+                        os.path.join(output_dir, "mscn.png"), "MSCN coefficient",
+                        "quality/mscn* histograms (NIQE runs log them)")]
 
 
 def write(runs, output_dir):

@@ -93,3 +93,82 @@ def test_the_latest_evaluation_wins_and_bad_directories_are_named(tmp_path):
     f.write("{not json")
   with pytest.raises(report.ReportError, match="eval_step_0000009.json: unreadable"):
     report.load_run(path)
+
+
+def _figure_problems(fig):
+  """What a reader would find empty: axes without plotted data, or a figure without axes that
+  does not say what was not logged."""
+  texts = " ".join(t.get_text() for t in fig.texts)
+  if not fig.axes:
+    return [] if "not logged" in texts else ["a figure with neither axes nor a 'not logged' text"]
+  problems = []
+  for ax in fig.axes:
+    if not (ax.lines or ax.collections or ax.patches or ax.images):
+      problems.append(f"empty axes {ax.get_title()!r}")
+    elif "step" not in ax.get_title():
+      problems.append(f"no step in the title {ax.get_title()!r}")
+    elif ax.get_legend() is None:
+      problems.append(f"no legend on {ax.get_title()!r}")
+  return problems
+
+
+def test_every_plot_has_data_or_says_what_was_not_logged(tmp_path, monkeypatch):
+  saved = {}
+  original = report._save
+
+  def capture(fig, path):
+    saved[os.path.basename(path)] = (_figure_problems(fig), [
+        (ax.get_title(), [len(line.get_xdata()) for line in ax.lines],
+         [line.get_marker() for line in ax.lines]) for ax in fig.axes],
+        " ".join(t.get_text() for t in fig.texts))
+    return original(fig, path)
+
+  monkeypatch.setattr(report, "_save", capture)
+  a = report.load_run(_make_run(str(tmp_path / "a")), label="A")
+  bare = str(tmp_path / "bare")  # One logged step, no FID, no histograms: a 48-px run.
+  os.makedirs(bare)
+  config_lib.save_config(config_lib.TrainConfig.create(
+      dataset="embedded", resolution=48, width=4, z_dim=8, penalty="wgan_gp"), bare)
+  writer = tf.summary.create_file_writer(bare)
+  with writer.as_default():
+    tf.summary.scalar("train/d_loss", -3.0, step=1)
+  writer.close()
+  b = report.load_run(bare)
+  report.write([a, b], str(tmp_path / "out"))
+  assert set(saved) == {"curves_embedded_32.png", "curves_embedded_48.png", "losses.png",
+                        "d_weights.png", "mscn.png"}
+  for name, (problems, _, _) in saved.items():
+    assert not problems, (name, problems)
+  # 32 px: FID only (no run logged IS); 48 px: nothing logged, said in words.
+  assert [t for t, _, _ in saved["curves_embedded_32.png"][1]] == ["fid up to step 4"]
+  assert not saved["curves_embedded_48.png"][1]
+  assert "not logged: eval/fid, eval/is" in saved["curves_embedded_48.png"][2]
+  # Losses: d_loss of both runs (the one-point series has a marker), g_loss of A only.
+  panels = {t: (n, m) for t, n, m in saved["losses.png"][1]}
+  assert panels["d_loss up to step 4"] == ([4, 1], ["o", "o"])
+  assert "not logged: train/wasserstein" in saved["losses.png"][2]
+  # Histograms: one panel (A's); the bare run is named as not logged.
+  assert [t for t, _, _ in saved["d_weights.png"][1]] == ["A: D kernels, step 4"]
+  assert "not logged in bare" in saved["d_weights.png"][2]
+
+
+def test_report_warns_of_duplicates_and_mixed_statistics_and_says_why_cells_are_empty(tmp_path):
+  a = report.load_run(_make_run(str(tmp_path / "a")), label="A")
+  again = report.load_run(str(tmp_path / "a"), label="A2")
+  other = _make_run(str(tmp_path / "o"))
+  with open(os.path.join(other, "eval", "eval_step_0000004.json")) as f:
+    evaluated = json.load(f)
+  evaluated.update(stats="other.npz", stats_sha256="ab" * 32)
+  del evaluated["summary"]["ema"]["is_mean"]
+  evaluation.write_report(evaluated, os.path.join(other, "eval"), overwrite=True)
+  o = report.load_run(other, label="O")
+  lines = report.warnings([a, again, o])
+  assert any("is given twice (as A and A2)" in line for line in lines), lines
+  mixed = [line for line in lines if "mixes statistics" in line]
+  assert len(mixed) == 1 and "A, A2 against s.npz" in mixed[0], mixed
+  assert "O against other.npz (abababab)" in mixed[0]
+  assert report.warnings([a]) == []
+  md = report.markdown(report.rows([a, o]))
+  assert "| samples | statistics | IS |" in md
+  assert "other.npz (abababab)" in md
+  assert "—: IS needs the Inception softmax layer" in md
