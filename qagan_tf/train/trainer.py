@@ -268,6 +268,7 @@ class Trainer:
                                            c.on_nonfinite)
     agreed_signal = run_control.AgreedSignal(self.strategy)
     step = start
+    t_start, compile_seconds, evaluating = time.time(), 0.0, 0.0
     with writer.as_default(), run_control.SignalFlag() as interrupt:
       if self.is_chief:
         summaries.write_hparams(c, os.path.basename(os.path.normpath(self.model_dir)))
@@ -283,7 +284,10 @@ class Trainer:
           t_first = time.time()
         run_control.responsive(lambda: self.train_iterations(iterator, count))
         if step == start:
-          logging.info("First call done in %s.", format_duration(time.time() - t_first))
+          compile_seconds = time.time() - t_first
+          logging.info("First call done in %s (compiling included; the rate and ETA leave it "
+                       "out).", format_duration(compile_seconds))
+          progress.skip(step + count)
         step += count
         nonfinite.update(step)
         last = step == end
@@ -295,9 +299,17 @@ class Trainer:
                         f"({checkpoints_lib.tf_message(e)}); free disk space or move the run. "
                         f"{self.checkpoints.latest_sentence()}") from None
         if c.eval_every and (step % c.eval_every == 0 or last) and self.is_chief:
+          t_eval = time.time()
           self.evaluate(step)
+          progress.skip()  # Evaluation is not training time: the rate and ETA leave it out.
+          evaluating += time.time() - t_eval
         if step % c.save_every == 0 or last:
           logging.info("Saved checkpoint %s", self.save())
+    total = time.time() - t_start
+    logging.info("%s step %d of %d in %s (first call %s, evaluation %s).",
+                 "Finished:" if step >= c.max_steps else "Stopped at", step, c.max_steps,
+                 format_duration(total), format_duration(compile_seconds),
+                 format_duration(evaluating))
     return step
 
   def _steps_to_next_event(self, step, end):

@@ -52,11 +52,20 @@ class Progress:
     self.done, self._last_set = done, now
     return self.rate
 
+  def skip(self, done=None):
+    """The time since the last set() was not training (compiling, evaluating): the next rate,
+    and so the ETA, is measured from now (at position `done`, when given)."""
+    self._last_set = time.time()
+    if done is not None:
+      self.done = done
+
   def describe(self):
-    eta = (self.total - self.done) / self.rate if self.rate > 0 else float("nan")
     frac = self.done / self.total if self.total else 1.0
-    return (f"{self.label} {self.done}/{self.total} ({100.0 * frac:.1f}%) "
-            f"{self.rate:.2f} {self.unit}/s ETA {format_duration(eta)}")
+    head = f"{self.label} {self.done}/{self.total} ({100.0 * frac:.1f}%)"
+    if self.rate <= 0:
+      return f"{head} rate and ETA from the next line (the first call includes compiling)"
+    eta = (self.total - self.done) / self.rate
+    return f"{head} {self.rate:.2f} {self.unit}/s ETA {format_duration(eta)}"
 
   def _print(self, final=False):
     if not self.enabled:
