@@ -38,6 +38,7 @@ class Case:
   setup: Callable = None  # (work dir) -> None; may create the bad input.
   absent: tuple = ()  # Paths (relative to the work dir) that must not exist afterwards.
   file_size_limit: int = 0  # RLIMIT_FSIZE in bytes: a full disk.
+  kept: tuple = ()  # Existing files (relative to the work dir) whose bytes must not change.
 
 
 def _images(n=4, size=32, seed=0):
@@ -119,6 +120,14 @@ def _config_with(w, name, change):
   change(values)
   with open(path, "w") as f:
     json.dump(values, f)
+
+
+def _existing_outputs(w):
+  """Files a careless --output would replace: statistics and an earlier report."""
+  _npz(f"{w}/existing_stats.npz", mu=np.zeros(2048), sigma=np.eye(2048))
+  os.makedirs(f"{w}/old_report", exist_ok=True)
+  with open(f"{w}/old_report/table.md", "w") as f:
+    f.write("# Results of an earlier report\n")
 
 
 BUSY = {}  # The trainer that holds w/busy's lock while the catalogue runs.
@@ -215,7 +224,21 @@ CASES = [
     Case("train_missing_flagfile", "train",
          lambda w: [f"--flagfile={w}/nope.cfg", f"--model_dir={w}/t11"],
          ("nope.cfg", "no such file", "configs/"), absent=("t11",)),
+    Case("train_folder_that_is_a_file", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t12",
+                               f"--dataset=folder:{w}/existing_stats.npz"],
+         ("existing_stats.npz", "is a file, not a directory", "npz:PATH"),
+         setup=_existing_outputs, absent=("t12",)),
     # bin/sample
+    Case("sample_over_an_existing_file", "sample",
+         lambda w: [f"--model_dir={w}/run", f"--output={w}/existing_stats.npz"],
+         ("existing_stats.npz exists", "--overwrite"), setup=_existing_outputs,
+         kept=("existing_stats.npz",)),
+    Case("sample_checkpoint_of_another_width", "sample",
+         lambda w: [f"--model_dir={w}/width8", f"--output={w}/s7.png"],
+         ("width8", "does not hold a ema_generator matching", "width 8"),
+         setup=lambda w: _config_with(w, "width8", lambda v: v.update(width=8)),
+         absent=("s7.png",)),
     Case("sample_config_value_of_wrong_type", "sample",
          lambda w: [f"--model_dir={w}/eight", f"--output={w}/s5.png"],
          ("eight/config.json", "'width'", "'eight'", "int"),
@@ -261,6 +284,11 @@ CASES = [
          ("pickled.npz", "cannot be read"),
          setup=lambda w: np.savez(f"{w}/pickled.npz", mu=np.array([{"a": 1}], dtype=object),
                                   sigma=np.eye(2))),
+    Case("evaluate_output_dir_is_a_file", "evaluate",
+         lambda w: [f"--model_dir={w}/run", f"--stats={w}/existing_stats.npz",
+                    f"--output_dir={w}/existing_stats.npz"],
+         ("--output_dir=", "is a file", "give a directory"), setup=_existing_outputs,
+         kept=("existing_stats.npz",)),
     # bin/fid
     Case("fid_one_image", "fid", lambda w: [f"{w}/one.npz", f"{w}/four.npz"],
          ("one.npz", "at least 2"),
@@ -289,6 +317,10 @@ CASES = [
     Case("compute_stats_bad_suffix", "compute_stats",
          lambda w: [f"--images={w}/four.npz", f"--output={w}/c5.txt"],
          ("c5.txt", ".npz"), absent=("c5.txt",)),
+    Case("compute_stats_over_an_existing_file", "compute_stats",
+         lambda w: [f"--images={w}/four.npz", f"--output={w}/existing_stats.npz"],
+         ("existing_stats.npz exists", "--overwrite"), setup=_existing_outputs,
+         kept=("existing_stats.npz",)),
     # bin/fetch_inception
     Case("fetch_inception_unsafe_member", "fetch_inception",
          lambda w: [f"--archive={w}/evil.tgz", f"--output={w}/f1.npz"],
@@ -310,7 +342,20 @@ CASES = [
          lambda w: ["--source=sobel", "--dataset=imagenet", "--resolution=32",
                     f"--output={w}/p2.npz"],
          ("Unknown dataset 'imagenet'",), absent=("p2.npz",)),
+    Case("fit_niqe_prior_over_an_existing_file", "fit_niqe_prior",
+         lambda w: ["--source=sobel", "--dataset=embedded", "--resolution=32",
+                    f"--output={w}/existing_stats.npz"],
+         ("existing_stats.npz exists", "--overwrite"), setup=_existing_outputs,
+         kept=("existing_stats.npz",)),
     # bin/report
+    Case("report_over_an_earlier_report", "report",
+         lambda w: [f"{w}/run", f"--output={w}/old_report"],
+         ("old_report holds an earlier report", "--overwrite"), setup=_existing_outputs,
+         kept=("old_report/table.md",)),
+    # bin/benchmark
+    Case("benchmark_zero_repeats", "benchmark",
+         lambda w: ["--flagfile=configs/smoke.cfg", "--repeats=0", f"--output={w}/b1.json"],
+         ("--repeats=0", "at least 1"), absent=("b1.json",)),
     Case("report_no_runs", "report", lambda w: [f"--output={w}/rp1"],
          ("no run directories", "bin/report RUN_DIR... --output=DIR"), absent=("rp1",)),
     Case("report_not_a_run", "report",
@@ -323,6 +368,11 @@ CASES = [
                     f"--output={w}/p3.npz"],
          ("nonerun", "config.json"), absent=("p3.npz",)),
 ]
+
+
+def _sha256(path):
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
 
 
 def _snapshot(directory):
@@ -363,6 +413,7 @@ def catalogue(tmp_path_factory):
     setup(work)
   runs = [os.path.join(work, d) for d in ("run", "corrupt", "arch")]
   before = [_snapshot(d) for d in runs]
+  kept = {p: _sha256(os.path.join(work, p)) for c in CASES for p in c.kept}
   try:
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
       results = dict(zip([c.name for c in CASES], pool.map(lambda c: _run(c, work), CASES)))
@@ -371,13 +422,14 @@ def catalogue(tmp_path_factory):
     BUSY["proc"].kill()
     BUSY["proc"].wait()
   assert busy_alive
-  return work, results, before, [_snapshot(d) for d in runs]
+  kept_after = {p: _sha256(os.path.join(work, p)) for p in kept}
+  return work, results, before, [_snapshot(d) for d in runs], kept, kept_after
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_gets_one_clear_error(catalogue, case):
-  work, results, before, after = catalogue
+  work, results, before, after, kept, kept_after = catalogue
   proc = results[case.name]
   shown = f"stderr:\n{proc.stderr[-3000:]}"
   assert proc.returncode not in (0, None), shown
@@ -392,6 +444,8 @@ def test_bad_input_gets_one_clear_error(catalogue, case):
                                                                                   ".part"))]
   assert not leftovers
   assert after == before  # The runs' checkpoints, config, samples and report are untouched.
+  for path in case.kept:  # An existing output is not replaced.
+    assert kept_after[path] == kept[path], path
   # Quiet: on a CPU-only machine with the default verbosity the error line is all there is
   # (bin/train also logs its start-up at INFO level; no warning or CUDA/absl line).
   lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -407,3 +461,112 @@ def test_the_catalogue_is_big_and_covers_every_script():
   assert {c.script for c in CASES} >= {"train", "sample", "evaluate", "fid", "compute_stats",
                                        "niqe", "fit_niqe_prior", "report"}
   assert len({c.name for c in CASES}) == len(CASES)
+
+
+# --- Mistakes that are not errors: the script goes on, says what it did, and loses nothing. ---
+
+def _script(name, *args, env=None):
+  return subprocess.run([sys.executable, os.path.join(REPO, "bin", name), *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, **(env or {})))
+
+
+def _weights_env():
+  return {"QAGAN_INCEPTION_WEIGHTS": reference.reference_path(
+      "inception/fid_inception_2015_12_05_pool3.npz")}
+
+
+@pytest.mark.slow
+def test_a_run_without_its_checkpoint_index_resumes_from_the_newest_checkpoint(catalogue):
+  from tests import events
+  work = catalogue[0]
+  run_dir = os.path.join(work, "noindex")
+  shutil.copytree(os.path.join(work, "run"), run_dir)
+  os.remove(os.path.join(run_dir, "checkpoint"))  # ckpt-2 and ckpt-4 are still there.
+  before = set(os.listdir(run_dir))
+  proc = _script("train", *TINY_RUN, f"--model_dir={run_dir}", "--max_steps=6")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "no index file `checkpoint`" in proc.stderr and "ckpt-4 (step 4)" in proc.stderr
+  assert "resuming at step 4" in proc.stderr and "Finished: step 6 of 6" in proc.stderr
+  new_events = [f for f in set(os.listdir(run_dir)) - before if f.startswith("events.")]
+  assert new_events
+  scratch = os.path.join(work, "noindex_events")
+  os.makedirs(scratch)
+  for f in new_events:
+    shutil.copy(os.path.join(run_dir, f), scratch)
+  steps = events.scalar_steps(scratch, "train/d_loss")
+  assert steps and min(steps) > 4, steps  # Never a step below the checkpoint's again.
+
+  # A --max_steps at or below the run's step trains nothing and leaves config.json alone.
+  config = os.path.join(run_dir, "config.json")
+  digest = _sha256(config)
+  proc = _script("train", *TINY_RUN, f"--model_dir={run_dir}", "--max_steps=3")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Already at step 6 (--max_steps=3)" in proc.stderr
+  assert _sha256(config) == digest
+
+  # bin/sample finds a bare checkpoint name in the run directory.
+  out = os.path.join(work, "bare_name.png")
+  proc = _script("sample", f"--model_dir={run_dir}", "--checkpoint=ckpt-2", f"--output={out}",
+                 "--num_samples=4")
+  assert proc.returncode == 0 and os.path.getsize(out) > 100, proc.stderr[-3000:]
+
+
+def _statistics(path, resolution=None, dataset=None, weights="a" * 64, count=100, shift=0.0):
+  rng = np.random.default_rng(len(path))
+  x = rng.normal(size=(3000, 2048)) * 0.1
+  extra = {k: v for k, v in (("resolution", resolution), ("dataset", dataset)) if v is not None}
+  np.savez(path, mu=np.full(2048, shift), sigma=np.cov(x, rowvar=False), count=np.int64(count),
+           weights_sha256=weights, source="test", **extra)
+
+
+@pytest.mark.slow
+def test_bin_fid_names_every_mismatch_of_its_inputs(catalogue):
+  work = catalogue[0]
+  a, b = os.path.join(work, "fid_a.npz"), os.path.join(work, "fid_b.npz")
+  _statistics(a, resolution=32, weights="a" * 64, count=100)
+  _statistics(b, resolution=48, weights="b" * 64, count=5000, shift=0.5)
+  proc = _script("fid", a, b, "--noprogress")
+  assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert float(proc.stdout.strip()) > 0
+  warnings = [line for line in proc.stderr.splitlines() if "bin/fid: warning: " in line]
+  text = "\n".join(warnings)
+  assert "aaaaaaaaaaaa" in text and "bbbbbbbbbbbb" in text and "not comparable" in text
+  assert "is 32 px" in text and "is 48 px" in text
+  assert "fid_a.npz has 100 images, fewer than the 2048" in text
+  assert "fid_b.npz has" not in text
+  assert len(warnings) == 3, warnings  # Weights, resolution, fid_a's count: one line each.
+  assert "LinAlgWarning" not in proc.stderr
+
+  old = os.path.join(work, "fid_old.npz")  # TTUR-style: no resolution recorded.
+  np.savez(old, mu=np.zeros(2048), sigma=np.eye(2048))
+  proc = _script("fid", old, b, "--noprogress")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "fid_old.npz records no resolution" in proc.stderr
+
+
+@pytest.mark.slow
+def test_bin_evaluate_names_a_mismatched_reference_and_records_its_hash(catalogue):
+  import json
+  work = catalogue[0]
+  stats = os.path.join(work, "stats_48px.npz")
+  _statistics(stats, resolution=48, dataset="cifar10", weights="c" * 64, count=100)
+  out = os.path.join(work, "eval_mismatch")
+  proc = _script("evaluate", f"--model_dir={work}/run", f"--stats={stats}", "--num_samples=10",
+                 "--repeats=1", "--niqe_samples=0", "--generators=ema", f"--output_dir={out}",
+                 "--noprogress", env=_weights_env())
+  assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  warnings = [line for line in proc.stderr.splitlines() if "bin/evaluate: warning: " in line]
+  text = "\n".join(warnings)
+  assert "are 48 px, the run is 32 px" in text
+  assert "dataset cifar10, the run is of embedded" in text
+  assert "Inception weights cccccccccccc" in text
+  assert "are of 100 images, fewer than the 2048" in text
+  assert "10 samples per repeat, fewer than the 2048" in text
+  assert "LinAlgWarning" not in proc.stderr
+  with open(os.path.join(out, "eval_step_0000004.json")) as f:
+    report = json.load(f)
+  assert report["stats"] == stats and report["stats_sha256"] == _sha256(stats)
+  with open(os.path.join(out, "eval_step_0000004.md")) as f:
+    table = f.read()
+  assert "One repeat: no spread" in table and " ± " not in table.split("| ema |")[1]
