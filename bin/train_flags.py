@@ -12,9 +12,37 @@ from qagan_tf import config as config_lib  # noqa: E402
 from qagan_tf.utils import fields  # noqa: E402
 
 
+class _AutoBooleanParser(flags.ArgumentParser):
+  """auto, true or false (also 1/0, yes/no); --NAME and --noNAME work as for a boolean flag."""
+
+  def parse(self, argument):
+    if isinstance(argument, bool):
+      return argument
+    text = str(argument).strip().lower()
+    if text == "auto":
+      return "auto"
+    if text in ("true", "t", "1", "yes", "y"):
+      return True
+    if text in ("false", "f", "0", "no", "n"):
+      return False
+    raise ValueError(f"{argument!r} is not auto, true or false")
+
+  def flag_type(self):
+    return "auto|bool"
+
+
+# Settings whose bin/train flag defaults to auto (resolved by a rule when a run starts and
+# recorded in config.json as true/false, so a resumed run keeps its choice).
+AUTO_SETTINGS = ("jit_compile",)
+
+
 def _define(name, field):
   help_text, choices, default = fields.help_of(field), fields.choices_of(field), field.default
-  if choices is not None:
+  if name in AUTO_SETTINGS:
+    flags.DEFINE_flag(flags.Flag(_AutoBooleanParser(), flags.ArgumentSerializer(), name, "auto",
+                                 help_text + " auto: by device class (docs/performance.md).",
+                                 boolean=True))
+  elif choices is not None:
     flags.DEFINE_enum(name, default, list(choices), help_text)
   elif isinstance(default, bool):
     flags.DEFINE_bool(name, default, help_text)
@@ -49,4 +77,10 @@ def config_from_flags(flag_values=flags.FLAGS, saved=None):
   if inherited:
     logging.info("Resuming with the run's own values of flags not given (config.json): %s.",
                  ", ".join(f"{k}={v}" for k, v in sorted(inherited.items())))
+  if values.get("jit_compile") == "auto":
+    from qagan_tf.train import distribution
+    probe = config_lib.TrainConfig.create(**dict(values, jit_compile=False)).validate()
+    values["jit_compile"], reason = distribution.jit_compile_rule(probe)
+    logging.info("--jit_compile=auto: %s (%s).", "on" if values["jit_compile"] else "off",
+                 reason)
   return config_lib.TrainConfig.create(**values).validate()

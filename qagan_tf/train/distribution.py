@@ -73,3 +73,51 @@ def worker_role(strategy):
   is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0
                                       and "chief" not in cluster)
   return is_chief, task_id
+
+
+def _cpu_flags():
+  """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("flags"):
+          return set(line.split(":", 1)[1].split())
+  except OSError:
+    pass
+  return set()
+
+
+SHORT_RUN_STEPS = 1000
+
+
+def jit_compile_rule(config):
+  """(on, reason): what --jit_compile=auto means for this machine and config, by device class
+  (no timed probe, so the choice does not depend on the machine's load):
+
+  - a GPU: off. XLA has not been measured on a GPU with TensorFlow (docs/performance.md);
+    --jit_compile turns it on.
+  - a CPU without AVX-512 (AVX2): on. benchmarks/smoke_cpu.json of 2026-11-24 (AMD EPYC, AVX2):
+    491 ms against 766 ms per WGAN-GP iteration, 1.56x.
+  - a CPU with AVX-512: off. There XLA measured slower (benchmarks/smoke_cpu.json of this
+    CPU class), as on the earlier AVX-512 CPU (0.99x).
+  - lazy regularisation (--gp_every/--qa_every > 1): off. Its tf.cond around the penalties ran
+    slower compiled than plain on CPU (docs/performance.md).
+  - a short run (--max_steps below SHORT_RUN_STEPS, e.g. configs/smoke.cfg and tests): off; the
+    first call's compile (tens of seconds) outweighs the 0.28 s per iteration it saves.
+  - unknown CPU features: off.
+  """
+  if tf.config.list_physical_devices("GPU"):
+    return False, "a GPU: XLA not measured there with TensorFlow; --jit_compile turns it on"
+  if config.gp_every > 1 or config.qa_every > 1:
+    return False, "lazy regularisation (--gp_every/--qa_every > 1) ran slower compiled"
+  if config.max_steps < SHORT_RUN_STEPS:
+    return False, (f"a short run (--max_steps < {SHORT_RUN_STEPS}): compiling would cost more "
+                   "than it saves")
+  cpu = _cpu_flags()
+  if not cpu:
+    return False, "CPU features unknown"
+  if any(f.startswith("avx512") for f in cpu):
+    return False, "a CPU with AVX-512, where XLA measured slower"
+  if "avx2" in cpu:
+    return True, "a CPU with AVX2 and no AVX-512, where XLA measured 1.56x faster"
+  return False, "a CPU without AVX2"

@@ -1,0 +1,65 @@
+"""bin/train's flags: --jit_compile=auto by device class, --jit_compile/--nojit_compile, and a
+resumed run keeping its recorded choice."""
+
+import os
+import sys
+
+import pytest
+from absl import flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "bin"))
+import train_flags  # noqa: E402
+
+from qagan_tf import config as config_lib  # noqa: E402
+from qagan_tf.train import distribution  # noqa: E402
+
+
+@pytest.fixture
+def parse():
+  def _parse(*args):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["bin/train", *args])
+    return flags.FLAGS
+  yield _parse
+  flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize("args,expected", [
+    ((), "auto"), (("--jit_compile",), True), (("--nojit_compile",), False),
+    (("--jit_compile=false",), False), (("--jit_compile=true",), True),
+    (("--jit_compile=auto",), "auto")])
+def test_jit_compile_takes_auto_true_and_false(parse, args, expected):
+  assert parse(*args).jit_compile == expected
+
+
+def test_an_unknown_jit_compile_value_is_refused(parse):
+  with pytest.raises(flags.Error, match="not auto, true or false"):
+    parse("--jit_compile=maybe")
+
+
+def test_auto_is_resolved_by_the_rule_and_recorded_as_a_boolean(parse, monkeypatch):
+  for cpu, on in (({"avx2", "fma"}, True), ({"avx2", "avx512f", "avx512_bf16"}, False),
+                  (set(), False), ({"sse4_2"}, False)):
+    monkeypatch.setattr(distribution, "_cpu_flags", lambda cpu=cpu: cpu)
+    monkeypatch.setattr(distribution.tf.config, "list_physical_devices", lambda kind=None: [])
+    config = train_flags.config_from_flags(parse())
+    assert config.jit_compile is on, cpu
+    assert config_lib.TrainConfig.from_dict(config.to_dict()).jit_compile is on
+    # Lazy regularisation runs slower compiled: auto leaves it off on every CPU.
+    assert train_flags.config_from_flags(parse("--gp_every=4")).jit_compile is False
+    assert train_flags.config_from_flags(parse("--nojit_compile")).jit_compile is False
+    # A short run (a smoke test) does not pay for compiling.
+    assert train_flags.config_from_flags(parse("--max_steps=300")).jit_compile is False
+  monkeypatch.setattr(distribution.tf.config, "list_physical_devices",
+                      lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+  assert train_flags.config_from_flags(parse()).jit_compile is False  # Not measured on GPUs.
+
+
+def test_a_resumed_run_keeps_its_recorded_choice(parse, monkeypatch):
+  monkeypatch.setattr(distribution, "_cpu_flags", lambda: {"avx2"})  # auto would say on.
+  for recorded in (True, False):
+    saved = config_lib.TrainConfig.create(jit_compile=recorded)
+    assert train_flags.config_from_flags(parse(), saved=saved).jit_compile is recorded
+  saved = config_lib.TrainConfig.create(jit_compile=False)
+  assert train_flags.config_from_flags(parse("--jit_compile"), saved=saved).jit_compile is True
