@@ -23,7 +23,8 @@ def test_benchmark_writes_every_figure(tmp_path):
       [sys.executable, os.path.join(REPO, "bin", "benchmark"), "--flagfile=configs/smoke.cfg",
        "--width=8", "--batch_size=4", "--disc_iters=1", "--repeats=1", "--inception_batch=2",
        "--speed_variants=baseline,xla_tf32", "--peer_settings=eager,channels_last",
-       "--peer_variants=baseline", f"--output={out}"], cwd=REPO,
+       "--peer_variants=default,baseline", "--sections=train,inception,peer", "--nowith_torch",
+       f"--output={out}"], cwd=REPO,
       env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out) as f:
@@ -43,11 +44,27 @@ def test_benchmark_writes_every_figure(tmp_path):
   assert result["inception"]["tf_images_per_sec"] > 0
   ops = train["niqe_penalty_ops"]["after"]
   assert 0 < ops["forward"] < ops["forward_backward"]
-  peer = result["peer"]  # torch is a test dependency: the peer always runs here.
-  assert set(peer["torch"]) == {"eager", "channels_last"} and set(peer["ours"]) == {"baseline"}
+  lazy = train["lazy"]  # Iteration-time ratios of --gp_every=4 --qa_every=4 over 1.
+  for name in ("wgan_gp", "ssim", "niqe"):
+    assert lazy[f"{name}_k4_over_k1"] == (lazy[f"{name}_k4_iteration_s"]
+                                          / lazy[f"{name}_k1_iteration_s"]) > 0
+  # The peer section (torch is a test dependency): the race alone, with the load averages.
+  peer = result["peer"]
+  assert set(peer["torch"]) == {"eager", "channels_last"}
+  assert set(peer["ours"]) == {"default", "baseline"}
   assert peer["ours_over_torch_speed"] == peer["torch_iteration_s"] / peer["ours_iteration_s"]
+  assert peer["default_over_torch_best"] == peer["torch_iteration_s"] / peer["ours"]["default"]
   assert peer["torch_iteration_s"] == min(peer["torch"].values()) > 0
-  assert peer["ours_setting"] == "baseline"
+  assert peer["ours_iteration_s"] == min(peer["ours"].values())
+  assert len(peer["load_average"]["start"]) == 3 and len(peer["load_average"]["end"]) == 3
+  profile = peer["op_profile"]  # Per-op tables of both sides' D and G steps.
+  for side in ("ours", "torch_eager"):
+    for step in ("d_step", "g_step"):
+      table = profile[side][step]
+      assert table["executed_ops"] > 10 and table["op_ms"] > 0 and table["ops"], (side, step)
+      assert sum(row["ms"] for row in table["ops"].values()) == pytest.approx(table["op_ms"])
+  assert any("Conv2D" in op for op in profile["ours"]["d_step"]["ops"])
+  assert any("convolution" in op for op in profile["torch_eager"]["d_step"]["ops"])
   assert "D step ratios" in proc.stdout and f"Wrote {out}" in proc.stdout
 
 
@@ -64,8 +81,8 @@ def test_missing_inception_weights_stop_the_benchmark_before_anything_is_timed(t
 
 def test_speed_variant_names_are_checked_before_anything_is_timed():
   from qagan_tf.benchmarks import train_bench
-  assert {"baseline", "steps_per_call_10", "xla", "xla_steps_per_call_10", "bfloat16", "float16",
-          "xla_bfloat16", "tf32", "xla_tf32"} == set(train_bench.VARIANTS)
+  assert {"baseline", "default", "steps_per_call_10", "xla", "xla_steps_per_call_10", "bfloat16",
+          "float16", "xla_bfloat16", "tf32", "xla_tf32"} == set(train_bench.VARIANTS)
   train_bench.check_variant_names(list(train_bench.VARIANTS))
   with pytest.raises(ValueError, match="unknown --speed_variants xal.*choose from baseline"):
     train_bench.run(None, variants=["baseline", "xal"])  # No config needed: fails first.

@@ -34,3 +34,36 @@ def test_the_niqe_penalty_runs_few_ops_whatever_the_data():
   assert counts[16, 0]["forward"] < counts[16, 0]["forward_backward"]
   assert counts[16, 0]["forward_backward"] * 5 <= OPS_BEFORE, counts[16, 0]
   assert not {"While", "Merge", "NextIteration"} & set(counts[16, 0]["top_ops"])
+
+
+def test_the_profiler_count_sees_every_kernel_of_a_function():
+  w = tf.Variable(tf.ones([8, 8]))
+
+  @tf.function
+  def f(n):
+    x = tf.ones([4, 8])
+    for _ in range(n):  # Unrolled: n matmuls and n relus.
+      x = tf.nn.relu(tf.matmul(x, w))
+    return tf.reduce_sum(x)
+  for n in (1, 3):
+    f(n)
+  counts = {n: op_count.kernel_times(lambda n=n: f(n).numpy())[1] for n in (1, 3)}
+  matmuls = {n: sum(v for k, v in c.items() if "MatMul" in k) for n, c in counts.items()}
+  assert matmuls == {1: 1, 3: 3}, counts
+  assert sum(counts[3].values()) > sum(counts[1].values())
+
+
+def test_the_gpu_model_parses_hlo_and_sums_its_terms():
+  from qagan_tf.benchmarks import gpu_model
+  fn = tf.function(lambda x: tf.reduce_sum(tf.exp(x) * 2.0) + tf.reduce_max(tf.matmul(x, x)),
+                   jit_compile=True)
+  hlo = fn.experimental_get_compiler_ir(tf.ones([16, 16]))(stage="optimized_hlo")
+  kinds = gpu_model.hlo_kernels(hlo)
+  assert kinds and "parameter" not in kinds and "constant" not in kinds, kinds
+  assert sum(kinds.values()) <= hlo.count("\n")
+  graph = tf.function(lambda x: tf.matmul(x, x)).get_concrete_function(
+      tf.TensorSpec([16, 16], tf.float32)).graph
+  assert gpu_model.graph_bytes(graph) == 3 * 16 * 16 * 4  # MatMul: two inputs, one output.
+  rates = gpu_model.H100
+  assert gpu_model.predict_s(100, 2e12, 1e9, 1e-5) == (
+      100 * 1e-5 + 2e12 / rates["tf32_flops_per_s"] + 1e9 / rates["bytes_per_s"])

@@ -187,19 +187,30 @@ class Trainer:
     self.z_gen = torch.from_numpy(rng.normal(
         size=(c.batch_size * c.g_batch_multiplier, c.z_dim)).astype(np.float32))
 
-  def iteration(self):
-    """One training iteration; returns (d_loss of the last critic update, g_loss) as floats."""
+  def d_step(self, i=0):
+    """Critic update i of an iteration; returns its loss tensor."""
     torch = _torch()
     c = self.config
+    real = self.real[i * c.batch_size:(i + 1) * c.batch_size]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+      d_loss = discriminator_loss(self.g_call, self.d_call, real, self.z[i], self.eps[i],
+                                  c.gp_weight, c.drift_weight)
+    self.d_opt.zero_grad(set_to_none=True)
+    d_loss.float().backward()
+    self.d_opt.step()
+    return d_loss
+
+  def iteration(self):
+    """One training iteration; returns (d_loss of the last critic update, g_loss) as floats."""
+    for i in range(self.config.disc_iters):
+      d_loss = self.d_step(i)
+    g_loss = self.g_step()
+    return d_loss.item(), g_loss.item()
+
+  def g_step(self):
+    """The generator update; returns its loss tensor."""
+    torch = _torch()
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
-    for i in range(c.disc_iters):
-      real = self.real[i * c.batch_size:(i + 1) * c.batch_size]
-      with autocast:
-        d_loss = discriminator_loss(self.g_call, self.d_call, real, self.z[i], self.eps[i],
-                                    c.gp_weight, c.drift_weight)
-      self.d_opt.zero_grad(set_to_none=True)
-      d_loss.float().backward()
-      self.d_opt.step()
     for p in self.d.parameters():
       p.requires_grad_(False)  # The G step needs no gradients of D's weights.
     with autocast:
@@ -209,7 +220,7 @@ class Trainer:
     self.g_opt.step()
     for p in self.d.parameters():
       p.requires_grad_(True)
-    return d_loss.item(), g_loss.item()
+    return g_loss
 
 
 def keras_models(config, seed=0):

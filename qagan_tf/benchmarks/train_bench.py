@@ -53,7 +53,8 @@ def _graph_flops(concrete_function):
 
 
 VARIANTS = {  # name: (config changes, steps per timed call)
-    "baseline": ({}, 1),
+    "baseline": ({"jit_compile": False}, 1),  # The plain step.
+    "default": ({}, 1),  # bin/train's defaults (--jit_compile=auto resolved for this machine).
     "steps_per_call_10": ({"steps_per_call": 10}, 10),
     "xla": ({"jit_compile": True}, 1),
     "xla_steps_per_call_10": ({"jit_compile": True, "steps_per_call": 10}, 10),
@@ -83,6 +84,10 @@ def _variant_calls(config, images, names, tmp):
   calls = {}
   for name in names:
     changes, count = VARIANTS[name]
+    if name == "default":  # What bin/train picks for a full-length run on this machine.
+      from qagan_tf.train import distribution as distribution_lib
+      changes = {"jit_compile": distribution_lib.jit_compile_rule(
+          config.replace(max_steps=max(config.max_steps, 100_000)))[0]}
     c = config.replace(eval_every=0, **changes)
     trainer = trainer_lib.Trainer(c, f"{tmp}/{name}", distribution.make_strategy("auto"),
                                   images=images)
@@ -116,7 +121,8 @@ def speed_variants(config, images, repeats=5, log=print, names=None):
   return out
 
 
-PEER_VARIANTS = ("baseline", "steps_per_call_10", "xla", "xla_steps_per_call_10", "xla_bfloat16")
+PEER_VARIANTS = ("default", "baseline", "steps_per_call_10", "xla", "xla_steps_per_call_10",
+                 "xla_bfloat16")
 
 
 def torch_peer(config, images, repeats=5, log=print, variants=PEER_VARIANTS, settings=None):
@@ -174,12 +180,44 @@ def torch_peer(config, images, repeats=5, log=print, variants=PEER_VARIANTS, set
             "ours": ours_s, "torch": {**torch_s, **{s: {"error": e} for s, e in failed.items()}},
             "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
   result["ours_over_torch_speed"] = result["torch_iteration_s"] / result["ours_iteration_s"]
+  if "default" in ours_s:  # bin/train's defaults against PyTorch's fastest.
+    result["default_over_torch_best"] = result["torch_iteration_s"] / ours_s["default"]
+    result["default_jit_compile"] = bool(config.jit_compile)
+    log(f"ours (default) over torch ({best_torch}): {result['default_over_torch_best']:.2f}x")
   for name, value in [*(("ours " + k, v) for k, v in ours_s.items()),
                       *(("torch " + k, v) for k, v in torch_s.items())]:
     log(f"peer {name}: {value * 1e3:.1f} ms/iteration")
   log(f"ours ({best_ours}) over torch ({best_torch}): {result['ours_over_torch_speed']:.2f}x "
       "(> 1: we are faster)")
   return result
+
+
+def lazy_ratios(config, images, repeats=5, log=print, every=4):
+  """Iteration time with --gp_every=k --qa_every=k over both at 1, per penalty (k = `every`),
+  all six trainers timed round-robin: {"wgan_gp_k4_over_k1": ..., ...}."""
+  from qagan_tf.train import distribution
+  from qagan_tf.train import trainer as trainer_lib
+  calls = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for name in PENALTIES:
+      for k in (1, every):
+        c = config.replace(penalty=name, qa_weight=max(config.qa_weight, 0.1), eval_every=0,
+                           gp_every=k, qa_every=k, jit_compile=False)
+        trainer = trainer_lib.Trainer(c, f"{tmp}/{name}_{k}", distribution.make_strategy("auto"),
+                                      images=images)
+        iterator = iter(trainer.distributed_dataset(0))
+        calls[(name, k)] = (lambda t=trainer, it=iterator: t.train_step(it)["d_loss"].numpy())
+    # Warm-up covers a whole lazy cycle (every D update of k iterations' schedule traced).
+    timed = _interleaved_times(calls, repeats * 2, warmup=2)
+  out = {}
+  for name in PENALTIES:
+    out[f"{name}_k{every}_over_k1"] = timed[(name, every)][0] / timed[(name, 1)][0]
+    out[f"{name}_k1_iteration_s"] = timed[(name, 1)][0]
+    out[f"{name}_k{every}_iteration_s"] = timed[(name, every)][0]
+    log(f"lazy {name}: k={every} {timed[(name, every)][0] * 1e3:.1f} ms vs k=1 "
+        f"{timed[(name, 1)][0] * 1e3:.1f} ms per iteration "
+        f"({out[f'{name}_k{every}_over_k1']:.2f})")
+  return out
 
 
 def _d_step_fn(step_lib, trainer, c, inputs):
@@ -288,6 +326,7 @@ def run(config, repeats=5, log=print, variants=None, peer_settings=None,
   result["input_pipeline_iterations_per_s"] = rate
   result["input_pipeline_images_per_s"] = rate * config.batch_size * config.disc_iters
   result["niqe_penalty_ops"] = niqe_penalty_ops(config, op_count_baseline, log)
+  result["lazy"] = lazy_ratios(config, images, repeats, log)
   if peer_settings is not None:
     result["peer"] = torch_peer(config, images, repeats, log, peer_variants, peer_settings)
   result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
