@@ -53,7 +53,8 @@ def test_auto_is_resolved_by_the_rule_and_recorded_as_a_boolean(parse, monkeypat
     assert train_flags.config_from_flags(parse("--max_steps=300")).jit_compile is False
   monkeypatch.setattr(distribution.tf.config, "list_physical_devices",
                       lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
-  assert train_flags.config_from_flags(parse()).jit_compile is False  # Not measured on GPUs.
+  assert train_flags.config_from_flags(parse()).jit_compile is True  # 1.54x on an H100.
+  assert train_flags.config_from_flags(parse("--qa_every=2")).jit_compile is False
 
 
 def test_a_resumed_run_keeps_its_recorded_choice(parse, monkeypatch):

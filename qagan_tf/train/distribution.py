@@ -94,8 +94,8 @@ def jit_compile_rule(config):
   """(on, reason): what --jit_compile=auto means for this machine and config, by device class
   (no timed probe, so the choice does not depend on the machine's load):
 
-  - a GPU: off. XLA has not been measured on a GPU with TensorFlow (docs/performance.md);
-    --jit_compile turns it on.
+  - a GPU: on. benchmarks/gpu_h100_cifar10.json (one H100): 78.7 ms against 121.2 ms per
+    training step, 1.54x.
   - a CPU without AVX-512 (AVX2): on. benchmarks/smoke_cpu.json of 2026-11-24 (AMD EPYC, AVX2):
     491 ms against 766 ms per WGAN-GP iteration, 1.56x.
   - a CPU with AVX-512: off. There XLA measured slower (benchmarks/smoke_cpu.json of this
@@ -106,13 +106,13 @@ def jit_compile_rule(config):
     first call's compile (tens of seconds) outweighs the 0.28 s per iteration it saves.
   - unknown CPU features: off.
   """
-  if tf.config.list_physical_devices("GPU"):
-    return False, "a GPU: XLA not measured there with TensorFlow; --jit_compile turns it on"
   if config.gp_every > 1 or config.qa_every > 1:
     return False, "lazy regularisation (--gp_every/--qa_every > 1) ran slower compiled"
   if config.max_steps < SHORT_RUN_STEPS:
     return False, (f"a short run (--max_steps < {SHORT_RUN_STEPS}): compiling would cost more "
                    "than it saves")
+  if tf.config.list_physical_devices("GPU"):
+    return True, "a GPU, where XLA measured 1.54x faster (one H100)"
   cpu = _cpu_flags()
   if not cpu:
     return False, "CPU features unknown"
