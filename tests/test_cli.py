@@ -181,3 +181,26 @@ def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp
   for name in a:
     if name != "_CHECKPOINTABLE_OBJECT_GRAPH":
       np.testing.assert_array_equal(a[name], b[name], err_msg=f"{name} {why}")
+
+
+@pytest.mark.slow
+def test_the_xla_fast_path_reruns_bit_identically_with_deterministic(tmp_path):
+  """--jit_compile=auto turns XLA on where it measured faster (tests/test_train_flags.py); with
+  --deterministic two runs of the compiled step give the same bits, and config.json records the
+  choice."""
+  import json
+  argv = lambda d: [sys.executable, os.path.join(REPO, "bin", "train"),
+                    "--flagfile=configs/smoke.cfg", f"--model_dir={d}", "--max_steps=3",
+                    "--num_examples=64", "--width=8", "--batch_size=4", "--disc_iters=2",
+                    "--log_every=1", "--save_every=3", "--sample_every=3",
+                    "--histogram_every=3", "--jit_compile", "--deterministic"]
+  dirs = [str(tmp_path / "a"), str(tmp_path / "b")]
+  procs = [subprocess.Popen(argv(d), cwd=REPO, stderr=subprocess.PIPE, text=True) for d in dirs]
+  for proc in procs:
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+  assert "First call done in" in err
+  a, b = (_losses_by_step(d) for d in dirs)
+  assert a == b and sorted(a["train/d_loss"]) == [1, 2, 3]
+  with open(os.path.join(dirs[0], "config.json")) as f:
+    assert json.load(f)["jit_compile"] is True
