@@ -311,7 +311,7 @@ def test_bin_niqe_json_matches_matlab_and_reports_errors(tmp_path):
 
   bad = tmp_path / "bad.png"
   bad.write_bytes(b"garbage")
-  for args, message in [((str(bad),), "not a readable image"),
+  for args, message in [((str(bad),), "cannot decode image"),
                         ((str(tmp_path / "none.png"),), "no such file"),
                         (("--block_size=1024", paths[0]), "smaller than one 1024x1024"),
                         (("--block_size=7", paths[0]), "even number"),
