@@ -74,6 +74,10 @@ def config_from_flags(flag_values=flags.FLAGS, saved=None):
     for name, value in saved.to_dict().items():
       if name in values and not flag_values[name].present and values[name] != value:
         values[name] = inherited[name] = value
+  for name in AUTO_SETTINGS:
+    if name in inherited:  # Not a changed default: the run's own resolution of auto.
+      logging.info("--%s=auto: the run's recorded choice, %s (config.json).", name,
+                   "on" if inherited.pop(name) else "off")
   if inherited:
     logging.info("Resuming with the run's own values of flags not given (config.json): %s.",
                  ", ".join(f"{k}={v}" for k, v in sorted(inherited.items())))
