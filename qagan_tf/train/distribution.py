@@ -96,14 +96,14 @@ def jit_compile_rule(config):
 
   - a GPU: on. benchmarks/gpu_h100_cifar10.json (one H100): 78.7 ms against 121.2 ms per
     training step, 1.54x.
-  - a CPU without AVX-512 (AVX2): on. benchmarks/smoke_cpu.json of 2026-11-24 (AMD EPYC, AVX2):
-    491 ms against 766 ms per WGAN-GP iteration, 1.56x.
-  - a CPU with AVX-512: off. There XLA measured slower (benchmarks/smoke_cpu.json of this
-    CPU class), as on the earlier AVX-512 CPU (0.99x).
+  - a CPU without AVX-512 (AVX2): on. benchmarks/smoke_cpu_avx2_2026-11-24.json (AMD EPYC,
+    AVX2): 465 ms against 635 ms per WGAN-GP step, 1.36x (525 against 734 in the PyTorch race).
+  - a CPU with AVX-512: off. benchmarks/smoke_cpu.json (2026-12-01, AMD EPYC with AVX-512):
+    225 ms against 216 ms, 0.96x; the earlier AVX-512 CPU measured 0.99x.
   - lazy regularisation (--gp_every/--qa_every > 1): off. Its tf.cond around the penalties ran
     slower compiled than plain on CPU (docs/performance.md).
   - a short run (--max_steps below SHORT_RUN_STEPS, e.g. configs/smoke.cfg and tests): off; the
-    first call's compile (tens of seconds) outweighs the 0.28 s per iteration it saves.
+    first call's compile (tens of seconds) outweighs the 0.17 s per step it saves on AVX2.
   - unknown CPU features: off.
   """
   if config.gp_every > 1 or config.qa_every > 1:
@@ -119,5 +119,5 @@ def jit_compile_rule(config):
   if any(f.startswith("avx512") for f in cpu):
     return False, "a CPU with AVX-512, where XLA measured slower"
   if "avx2" in cpu:
-    return True, "a CPU with AVX2 and no AVX-512, where XLA measured 1.56x faster"
+    return True, "a CPU with AVX2 and no AVX-512, where XLA measured 1.36x faster"
   return False, "a CPU without AVX2"
