@@ -488,6 +488,8 @@ def test_a_run_without_its_checkpoint_index_resumes_from_the_newest_checkpoint(c
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "no index file `checkpoint`" in proc.stderr and "ckpt-4 (step 4)" in proc.stderr
   assert "resuming at step 4" in proc.stderr and "Finished: step 6 of 6" in proc.stderr
+  assert "Sharding callback duration" not in proc.stderr  # TF's saver timing, once per save.
+  assert "First call done in" in proc.stderr and "rate and ETA from the next line" in proc.stderr
   new_events = [f for f in set(os.listdir(run_dir)) - before if f.startswith("events.")]
   assert new_events
   scratch = os.path.join(work, "noindex_events")
@@ -543,6 +545,33 @@ def test_bin_fid_names_every_mismatch_of_its_inputs(catalogue):
   proc = _script("fid", old, b, "--noprogress")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "fid_old.npz records no resolution" in proc.stderr
+
+
+@pytest.mark.slow
+def test_bin_evaluate_prints_its_numbers_when_the_report_cannot_be_written(catalogue):
+  import json
+  work = catalogue[0]
+  stats = os.path.join(work, "stats_full_disk.npz")
+  _statistics(stats, resolution=32, dataset="embedded", count=5000)
+
+  def small_disk():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death, like ENOSPC.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (400, 400))  # The report JSON is larger.
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "bin", "evaluate"), f"--model_dir={work}/run",
+       f"--stats={stats}", "--num_samples=10", "--repeats=1", "--niqe_samples=0",
+       "--generators=ema", f"--output_dir={work}/eval_full_disk", "--noprogress"],
+      cwd=REPO, capture_output=True, text=True, timeout=600, preexec_fn=small_disk,
+      env=dict(os.environ, **_weights_env()))
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  errors = [line for line in proc.stderr.splitlines() if "bin/evaluate: error: " in line]
+  assert len(errors) == 1 and "it is printed above as JSON" in errors[0], proc.stderr[-2000:]
+  assert "AutoGraph" not in proc.stderr  # No TF warning noise around the error line.
+  printed = json.loads(proc.stdout)  # The numbers are not lost.
+  assert printed["summary"]["ema"]["fid"]["mean"] > 0 and printed["stats"] == stats
+  out_dir = os.path.join(work, "eval_full_disk")
+  leftovers = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+  assert not [f for f in leftovers if f.endswith(".json")], leftovers  # No partial report.
 
 
 @pytest.mark.slow

@@ -62,7 +62,10 @@ class InceptionFeatures:
       model, info = inception_weights.load_inception(weights, with_logits, verify)
     self.model, self.info, self.batch_size = model, info, batch_size
     self.has_logits = model.with_logits
-    self._fn = tf.function(model, jit_compile=jit_compile, reduce_retracing=True)
+    # No AutoGraph: the network has no tensor-dependent Python control flow, and its conversion
+    # writes temporary source files (on a full disk it fails with four lines of warning).
+    self._fn = tf.function(model, jit_compile=jit_compile, reduce_retracing=True,
+                           autograph=False)
 
   @property
   def softmax_biases(self):

@@ -17,7 +17,8 @@ class _DropSaverTimings(py_logging.Filter):
     return not str(record.msg).startswith("Sharding callback duration")
 
 
-py_logging.getLogger("tensorflow").addFilter(_DropSaverTimings())
+for _name in ("absl", "tensorflow"):  # TF's functional_saver logs through absl.
+  py_logging.getLogger(_name).addFilter(_DropSaverTimings())
 
 
 class CheckpointError(ValueError):

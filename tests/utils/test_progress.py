@@ -1,26 +1,20 @@
-"""Progress lines with rate, ETA and a bar."""
+"""utils/progress.py: the training rate and ETA leave out time that is not training."""
 
-import re
-
-import pytest
+from qagan_tf.utils import progress as progress_lib
 
 
-def test_progress_reports_rate_eta_and_a_bar():
-  import io
-  from qagan_tf.utils import progress as progress_lib
-  p = progress_lib.Progress(100, "step", unit="it", start=10)
-  p._last_set -= 2.0  # Two seconds ago.
-  assert p.set(30) == pytest.approx(10.0, rel=0.05)
-  assert re.fullmatch(r"step 30/100 \(30\.0%\) \d+\.\d\d it/s ETA \d+s", p.describe())
-  stream = io.StringIO()
-  with progress_lib.Progress(4, "features", stream=stream, interval=0.0) as bar:
-    bar.update(2)
-    bar.update(2)
-  lines = stream.getvalue().splitlines()
-  assert lines[0].startswith("features: [############------------] 2/4 img")
-  assert lines[-1].startswith("features: [########################] 4/4 img")
-  assert " in " in lines[-1]
-  silent = io.StringIO()
-  with progress_lib.Progress(4, "x", stream=silent, enabled=False) as bar:
-    bar.update(4)
-  assert silent.getvalue() == ""
+def test_the_rate_leaves_out_compiling_and_evaluation(monkeypatch):
+  now = [100.0]
+  monkeypatch.setattr(progress_lib.time, "time", lambda: now[0])
+  p = progress_lib.Progress(100, "step", unit="it")
+  now[0] += 40.0  # The first call: 10 steps, mostly compiling.
+  p.skip(10)
+  assert p.set(10) == 0.0  # No rate from the compile-dominated first call ...
+  assert "rate and ETA from the next line" in p.describe()
+  now[0] += 5.0  # ... then 10 steps in 5 s: 2 it/s, ETA 40 s for the 80 left.
+  assert p.set(20) == 2.0
+  assert p.describe().endswith("2.00 it/s ETA 40s")
+  now[0] += 30.0  # An evaluation: skipped, so the next rate is of training alone.
+  p.skip()
+  now[0] += 10.0
+  assert p.set(40) == 2.0
