@@ -13,8 +13,6 @@ dtype is a ValueError that names the argument; value ranges are checked on image
           + 0.1 * tf.reduce_mean(qa.niqe_penalty(grads)))
 """
 
-import dataclasses
-
 import numpy as np
 import tensorflow as tf
 
@@ -24,6 +22,7 @@ from qagan_tf.objectives import ssim as ssim_lib
 from qagan_tf.objectives.niqe import fit as niqe_fit
 from qagan_tf.objectives.niqe import priors as niqe_priors
 from qagan_tf.objectives.niqe.penalty import niqe_gradient_penalty as niqe_penalty
+from qagan_tf.utils import fields
 
 __all__ = ["gradient_penalty", "ssim_distance_penalty", "niqe_penalty", "load_prior", "fit_prior",
            "niqe"]
@@ -105,23 +104,12 @@ def ssim_distance_penalty(real, fake, d_real, d_fake, **settings):
   Returns:
     float (B,).
   """
-  config = _settings(ssim_lib.SsimConfig, settings, "SSIM")
+  config = fields.from_keywords(ssim_lib.SsimConfig, settings, "SSIM penalty setting(s)")
   real, fake = _images(real, "real"), _images(fake, "fake")
   batch = real.shape[0]
   penalty, _, _ = ssim_lib.ssim_penalty_terms(real, fake, _scores(d_real, "d_real", batch),
                                               _scores(d_fake, "d_fake", batch), config)
   return penalty
-
-
-def _settings(settings_cls, settings, what):
-  valid = [f.name for f in dataclasses.fields(settings_cls)]
-  unknown = sorted(set(settings) - set(valid))
-  if unknown:
-    raise ValueError(f"unknown {what} penalty setting(s) {', '.join(unknown)}; valid: "
-                     f"{', '.join(valid)}.")
-  config = settings_cls(**settings)
-  config.check_values(spell=lambda name: name)
-  return config
 
 
 def load_prior(name_or_path):

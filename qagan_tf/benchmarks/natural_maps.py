@@ -70,3 +70,21 @@ def blurred(maps, sigma=1.5):
   """Each map's channels Gaussian-blurred with `sigma` px (replicated borders)."""
   from scipy import ndimage
   return ndimage.gaussian_filter(maps, (0, sigma, sigma, 0), mode="nearest")
+
+
+def value_and_force(maps, **settings):
+  """The batch mean of `qa.niqe_penalty(maps, **settings)`, and the RMS over examples of the
+  force on each map (the gradient of the batch's summed penalty w.r.t. that map, times the map's
+  RMS: the penalty is scale-invariant, so this is the scale-free size of the push each example's
+  gradient gets)."""
+  import tensorflow as tf
+  from qagan_tf import qa
+  g = tf.constant(maps, tf.float32)
+  with tf.GradientTape() as tape:
+    tape.watch(g)
+    per_example = qa.niqe_penalty(g, **settings)
+    total = tf.reduce_sum(per_example)
+  grad = tape.gradient(total, g)
+  rms = tf.sqrt(tf.reduce_mean(tf.square(g), axis=[1, 2, 3]))
+  force = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3])) * rms
+  return float(tf.reduce_mean(per_example)), float(tf.sqrt(tf.reduce_mean(tf.square(force))))

@@ -18,18 +18,6 @@ SETTINGS = {"default": {}, "batch_unsmoothed": dict(pooling="batch", smoothing="
 BATCHES = (2, 4, 8, 16, 32, 64, 128)
 
 
-def _value_and_force(maps, settings):
-  g = tf.constant(maps, tf.float32)
-  with tf.GradientTape() as tape:
-    tape.watch(g)
-    per_example = qa.niqe_penalty(g, **settings)
-    total = tf.reduce_sum(per_example)
-  grad = tape.gradient(total, g)
-  rms = tf.sqrt(tf.reduce_mean(tf.square(g), axis=[1, 2, 3]))
-  force = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3])) * rms
-  return float(tf.reduce_mean(per_example)), float(tf.sqrt(tf.reduce_mean(tf.square(force))))
-
-
 def _mean(maps, settings):
   return float(tf.reduce_mean(qa.niqe_penalty(tf.constant(maps, tf.float32), **settings)))
 
@@ -71,7 +59,7 @@ def run(count=256, log=print):
   for name, settings in SETTINGS.items():
     rows = {"value": [], "force": [], "blur_wins": [], "noise_wins": []}
     for batch in BATCHES:
-      pairs = [_value_and_force(maps[i:i + batch], settings)
+      pairs = [natural_maps.value_and_force(maps[i:i + batch], **settings)
                for i in range(0, count - batch + 1, batch)]
       rows["value"].append(float(np.mean([v for v, _ in pairs])))
       rows["force"].append(float(np.mean([f for _, f in pairs])))

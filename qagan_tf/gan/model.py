@@ -9,6 +9,7 @@ import tensorflow as tf
 from qagan_tf.objectives import losses
 from qagan_tf.objectives import penalties
 from qagan_tf.train import step as step_lib
+from qagan_tf.utils import fields
 
 
 class _EmaWeights(keras.layers.Layer):
@@ -81,14 +82,9 @@ class QAGAN(keras.Model):
       if given:
         raise ValueError(f"penalty={penalty!r} has no settings; got {', '.join(sorted(given))}.")
       return None
-    valid = [f.name for f in dataclasses.fields(settings_cls)]
-    unknown = sorted(set(given) - set(valid))
-    if unknown:
-      raise ValueError(f"unknown penalty_settings key(s) {', '.join(unknown)} for penalty="
-                       f"{penalty!r}; valid: {', '.join(valid)}.")
-    settings = settings_cls(**given)
-    settings.check_values(spell=lambda name: f"penalty_settings[{name!r}]")
-    return settings
+    return fields.from_keywords(settings_cls, given, "penalty_settings key(s)",
+                                spell=lambda name: f"penalty_settings[{name!r}]",
+                                where=f" for penalty={penalty!r}")
 
   def compile(self, d_optimizer, g_optimizer, **kwargs):
     """d_optimizer, g_optimizer: Keras optimizers of the critic and the generator. Builds every

@@ -10,8 +10,8 @@ generated points, so outliers among them do not inflate the figures.
 
 import numpy as np
 
-from qagan_tf.metrics.fid import _check_activations
-from qagan_tf.metrics.precision_recall import _squared_distances, kth_neighbour_radii
+from qagan_tf.metrics.precision_recall import (_squared_distances, checked_subsets,
+                                               kth_neighbour_radii)
 
 
 def density_coverage(real_activations, fake_activations, k=5, max_samples=10_000, seed=0,
@@ -28,15 +28,7 @@ def density_coverage(real_activations, fake_activations, k=5, max_samples=10_000
     {"density": float >= 0, "coverage": float in [0, 1], "k": k, "count_real": N,
      "count_fake": M}.
   """
-  real = _check_activations(real_activations, "real activations").astype(np.float64)
-  fake = _check_activations(fake_activations, "generated activations").astype(np.float64)
-  if real.shape[1] != fake.shape[1]:
-    raise ValueError(f"Activations of different dimensions: {real.shape[1]} vs {fake.shape[1]}.")
-  rng = np.random.default_rng(seed)
-  if len(real) > max_samples:
-    real = real[rng.choice(len(real), max_samples, replace=False)]
-  if len(fake) > max_samples:
-    fake = fake[rng.choice(len(fake), max_samples, replace=False)]
+  real, fake = checked_subsets(real_activations, fake_activations, max_samples, seed)
   radii = kth_neighbour_radii(real, k)
   real_sq = (real * real).sum(axis=1)
   inside_count, covered = 0, np.zeros(len(real), bool)

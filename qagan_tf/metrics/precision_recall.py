@@ -47,6 +47,21 @@ def _coverage(queries, points, radii, chunk=1024):
   return inside / len(queries)
 
 
+def checked_subsets(real_activations, fake_activations, max_samples, seed):
+  """Both activation sets checked (finite, same dimension) as float64, each subsampled to at
+  most `max_samples` points without replacement with `seed` (real first, then fake)."""
+  real = _check_activations(real_activations, "real activations").astype(np.float64)
+  fake = _check_activations(fake_activations, "generated activations").astype(np.float64)
+  if real.shape[1] != fake.shape[1]:
+    raise ValueError(f"Activations of different dimensions: {real.shape[1]} vs {fake.shape[1]}.")
+  rng = np.random.default_rng(seed)
+  if len(real) > max_samples:
+    real = real[rng.choice(len(real), max_samples, replace=False)]
+  if len(fake) > max_samples:
+    fake = fake[rng.choice(len(fake), max_samples, replace=False)]
+  return real, fake
+
+
 def precision_recall(real_activations, fake_activations, k=3, max_samples=10_000, seed=0):
   """Improved precision and recall of generated activations against real ones.
 
@@ -61,15 +76,7 @@ def precision_recall(real_activations, fake_activations, k=3, max_samples=10_000
     {"precision": float in [0, 1], "recall": float in [0, 1], "k": k, "count_real": n,
      "count_fake": m}.
   """
-  real = _check_activations(real_activations, "real activations").astype(np.float64)
-  fake = _check_activations(fake_activations, "generated activations").astype(np.float64)
-  if real.shape[1] != fake.shape[1]:
-    raise ValueError(f"Activations of different dimensions: {real.shape[1]} vs {fake.shape[1]}.")
-  rng = np.random.default_rng(seed)
-  if len(real) > max_samples:
-    real = real[rng.choice(len(real), max_samples, replace=False)]
-  if len(fake) > max_samples:
-    fake = fake[rng.choice(len(fake), max_samples, replace=False)]
+  real, fake = checked_subsets(real_activations, fake_activations, max_samples, seed)
   real_radii = kth_neighbour_radii(real, k)
   fake_radii = kth_neighbour_radii(fake, k)
   return {"precision": _coverage(fake, real, real_radii),

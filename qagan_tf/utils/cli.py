@@ -37,12 +37,13 @@ def warn(message):
   print(f"{_script_name(sys.argv)}: warning: {message}", file=sys.stderr, flush=True)
 
 
-def refuse_existing(path, overwrite, flag="--output"):
+def refuse_existing(path, overwrite, flag="--output", named=None):
   """Ends the script before any work when `path` exists and --overwrite was not given: no
-  script replaces a file silently."""
+  script replaces a file silently. `named`: how the message names it (default FLAG=PATH)."""
   from qagan_tf.utils import files
   if not overwrite and files.exists(path):
-    fail(f"{flag}={path} exists; pass --overwrite to replace it, or choose another path.")
+    fail(f"{named or f'{flag}={path}'} exists; pass --overwrite to replace it, or choose another "
+         "path.")
 
 
 def _flag_name(arg, flag_values):

@@ -36,3 +36,18 @@ def check_choices(settings, spell=lambda name: name):
     if choices is not None and value not in choices:
       raise ValueError(f"{spell(field.name)}={value!r}: use one of "
                        f"{', '.join(map(str, choices))}.")
+
+
+def from_keywords(settings_cls, given, what, valid=None, spell=lambda name: name, where=""):
+  """`settings_cls(**given)`, checked: an unknown keyword is a ValueError that names it and lists
+  the valid ones ("unknown {what} {keys}{where}; valid: ..."), a bad value one that names it
+  as `spell` writes it (the class's `check_values`).
+
+  valid: the accepted names (default: every field of `settings_cls`)."""
+  valid = [f.name for f in dataclasses.fields(settings_cls)] if valid is None else list(valid)
+  unknown = sorted(set(given) - set(valid))
+  if unknown:
+    raise ValueError(f"unknown {what} {', '.join(unknown)}{where}; valid: {', '.join(valid)}.")
+  settings = settings_cls(**given)
+  settings.check_values(spell=spell)
+  return settings

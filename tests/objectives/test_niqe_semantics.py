@@ -21,21 +21,6 @@ def _batches(maps, batch, seed):
   return [maps[order[i:i + batch]] for i in range(0, len(maps) - batch + 1, batch)]
 
 
-def _value_and_force(maps, **settings):
-  """The batch mean of the penalty, and the RMS over examples of the force on each map (the
-  gradient of the batch's summed penalty w.r.t. that map, times the map's RMS: the penalty is
-  scale-invariant, so this is the scale-free size of the push each example's gradient gets)."""
-  g = tf.constant(maps, tf.float32)
-  with tf.GradientTape() as tape:
-    tape.watch(g)
-    per_example = qa.niqe_penalty(g, **settings)
-    total = tf.reduce_sum(per_example)
-  grad = tape.gradient(total, g)
-  rms = tf.sqrt(tf.reduce_mean(tf.square(g), axis=[1, 2, 3]))
-  force = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3])) * rms
-  return float(tf.reduce_mean(per_example)), float(tf.sqrt(tf.reduce_mean(tf.square(force))))
-
-
 @pytest.fixture(scope="module")
 def derivative_maps():
   return natural_maps.derivative_maps(32, 256, seed=11)
@@ -43,7 +28,8 @@ def derivative_maps():
 
 def test_the_default_penalty_and_its_force_are_the_same_at_every_batch_size(derivative_maps):
   def over_batches(batch, **settings):
-    values = [_value_and_force(b, **settings) for b in _batches(derivative_maps, batch, 0)]
+    values = [natural_maps.value_and_force(b, **settings)
+              for b in _batches(derivative_maps, batch, 0)]
     return np.mean([v for v, _ in values]), np.mean([f for _, f in values])
 
   value16, force16 = over_batches(16)

@@ -17,6 +17,7 @@ from qagan_tf.objectives.niqe import priors
 from qagan_tf.objectives.niqe import settings as settings_lib
 from qagan_tf.objectives.niqe import transform
 from qagan_tf.objectives.niqe.settings import NiqeConfig
+from qagan_tf.utils import fields
 
 # Settings of `niqe_gradient_penalty` (the NiqeConfig fields a caller may give as keywords).
 SETTINGS = tuple(f.name for f in dataclasses.fields(NiqeConfig) if f.name not in ("prior", "xla"))
@@ -31,12 +32,9 @@ def gradient_distance_for(input_shape, prior="cifar_grad", xla=False, **settings
   """The (cached) `transform.GradientDistance` that scores gradients of `input_shape`
   (B, R, R, C) under `prior` with `settings` (NiqeConfig fields as keywords; bin/train's
   defaults for the others). Raises ValueError naming a bad keyword or value."""
-  unknown = sorted(set(settings) - set(SETTINGS))
-  if unknown:
-    raise ValueError(f"unknown NIQE penalty setting(s) {', '.join(unknown)}; valid: "
-                     f"{', '.join(SETTINGS)}.")
-  niqe = NiqeConfig(prior=prior if isinstance(prior, str) else "(a Prior)", **settings)
-  niqe.check_values(spell=_keyword)
+  niqe = fields.from_keywords(
+      NiqeConfig, dict(settings, prior=prior if isinstance(prior, str) else "(a Prior)"),
+      "NIQE penalty setting(s)", valid=SETTINGS + ("prior",), spell=_keyword)
   if isinstance(prior, str):
     prior = priors.load_prior(prior)
   resolution = int(input_shape[1])
