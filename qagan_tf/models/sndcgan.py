@@ -12,6 +12,7 @@ D is spectrally normalised (SNGAN); without, it is the plain DCGAN-style critic.
 import keras
 import tensorflow as tf
 
+from qagan_tf.models import normalization
 from qagan_tf.models import spectral
 
 _START = {32: 4, 48: 6}
@@ -38,13 +39,13 @@ class Generator(keras.Model):
     self.resolution, self.width, self.z_dim = resolution, width, z_dim
     self.start = _start_size(resolution)
     self.dense = keras.layers.Dense(self.start * self.start * 8 * width, name="dense")
-    self.bn0 = keras.layers.BatchNormalization(synchronized=True, name="bn0")
+    self.bn0 = normalization.BatchNormalization(name="bn0")
     self.up1 = keras.layers.Conv2DTranspose(4 * width, 4, 2, padding="same", name="up1")
-    self.bn1 = keras.layers.BatchNormalization(synchronized=True, name="bn1")
+    self.bn1 = normalization.BatchNormalization(name="bn1")
     self.up2 = keras.layers.Conv2DTranspose(2 * width, 4, 2, padding="same", name="up2")
-    self.bn2 = keras.layers.BatchNormalization(synchronized=True, name="bn2")
+    self.bn2 = normalization.BatchNormalization(name="bn2")
     self.up3 = keras.layers.Conv2DTranspose(width, 4, 2, padding="same", name="up3")
-    self.bn3 = keras.layers.BatchNormalization(synchronized=True, name="bn3")
+    self.bn3 = normalization.BatchNormalization(name="bn3")
     self.conv_out = keras.layers.Conv2D(3, 3, padding="same", name="conv_out")
 
   def call(self, z, training=False):
