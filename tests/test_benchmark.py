@@ -45,6 +45,7 @@ def test_benchmark_writes_every_figure(tmp_path):
   ops = train["niqe_penalty_ops"]["after"]
   assert 0 < ops["forward"] < ops["forward_backward"]
   lazy = train["lazy"]  # Iteration-time ratios of --gp_every=4 --qa_every=4 over 1.
+  assert lazy["cycle_iterations"] == 4  # Timed over whole cycles: 4 x 1 D update.
   for name in ("wgan_gp", "ssim", "niqe"):
     assert lazy[f"{name}_k4_over_k1"] == (lazy[f"{name}_k4_iteration_s"]
                                           / lazy[f"{name}_k1_iteration_s"]) > 0
@@ -66,6 +67,13 @@ def test_benchmark_writes_every_figure(tmp_path):
   assert any("Conv2D" in op for op in profile["ours"]["d_step"]["ops"])
   assert any("convolution" in op for op in profile["torch_eager"]["d_step"]["ops"])
   assert "D step ratios" in proc.stdout and f"Wrote {out}" in proc.stdout
+
+
+def test_lazy_timings_cover_whole_schedule_cycles():
+  from qagan_tf.benchmarks import train_bench
+  # k = 4 with 5 D updates per iteration repeats after 4 iterations (20 updates, 5 regularised).
+  assert [train_bench.lazy_cycle(4, n) for n in (5, 1, 2, 4, 6, 8)] == [4, 4, 2, 1, 2, 1]
+  assert train_bench.lazy_cycle(1, 5) == 1
 
 
 def test_missing_inception_weights_stop_the_benchmark_before_anything_is_timed(tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from qagan_tf.models import normalization
+from qagan_tf.train import distribution
 
 
 def _pair(channels=5, seed=0):
@@ -77,7 +78,8 @@ def test_two_replicas_synchronise_their_statistics_over_the_global_batch():
   x = rng.normal(size=(8, 6, 6, 5)).astype(np.float32) * 2.0 + 1.0
   ours, _ = _pair()
   whole = ours(tf.constant(x), training=True).numpy()  # Fused (one replica).
-  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  # Collective keys of its own (a plain MirroredStrategy reuses an earlier one's in-process).
+  strategy = distribution.mirrored_strategy(["/cpu:0", "/cpu:1"])
   with strategy.scope():
     mirrored, _ = _pair()
   halves = strategy.experimental_distribute_values_from_function(

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from qagan_tf.train import distribution
 from qagan_tf.train import optimizers
 from qagan_tf.train import schedule
 
@@ -88,7 +89,8 @@ def test_a_keras_adam_checkpoint_resumes_in_fused_adam():
 
 
 def test_fused_adam_under_two_replicas_equals_one_device():
-  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  # Collective keys of its own (a plain MirroredStrategy reuses an earlier one's in-process).
+  strategy = distribution.mirrored_strategy(["/cpu:0", "/cpu:1"])
   with strategy.scope():
     mirrored_vars = _variables()
     ours = optimizers.FusedAdam(**_kwargs())
