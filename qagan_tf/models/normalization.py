@@ -9,8 +9,8 @@ GPUs) computes the same normalisation. bin/benchmark's `train` section measures 
 
 The fused path runs when all of these hold; otherwise Keras' own code runs unchanged:
 - training, with the layer trainable, no mask;
-- a 4-D float32 input normalised over its last axis (mixed precision keeps Keras' path, which
-  computes its statistics in float32);
+- a 4-D input normalised over its last axis; 16-bit inputs (mixed precision) are normalised in
+  float32 and the result cast back to the layer's compute dtype, as Keras' own path does;
 - one replica in sync (several replicas must all-reduce their statistics);
 - not a GPU under op determinism (the fused gradient to `offset` is not deterministic on GPUs).
 
@@ -51,7 +51,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
       return False
     if len(inputs.shape) != 4 or self.axis not in (-1, 3):
       return False
-    if inputs.dtype != tf.float32 or self.compute_dtype != "float32":
+    if inputs.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+      return False
+    if self.compute_dtype not in ("float32", "bfloat16", "float16"):
       return False
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync != 1:
@@ -63,8 +65,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
     if not self._fusable(inputs, training, mask):
       return super().call(inputs, training=training, mask=mask)
     outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-        inputs, self.gamma, self.beta, epsilon=self.epsilon, data_format="NHWC",
-        is_training=True)
+        tf.cast(inputs, tf.float32), self.gamma, self.beta, epsilon=self.epsilon,
+        data_format="NHWC", is_training=True)
     count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)
     # The kernel returns the unbiased variance; Keras averages the biased one.
     variance = variance * tf.math.divide_no_nan(count - 1.0, count)
@@ -72,4 +74,4 @@ class BatchNormalization(keras.layers.BatchNormalization):
     self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
     self.moving_variance.assign(
         self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-    return outputs
+    return tf.cast(outputs, self.compute_dtype)

@@ -89,15 +89,25 @@ def test_two_replicas_synchronise_their_statistics_over_the_global_batch():
   np.testing.assert_allclose(got, whole, rtol=2e-5, atol=2e-5)
 
 
-def test_mixed_precision_keeps_keras_float32_statistics():
+def test_mixed_precision_normalises_in_float32_as_keras_does():
+  """Under a mixed bfloat16 policy both layers normalise in float32 and return bfloat16: the
+  fused path gives Keras' outputs and moving statistics."""
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy("mixed_bfloat16")
   try:
-    layer = normalization.BatchNormalization()
-    layer.build((None, 6, 6, 5))
+    ours, theirs = _pair()
   finally:
     keras.config.set_dtype_policy(previous)
-  x = tf.cast(tf.random.normal([4, 6, 6, 5], seed=4), tf.bfloat16)
-  run = tf.function(lambda: layer(x, training=True))
-  assert run().dtype == tf.bfloat16
-  assert "FusedBatchNormV3" not in _op_types(run)
+  x = tf.cast(3.0 + 2.0 * tf.random.normal([4, 6, 6, 5], seed=4), tf.bfloat16)
+  fused = tf.function(lambda: ours(x, training=True))
+  plain = tf.function(lambda: theirs(x, training=True))
+  got, expected = fused(), plain()
+  assert got.dtype == expected.dtype == tf.bfloat16
+  assert "FusedBatchNormV3" in _op_types(fused)
+  # Equal up to the final rounding to bfloat16 (8 bits of mantissa: 1 part in 256).
+  np.testing.assert_allclose(tf.cast(got, tf.float32), tf.cast(expected, tf.float32),
+                             rtol=1e-2, atol=1e-2)
+  for a, b in ((ours.moving_mean, theirs.moving_mean),
+               (ours.moving_variance, theirs.moving_variance)):
+    assert a.dtype == "float32"
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
