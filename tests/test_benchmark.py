@@ -69,6 +69,21 @@ def test_benchmark_writes_every_figure(tmp_path):
   assert "D step ratios" in proc.stdout and f"Wrote {out}" in proc.stdout
 
 
+def test_round_robin_changes_the_order_every_round():
+  """No contender always follows the same one (the one after PyTorch's last setting measured
+  slower than the identical step elsewhere); each is timed `repeats` times."""
+  from qagan_tf.benchmarks import train_bench
+  order = []
+  fns = {name: (lambda name=name: order.append(name)) for name in ("a", ("b", 4), "c", "d")}
+  timed = train_bench._interleaved_times(fns, repeats=12, warmup=0)
+  assert all(len(timed[name][1]) == 12 for name in fns) and len(order) == 48
+  rounds = [tuple(map(str, order[i:i + 4])) for i in range(0, 48, 4)]
+  assert all(sorted(r) == sorted(map(str, fns)) for r in rounds)
+  assert len(set(rounds)) > 3  # Many different orders, not one repeated.
+  predecessors = {order[i - 1] for i in range(1, 48) if order[i] == "a"}
+  assert {"c", "d", ("b", 4)} <= predecessors  # (and "a" itself, across a round boundary)
+
+
 def test_lazy_timings_cover_whole_schedule_cycles():
   from qagan_tf.benchmarks import train_bench
   # k = 4 with 5 D updates per iteration repeats after 4 iterations (20 updates, 5 regularised).

@@ -12,16 +12,22 @@ from qagan_tf.utils import precision
 PENALTIES = ("wgan_gp", "ssim", "niqe")
 
 
-def _interleaved_times(fns, repeats, warmup=2):
-  """Times each of `fns` (name -> callable) `repeats` times, round-robin (A B C A B C ...), so
-  that a change in this shared machine's load hits every contender alike. Returns name ->
-  (median seconds, all times)."""
+def _interleaved_times(fns, repeats, warmup=2, seed=0):
+  """Times each of `fns` (name -> callable) `repeats` times, round-robin, so that a change in this
+  shared machine's load hits every contender alike. Each round runs the contenders in a new
+  (seeded) random order: in a fixed order the contender after PyTorch's last setting always ran
+  right after PyTorch (its OpenMP threads and caches still warm) and measured 4-11% slower than
+  the identical step elsewhere in the order, in four of five runs. Returns name -> (median seconds, all times)."""
   for fn in fns.values():
     for _ in range(warmup):
       fn()
+  rng = np.random.default_rng(seed)
+  names = list(fns)
   times = {name: [] for name in fns}
   for _ in range(repeats):
-    for name, fn in fns.items():
+    for index in rng.permutation(len(names)):  # Indices: some names are tuples.
+      name = names[index]
+      fn = fns[name]
       t0 = time.perf_counter()
       fn()
       times[name].append(time.perf_counter() - t0)
