@@ -37,8 +37,9 @@ def fused_path_allowed():
 
 
 class BatchNormalization(keras.layers.BatchNormalization):
-  """`keras.layers.BatchNormalization(synchronized=True)` whose one-replica float32 training step
-  is TF's fused kernel (see the module docstring). Same variables, arguments and checkpoints."""
+  """`keras.layers.BatchNormalization(synchronized=True)` whose one-replica training step is TF's
+  fused kernel, in float32 (see the module docstring). Same variables, arguments and
+  checkpoints."""
 
   def __init__(self, **kwargs):
     kwargs.setdefault("synchronized", True)
