@@ -91,6 +91,22 @@ def test_lazy_timings_cover_whole_schedule_cycles():
   assert train_bench.lazy_cycle(1, 5) == 1
 
 
+@pytest.mark.parametrize("flag, named", [("--speed_variants=baseline,nope", "--speed_variants"),
+                                         ("--peer_variants=default,nope", "--peer_variants"),
+                                         ("--peer_settings=eager,nope", "--peer_settings")])
+def test_a_misspelt_variant_stops_the_benchmark_before_the_race(tmp_path, flag, named):
+  """The race runs first, so every name is checked before it: a typo costs no race."""
+  out = str(tmp_path / "bench.json")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "bin", "benchmark"), "--flagfile=configs/smoke.cfg",
+       "--sections=train,peer", flag, f"--output={out}"], cwd=REPO, capture_output=True,
+      text=True, timeout=300)
+  assert proc.returncode != 0
+  lines = [line for line in proc.stderr.splitlines() if "error" in line]
+  assert len(lines) == 1 and f"unknown {named} nope" in lines[0], proc.stderr[-2000:]
+  assert "load average" not in proc.stdout and not os.path.exists(out)
+
+
 def test_missing_inception_weights_stop_the_benchmark_before_anything_is_timed(tmp_path):
   out = str(tmp_path / "bench.json")
   env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=str(tmp_path / "missing.npz"))

@@ -1,5 +1,6 @@
 """Training-step figures: wgan_gp vs ssim vs niqe side by side in one process."""
 
+import math
 import resource
 import tempfile
 import time
@@ -17,7 +18,8 @@ def _interleaved_times(fns, repeats, warmup=2, seed=0):
   shared machine's load hits every contender alike. Each round runs the contenders in a new
   (seeded) random order: in a fixed order the contender after PyTorch's last setting always ran
   right after PyTorch (its OpenMP threads and caches still warm) and measured 4-11% slower than
-  the identical step elsewhere in the order, in four of five runs. Returns name -> (median seconds, all times)."""
+  the identical step elsewhere in the order, in four of five runs. Returns name -> (median
+  seconds, all times)."""
   for fn in fns.values():
     for _ in range(warmup):
       fn()
@@ -133,6 +135,19 @@ PEER_VARIANTS = ("default", "baseline", "steps_per_call_10", "xla", "xla_steps_p
                  "bfloat16", "xla_bfloat16")
 
 
+def check_peer_names(variants, settings):
+  """Raises ValueError naming unknown --peer_variants (ours) or --peer_settings (PyTorch's)."""
+  from qagan_tf.benchmarks import torch_peer as peer_lib
+  unknown = [s for s in settings if s not in peer_lib.SETTINGS]
+  if unknown:
+    raise ValueError(f"unknown --peer_settings {','.join(unknown)}; choose from "
+                     f"{','.join(peer_lib.SETTINGS)}.")
+  unknown = [v for v in variants if v not in VARIANTS]
+  if unknown:
+    raise ValueError(f"unknown --peer_variants {','.join(unknown)}; choose from "
+                     f"{','.join(VARIANTS)}.")
+
+
 def torch_peer(config, images, repeats=5, log=print, variants=PEER_VARIANTS, settings=None):
   """Our WGAN-GP training iteration against the PyTorch peer's (`torch_peer`), each side at
   each of its settings, all timed round-robin in this process; each side's best setting decides.
@@ -151,14 +166,7 @@ def torch_peer(config, images, repeats=5, log=print, variants=PEER_VARIANTS, set
   import torch
   from qagan_tf.benchmarks import torch_peer as peer_lib
   settings = list(peer_lib.SETTINGS) if settings is None else list(settings)
-  unknown = [s for s in settings if s not in peer_lib.SETTINGS]
-  if unknown:
-    raise ValueError(f"unknown --peer_settings {','.join(unknown)}; choose from "
-                     f"{','.join(peer_lib.SETTINGS)}.")
-  unknown = [v for v in variants if v not in VARIANTS]
-  if unknown:
-    raise ValueError(f"unknown --peer_variants {','.join(unknown)}; choose from "
-                     f"{','.join(VARIANTS)}.")
+  check_peer_names(variants, settings)
   config = config.replace(penalty="wgan_gp", eval_every=0)
   peer_lib.check_architecture(config)
   torch.set_num_threads(os.cpu_count())
@@ -211,7 +219,6 @@ def torch_peer(config, images, repeats=5, log=print, variants=PEER_VARIANTS, set
 def lazy_cycle(every, disc_iters):
   """Iterations after which the lazy schedule (every `every`-th D update, `disc_iters` per
   iteration) repeats: every / gcd(every, disc_iters)."""
-  import math
   return every // math.gcd(every, disc_iters)
 
 

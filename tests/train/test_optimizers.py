@@ -51,17 +51,26 @@ def test_fused_adam_matches_keras_adam_step_for_step():
   assert len(op_types(fused)) < 0.6 * len(op_types(plain))  # ... in far fewer ops.
 
 
+def _applies_fused_kernel(apply, *args):
+  return "ResourceApplyAdam" in [op.type for op in
+                                 apply.get_concrete_function(*args).graph.get_operations()]
+
+
 def test_amsgrad_and_float16_variables_take_keras_path():
   variables = [tf.Variable(tf.ones([3], tf.float16))]
   optimizer = optimizers.FusedAdam(1e-2)
   optimizer.build(variables)
-  optimizer.apply_gradients([(tf.ones([3], tf.float16), variables[0])])
+  apply = tf.function(lambda g: optimizer.apply_gradients([(g, variables[0])]))
+  grad = tf.ones([3], tf.float16)
+  apply(grad)
   np.testing.assert_allclose(variables[0].numpy(), 1.0 - 1e-2, rtol=1e-3)
+  assert not _applies_fused_kernel(apply, grad)
   amsgrad_vars, keras_vars = _variables(), _variables()
-  _train(optimizers.FusedAdam(amsgrad=True, **_kwargs()), amsgrad_vars, steps=3)
+  amsgrad = _train(optimizers.FusedAdam(amsgrad=True, **_kwargs()), amsgrad_vars, steps=3)
   _train(keras.optimizers.Adam(amsgrad=True, **_kwargs()), keras_vars, steps=3)
   for a, b in zip(amsgrad_vars, keras_vars):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+  assert not _applies_fused_kernel(amsgrad, _gradients(0))
 
 
 def test_a_keras_adam_checkpoint_resumes_in_fused_adam():
