@@ -132,21 +132,23 @@ def test_speed_variant_names_are_checked_before_anything_is_timed():
 @pytest.mark.slow
 def test_a_tiny_quality_benchmark_shows_fid_falling(tmp_path):
   out = str(tmp_path / "quality.json")
+  runs_dir = out[:-len(".json")] + ".runs"
   env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=reference.reference_path(
       "inception/fid_inception_2015_12_05_pool3.npz"))
   argv = [sys.executable, os.path.join(REPO, "bin", "benchmark"),
           "--flagfile=configs/quality_cpu.cfg", "--sections=quality",
-          "--quality_variants=wgan_gp,niqe", "--quality_seeds=0", "--quality_iterations=20",
-          "--quality_eval_every=10", "--quality_samples=64", "--quality_heldout=128",
-          "--quality_workers=1", f"--output={out}"]
+          "--quality_variants=wgan_gp_gp1,niqe", "--quality_seeds=0", "--quality_iterations=20",
+          "--quality_eval_every=10", "--quality_samples=64", "--quality_final_samples=96",
+          "--quality_ema_samples=64", "--quality_heldout=128", "--quality_workers=1",
+          f"--output={out}"]
   proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out) as f:
     result = json.load(f)
   # Every finished run was written at once; a rerun reuses them (none is trained again) and
   # gives the same figures. An existing output is replaced only with --overwrite.
-  assert sorted(os.listdir(out[:-len(".json")] + ".runs")) == [
-      "initial-seed0.json", "niqe-seed0.json", "wgan_gp-seed0.json"]
+  assert sorted(os.listdir(runs_dir)) == [
+      "initial-seed0.json", "niqe-seed0.json", "wgan_gp_gp1-seed0.json"]
   proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 1 and "exists; pass --overwrite" in proc.stderr
   proc = subprocess.run(argv + ["--overwrite"], cwd=REPO, env=env, capture_output=True,
@@ -155,23 +157,54 @@ def test_a_tiny_quality_benchmark_shows_fid_falling(tmp_path):
   assert "iteration 10" not in proc.stdout  # Nothing trained or scored again.
   with open(out) as f:
     assert json.load(f)["quality"] == result["quality"]
-  for name in ("wgan_gp", "niqe"):
+  runs = {}
+  for name in ("wgan_gp_gp1", "niqe"):
     q = result["quality"][name]
     assert q["iterations"] == [0, 10, 20]
-    for key in ("fid_mean", "fid_std", "kid_mean", "niqe_mean", "d_weight_variance_mean"):
+    for key in ("fid_mean", "kid_mean", "niqe_mean", "d_weight_variance_mean",
+                "gradient_niqe_mean", "ssim_penalty_mean", "gp_mean"):
       assert len(q[key]) == 3 and all(np.isfinite(q[key])), (name, key)
     assert q["fid_mean"][-1] < q["fid_mean"][0], (name, q["fid_mean"])  # Learning shows.
-    assert q["fid_std"] == [0.0, 0.0, 0.0]  # One seed.
+    assert q["fid_std"] == [None, None, None]  # One seed: no sample std.
+    assert q["final_samples"] == 96 and q["ema_samples"] == 64
+    with open(os.path.join(runs_dir, f"{name}-seed0.json")) as f:
+      stored = json.load(f)
+    assert stored["variant"] == name and stored["seed"] == 0
+    assert stored["commit"] == result["measured_commit"] and stored["commit"]
+    assert isinstance(stored["result"]["final_fid"], float)
+    assert stored["result"]["final_fid"] == q["final"]["final_fid"]["mean"]
+    runs[name] = stored["result"]
   # Both variants start from the same weights: the same iteration-0 scores.
-  assert result["quality"]["wgan_gp"]["fid_mean"][0] == result["quality"]["niqe"]["fid_mean"][0]
-  assert result["verdicts"]["niqe"]["final_fid_minus_baseline"] == pytest.approx(
-      result["quality"]["niqe"]["fid_mean"][-1] - result["quality"]["wgan_gp"]["fid_mean"][-1])
+  assert (result["quality"]["wgan_gp_gp1"]["fid_mean"][0]
+          == result["quality"]["niqe"]["fid_mean"][0])
+  # The comparisons, recomputed from the run files alone.
+  assert [(e["variant"], e["control"], e["metric"]) for e in result["comparisons"]] == [
+      ("niqe", "wgan_gp_gp1", m) for m in ("final_fid", "final_kid", "gradient_niqe")]
+  for entry in result["comparisons"]:
+    m = entry["metric"]
+    assert entry["mean_difference"] == pytest.approx(runs["niqe"][m] - runs["wgan_gp_gp1"][m],
+                                                     abs=1e-6)
+    assert entry["n"] == 1 and entry["ci95"] is None and entry["verdict"].startswith("too few")
   assert os.path.getsize(out[:-len(".json")] + ".png") > 10_000
   with open(out[:-len(".json")] + ".md") as f:
     table = f.read()
   fid = result["quality"]["niqe"]["fid_mean"]
-  assert f"| niqe | {fid[0]:.1f} ± 0.0 | {fid[1]:.1f} ± 0.0 | {fid[2]:.1f} ± 0.0 |" in table
-  assert "| wgan_gp |" in table and "(baseline)" in table
+  assert f"| niqe | {fid[0]:.1f} | {fid[1]:.1f} | {fid[2]:.1f} |" in table
+  assert "| niqe | wgan_gp_gp1 | final_fid | 1 |" in table
+  # A run of another commit in the runs folder: refused before any training, naming both.
+  path = os.path.join(runs_dir, "niqe-seed0.json")
+  with open(path) as f:
+    stored = json.load(f)
+  stored["commit"] = "0" * 40
+  with open(path, "w") as f:
+    json.dump(stored, f)
+  proc = subprocess.run(argv + ["--overwrite"], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=900)
+  assert proc.returncode == 1, proc.stdout[-2000:]
+  assert "2 training-code commits" in proc.stderr and "000000000000: niqe-seed0" in proc.stderr
+  assert "wgan_gp_gp1-seed0" in proc.stderr
+  with open(out) as f:  # The earlier output is kept.
+    assert json.load(f)["quality"] == result["quality"]
 
 
 def test_quality_variant_names_are_checked():

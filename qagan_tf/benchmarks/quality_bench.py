@@ -1,21 +1,28 @@
-"""Quality benchmark: does each penalty train? FID, KID and NIQE of samples over iterations,
-several seeds per variant, on a held-out split; D's weight variance and the d_loss curve.
+"""Quality benchmark: does a penalty change training, and does it move its own target?
 
-Every variant of a seed starts from the same weights (initialisation is a function of the seed
-only) and sees the same data order, so the iteration-0 figures are shared and differences come
-from the penalties. FID here uses few samples (biased upwards, by the same amount for every
-variant at the same sample count): compare variants with each other, not with published FIDs.
+Each variant is trained from the same paired seeds: every variant of seed s starts from the same
+weights (initialisation is a function of the seed only) and sees the same data order, so the
+iteration-0 figures are shared and per-seed differences come from the objective. At every
+scored iteration a run records FID/KID of `num_samples` samples against held-out images, the
+mean NIQE of the samples, D's weight variance, and what the penalties penalise, observed on a
+fixed probe batch (`MechanismProbe`: never added to a loss). At the end it scores the raw
+generator on `final_samples` samples (and the EMA copy on `num_samples`). The study's JSON pairs
+every variant with its control (`CONTROLS`) on final FID, final KID and the gradient's NIQE, with
+95% t-intervals (`paired_stats`). FID on few samples is biased upwards by about the same amount
+at the same sample count: compare variants with each other, not with published FIDs.
 """
 
 import hashlib
 import json
 import os
+import subprocess
 import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 
+from qagan_tf.benchmarks import paired_stats
 from qagan_tf.metrics import fid as fid_lib
 from qagan_tf.metrics import kid as kid_lib
 from qagan_tf.utils.progress import format_duration
@@ -27,6 +34,9 @@ VARIANTS = {
     "wgan_gp_gp1": dict(penalty="wgan_gp", gp_weight=1.0, qa_weight=0.0),
     "ssim": dict(penalty="ssim", gp_weight=1.0, qa_weight=0.1),
     "niqe": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1),  # The defaults.
+    # Dose points: the penalty at 10x the paper's weight.
+    "ssim_w1": dict(penalty="ssim", gp_weight=1.0, qa_weight=1.0),
+    "niqe_w1": dict(penalty="niqe", gp_weight=1.0, qa_weight=1.0),
     "niqe_pooled": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, niqe_pooling="pooled"),
     # The default before the groups and the gradient smoothing (qagan_tf 0.1, 2026-11-24).
     "niqe_batch": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, niqe_pooling="batch",
@@ -35,6 +45,7 @@ VARIANTS = {
     # Lazy regularisation (StyleGAN2 §B): the 1-GP and the QA penalty on every 4th D update,
     # weighted by 4.
     "wgan_gp_k4": dict(penalty="wgan_gp", gp_weight=10.0, qa_weight=0.0, gp_every=4),
+    "wgan_gp_gp1_k4": dict(penalty="wgan_gp", gp_weight=1.0, qa_weight=0.0, gp_every=4),
     "ssim_k4": dict(penalty="ssim", gp_weight=1.0, qa_weight=0.1, gp_every=4, qa_every=4),
     "niqe_k4": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, gp_every=4, qa_every=4),
     # Beyond the paper (its §5): SNGAN (hinge loss, spectral norm in D, no GP) with and without
@@ -46,10 +57,27 @@ VARIANTS = {
     "sngan_niqe": dict(loss="hinge", d_norm="spectral", penalty="niqe", gp_weight=0.0,
                        drift_weight=0.0, qa_weight=0.1),
 }
-DEFAULT_VARIANTS = ("wgan_gp", "ssim", "niqe", "niqe_batch")
+# The study of the evidence issue: the paper's baseline, the QA runs' control, both penalties
+# at the paper's weight and NIQE's dose point.
+DEFAULT_VARIANTS = ("wgan_gp", "wgan_gp_gp1", "ssim", "niqe", "niqe_w1")
+# Each variant's control: the variant that differs from it in one thing only (DESIGN §10).
+CONTROLS = {
+    "wgan_gp_gp1": "wgan_gp",  # The 1-GP's weight, 1 against 10.
+    "ssim": "wgan_gp_gp1", "niqe": "wgan_gp_gp1", "ssim_w1": "wgan_gp_gp1",
+    "niqe_w1": "wgan_gp_gp1", "niqe_pooled": "wgan_gp_gp1", "niqe_batch": "wgan_gp_gp1",
+    "niqe_image": "wgan_gp_gp1",
+    "wgan_gp_k4": "wgan_gp", "wgan_gp_gp1_k4": "wgan_gp_gp1",
+    "ssim_k4": "wgan_gp_gp1_k4", "niqe_k4": "wgan_gp_gp1_k4",
+    "sngan_ssim": "sngan", "sngan_niqe": "sngan",
+}
+# The comparisons' metrics (the `comparisons` list) and the other observed targets (the
+# `mechanism_comparisons` list): each is a per-run final value in result[...].
+METRICS = ("final_fid", "final_kid", "gradient_niqe")
+MECHANISM_METRICS = ("ssim_penalty", "gp")
 # Seed of the held-out embedded crops (the training crops use the config's seed).
 HELDOUT_SEED = 1_000_003
 _SAMPLE_SEED = 20191209
+_PROBE_SEED = 20191210
 
 
 def check_variant_names(names):
@@ -58,6 +86,21 @@ def check_variant_names(names):
   if unknown:
     raise ValueError(f"unknown --quality_variants {','.join(unknown)}; choose from "
                      f"{','.join(VARIANTS)}.")
+
+
+def code_commit(root=None):
+  """The git commit of the code that runs (this checkout of qagan_tf), "<sha>-dirty" when its
+  training code (qagan_tf/, bin/, configs/) has uncommitted changes, or "unknown" outside git."""
+  root = root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  try:
+    sha = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                         text=True, timeout=30, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "qagan_tf",
+                            "bin", "configs"], capture_output=True, text=True, timeout=30,
+                           check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+  return sha + ("-dirty" if dirty else "") if sha else "unknown"
 
 
 def split_images(config, heldout_count):
@@ -98,18 +141,32 @@ class Scorer:
     self.extractor, self.num_samples = extractor, num_samples
     self.reference = reference if reference is not None else reference_of(extractor, heldout)
 
-  def __call__(self, generator):
+  def __call__(self, generator, num_samples=None):
+    """Scores of `num_samples` (default: the curves' count) samples of fixed latents.
+
+    The first `self.num_samples` of a larger draw are exactly the curve's samples (the latents
+    of batch k come from (seed, k * 256)), so a final score on more samples also gives the
+    curve's point: "fid_curve" and "kid_curve", and the samples' NIQE on those alone.
+    """
     from qagan_tf import sampling
     from qagan_tf.iqa import niqe_metric
-    ref = self.reference
-    images = sampling.generate(generator, self.num_samples, seed=_SAMPLE_SEED)
+    ref, num = self.reference, num_samples or self.num_samples
+    images = sampling.generate(generator, num, seed=_SAMPLE_SEED)
     pool3 = self.extractor(images)["pool3"]
+    out = self._distances(pool3)
+    curve = out if num == self.num_samples else self._distances(pool3[:self.num_samples])
+    out.update(fid_curve=curve["fid"], kid_curve=curve["kid"], samples=num, niqe=float(
+        np.mean(niqe_metric.niqe_of_images(images[:self.num_samples]))))
+    return out
+
+  def _distances(self, pool3):
+    ref = self.reference
     mu, sigma = fid_lib.activation_statistics(pool3)
     kid, _ = kid_lib.kernel_inception_distance(
         pool3, ref["activations"], num_subsets=100,
         subset_size=min(1000, len(pool3), len(ref["activations"])))
     return {"fid": max(fid_lib.frechet_distance(mu, sigma, ref["mu"], ref["sigma"]), 0.0),
-            "kid": kid, "niqe": float(np.mean(niqe_metric.niqe_of_images(images)))}
+            "kid": kid}
 
 
 def reference_of(extractor, heldout):
@@ -119,6 +176,83 @@ def reference_of(extractor, heldout):
   mu, sigma = fid_lib.activation_statistics(pool3)
   return {"mu": mu, "sigma": sigma, "activations": pool3,
           "heldout_niqe": float(np.mean(niqe_metric.niqe_of_images(heldout)))}
+
+
+class MechanismProbe:
+  """What each penalty penalises, observed for every variant (its own penalty on or off).
+
+  On a fixed probe (the first `count` training images without flip or noise, fixed latents and
+  fixed interpolation weights), in batches of the training batch size: fakes G(z) as a D update
+  draws them (batch statistics in G's batch norm), the interpolates, D's input gradient there,
+  and
+  - gradient_niqe: the NIQE penalty of that gradient with the default settings and `prior`
+    (what `--penalty=niqe` penalises);
+  - ssim_penalty, ssim_ratio: the SSIM-distance penalty (|D(x) - D(G(z))| / dQ - 1)^2 with the
+    default settings, and the ratio (what `--penalty=ssim` penalises);
+  - gp, grad_norm: the 1-GP (||g|| - 1)^2 and ||g||.
+  Each value is the mean over the probe. Nothing is added to a loss and no state changes: G's
+  and D's non-trainable variables (batch-norm moving statistics, spectral-norm vectors) are
+  restored after the fakes are drawn, so a run with the probe trains exactly as one without.
+  """
+
+  KEYS = ("gradient_niqe", "ssim_penalty", "ssim_ratio", "gp", "grad_norm")
+
+  def __init__(self, images, z_dim, batch_size, prior="cifar_grad", count=256,
+               seed=_PROBE_SEED):
+    from qagan_tf import sampling
+    n = min(count, len(images)) // batch_size * batch_size
+    if n < batch_size:
+      raise ValueError(f"the mechanism probe needs at least one batch of {batch_size} training "
+                       f"images; got {len(images)}.")
+    self.batch_size, self.prior = batch_size, prior
+    self.real = tf.constant(np.asarray(images[:n], np.float32) / 127.5 - 1.0)
+    self.z = sampling.latents(n, z_dim, seed)
+    self.eps = tf.random.stateless_uniform([n], [seed, 1])
+    self._fn = None
+
+  def settings(self):
+    """What the probe computes with (recorded in the study's JSON)."""
+    from qagan_tf.objectives import ssim
+    import dataclasses
+    return {"probe_images": int(self.real.shape[0]), "batch_size": self.batch_size,
+            "niqe_prior": self.prior, "niqe_settings": "qa.niqe_penalty's defaults",
+            "ssim_settings": dataclasses.asdict(ssim.SsimConfig())}
+
+  def _build(self, discriminator):
+    from qagan_tf import qa
+    from qagan_tf.objectives import losses
+    from qagan_tf.objectives import ssim
+    settings = ssim.SsimConfig()
+
+    @tf.function
+    def fn(real, fake, eps):
+      scores = losses.critic_scores(discriminator, tf.concat([real, fake], axis=0))
+      d_real, d_fake = tf.split(scores, 2)
+      grad = losses.input_gradients(discriminator, losses.interpolates(real, fake, eps))
+      penalty, _, ratio = ssim.ssim_penalty_terms(real, fake, d_real, d_fake, settings)
+      norm = losses.safe_norm(grad, [1, 2, 3])
+      values = {"gradient_niqe": qa.niqe_penalty(grad, prior=self.prior),
+                "ssim_penalty": penalty, "ssim_ratio": ratio,
+                "gp": losses.gradient_penalty(grad), "grad_norm": norm}
+      return {k: tf.reduce_sum(tf.cast(v, tf.float64)) for k, v in values.items()}
+    return fn
+
+  def __call__(self, generator, discriminator):
+    if self._fn is None:
+      self._fn = self._build(discriminator)
+    state = list(generator.non_trainable_variables) + list(discriminator.non_trainable_variables)
+    saved = [v.numpy() for v in state]
+    sums = dict.fromkeys(self.KEYS, 0.0)
+    try:
+      for start in range(0, int(self.real.shape[0]), self.batch_size):
+        part = slice(start, start + self.batch_size)
+        fake = tf.cast(generator(self.z[part], training=True), tf.float32)
+        for k, v in self._fn(self.real[part], fake, self.eps[part]).items():
+          sums[k] += float(v)
+    finally:
+      for v, value in zip(state, saved):
+        v.assign(value)
+    return {k: v / int(self.real.shape[0]) for k, v in sums.items()}
 
 
 _WORKER = {}
@@ -135,25 +269,33 @@ def _init_worker(weights, num_samples, reference, threads):
                              reference=reference)
 
 
-def _worker_run(config, heldout_count, eval_points, log_every, initial, generator):
+def _worker_run(config, heldout_count, eval_points, log_every, initial, generator, final):
   train, _ = split_images(config, heldout_count)
   lines = []
-  result, _ = _train_and_score(config, train, _WORKER["scorer"], eval_points, log_every,
-                               initial, lines.append, generator)
+  result = _train_and_score(config, train, _WORKER["scorer"], eval_points, log_every,
+                            initial, lines.append, generator, final)
   return result, lines
 
 
-def _train_and_score(config, images, scorer, eval_points, log_every, initial, log, generator):
-  """One run: scores at each of `eval_points` (iteration 0 is `initial` when given)."""
+def _train_and_score(config, images, scorer, eval_points, log_every, initial, log, generator,
+                     final=None, probe=True):
+  """One run: scores and probe values at each of `eval_points` (iteration 0's scores are
+  `initial` when given), then the final scores (`final`: {"samples", "ema_samples"})."""
   from qagan_tf.train import distribution
   from qagan_tf.train import trainer as trainer_lib
+  final = final or {}
   with tempfile.TemporaryDirectory() as tmp:
     trainer = trainer_lib.Trainer(config, tmp, distribution.make_strategy("default"),
                                   images=images)
     iterator = iter(trainer.distributed_dataset(0))
+    observe = MechanismProbe(images, config.z_dim, config.batch_size,
+                             config.niqe.prior) if probe else None
     run = {"iterations": [], "fid": [], "kid": [], "niqe": [], "d_weight_variance": [],
            "loss_iterations": [], "d_loss": [], "g_loss": [], "wasserstein": []}
-    step, t0, train_s = 0, time.time(), 0.0
+    if observe:
+      run["probe"] = {k: [] for k in MechanismProbe.KEYS}
+    step, t0, train_s, eval_s = 0, time.time(), 0.0, 0.0
+    model = trainer.ema_generator if generator == "ema" else trainer.generator
     for target in eval_points:
       while step < target:
         count = min(log_every - step % log_every, target - step)
@@ -165,43 +307,108 @@ def _train_and_score(config, images, scorer, eval_points, log_every, initial, lo
         run["loss_iterations"].append(step)
         for key in ("d_loss", "g_loss", "wasserstein"):
           run[key].append(means.get(key, float("nan")))
-      model = trainer.ema_generator if generator == "ema" else trainer.generator
-      scores = initial if (target == 0 and initial) else scorer(model)
+      t = time.time()
+      last = target == eval_points[-1]
+      if target == 0 and initial:
+        scores = initial
+      else:
+        scores = scorer(model, final.get("samples") if last else None)
+      if last and final:
+        run.update(final_fid=scores["fid"], final_kid=scores["kid"],
+                   final_samples=scores["samples"])
       run["iterations"].append(target)
-      for key in ("fid", "kid", "niqe"):
-        run[key].append(scores[key])
+      run["fid"].append(scores.get("fid_curve", scores["fid"]))
+      run["kid"].append(scores.get("kid_curve", scores["kid"]))
+      run["niqe"].append(scores["niqe"])
       run["d_weight_variance"].append(d_weight_variance(trainer.discriminator))
-      log(f"  iteration {target}: FID {scores['fid']:.1f} KID {scores['kid']:.4f} NIQE "
-          f"{scores['niqe']:.2f} (elapsed {time.time() - t0:.0f} s)")
-    run["train_seconds"] = train_s
+      if observe:
+        for k, v in observe(trainer.generator, trainer.discriminator).items():
+          run["probe"][k].append(v)
+      eval_s += time.time() - t
+      log(f"  iteration {target}: FID {run['fid'][-1]:.1f} KID {run['kid'][-1]:.4f} NIQE "
+          f"{scores['niqe']:.2f}" + (f" gradient NIQE {run['probe']['gradient_niqe'][-1]:.2f}"
+                                     if observe else "")
+          + (f"; final FID ({scores['samples']} samples) {scores['fid']:.1f}"
+             if last and final else "") + f" (elapsed {time.time() - t0:.0f} s)")
+    if final.get("ema_samples"):
+      t = time.time()
+      ema = scorer(trainer.ema_generator, final["ema_samples"])
+      run.update(ema_fid=ema["fid"], ema_kid=ema["kid"], ema_samples=ema["samples"])
+      eval_s += time.time() - t
+    if observe:
+      run.update({k: run["probe"][k][-1] for k in MechanismProbe.KEYS})
+    run["train_seconds"], run["eval_seconds"] = train_s, eval_s
     run["seconds"] = time.time() - t0
-    return run, None
+    return run
 
 
-def _summarise(runs, spread_key="fid"):
-  """Per-iteration mean and standard deviation over seeds of a list of runs."""
+def _sd(values):
+  """Sample standard deviation (ddof 1); None for fewer than 2 values."""
+  values = np.asarray(values, np.float64)
+  return float(values.std(ddof=1)) if len(values) > 1 else None
+
+
+def _summarise(runs):
+  """Per-iteration means and sample standard deviations (ddof 1) over seeds, and the final
+  values' means with 95% t-intervals."""
   out = {"iterations": runs[0]["iterations"], "seeds": len(runs)}
   for key in ("fid", "kid", "niqe", "d_weight_variance"):
     values = np.array([r[key] for r in runs], np.float64)
     out[f"{key}_mean"] = values.mean(axis=0).tolist()
-    out[f"{key}_std"] = values.std(axis=0).tolist()
-  # The issue's schema names the mean of D's weight variance plainly.
+    out[f"{key}_std"] = [_sd(column) for column in values.T]
   out["d_weight_variance"] = out["d_weight_variance_mean"]
+  if all("probe" in r for r in runs):
+    for key in MechanismProbe.KEYS:
+      values = np.array([r["probe"][key] for r in runs], np.float64)
+      out[f"{key}_mean"] = values.mean(axis=0).tolist()
   losses = np.array([r["d_loss"] for r in runs], np.float64)
   out["loss_iterations"] = runs[0]["loss_iterations"]
   out["d_loss_mean"] = np.nanmean(losses, axis=0).tolist()
-  out["d_loss_std"] = np.nanstd(losses, axis=0).tolist()
-  fid = np.array([r[spread_key] for r in runs], np.float64)
+  fid = np.array([r["fid"] for r in runs], np.float64)
   out["final_over_initial_fid"] = float(fid[:, -1].mean() / fid[:, 0].mean())
+  finals = {}
+  for key in ("final_fid", "final_kid", "ema_fid", "ema_kid") + MechanismProbe.KEYS:
+    if all(key in r for r in runs):
+      mean, sd, ci = paired_stats.t_interval([r[key] for r in runs])
+      finals[key] = {"mean": mean, "std": sd, "ci95": ci}
+  out["final"] = finals
+  for key in ("final_samples", "ema_samples"):
+    if all(key in r for r in runs):
+      out[key] = runs[0][key]
   out["minutes_per_run"] = float(np.mean([r["seconds"] for r in runs]) / 60.0)
   out["per_seed"] = runs
+  return out
+
+
+def comparisons(values, controls=None, metrics=METRICS):
+  """Paired comparisons of every variant with its control, where both were run.
+
+  Args:
+    values: {variant: {seed: per-run result}} (each with the `metrics` keys).
+    controls: {variant: control} (default `CONTROLS`).
+
+  Returns:
+    a list of `paired_stats.paired_comparison` entries, variant by variant, metric by metric.
+  """
+  controls = CONTROLS if controls is None else controls
+  out = []
+  for variant, runs in values.items():
+    control = controls.get(variant)
+    if control not in values:
+      continue
+    for metric in metrics:
+      mine = {s: r[metric] for s, r in runs.items() if metric in r}
+      theirs = {s: r[metric] for s, r in values[control].items() if metric in r}
+      if set(mine) & set(theirs):
+        out.append(paired_stats.paired_comparison(variant, control, metric, mine, theirs))
   return out
 
 
 class RunStore:
   """Finished runs on disk, one JSON file each, written the moment a run finishes, so that a
   killed benchmark keeps them and a rerun skips them. A file is reused only when its key (every
-  setting that shapes the run and its scores) matches."""
+  setting that shapes the run and its scores) matches. A run file holds its variant, seed and
+  the training code's commit beside its result."""
 
   def __init__(self, directory, log=print):
     self.directory, self.log = directory, log
@@ -215,7 +422,7 @@ class RunStore:
   def _path(self, name):
     return os.path.join(self.directory, f"{name}.json")
 
-  def get(self, name, key):
+  def get(self, name, key, with_commit=False):
     if not self.directory or not os.path.exists(self._path(name)):
       return None
     with open(self._path(name)) as f:
@@ -223,17 +430,18 @@ class RunStore:
     if stored.get("key") != key:
       self.log(f"quality: {self._path(name)} is of other settings; run again.")
       return None
-    return stored["result"]
+    return (stored["result"], stored.get("commit")) if with_commit else stored["result"]
 
-  def put(self, name, key, result):
+  def put(self, name, key, result, **fields):
     if self.directory:
       from qagan_tf.utils import files
-      files.atomic_write_text(self._path(name), json.dumps({"key": key, "result": result}) + "\n")
+      files.atomic_write_text(self._path(name), json.dumps(
+          dict(fields, key=key, result=result)) + "\n")
 
 
-def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), iterations=300,
-        eval_every=100, num_samples=256, heldout_count=1024, generator="raw", workers=1,
-        log=print, runs_dir=None):
+def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2, 3, 4), iterations=800,
+        eval_every=200, num_samples=256, heldout_count=1024, generator="raw", workers=1,
+        log=print, runs_dir=None, final_samples=1024, ema_samples=256, commit=None):
   """Trains every variant from every seed and scores it at fixed iterations.
 
   Args:
@@ -244,33 +452,45 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), iteration
     seeds: training seeds.
     iterations: generator iterations per run.
     eval_every: iterations between scores (plus iteration 0).
-    num_samples: generated images per score.
+    num_samples: generated images per score of the curves.
     heldout_count: held-out real images (FID/KID reference).
     generator: "raw" (the generator being trained) or "ema" (its EMA copy; with the default decay
-      0.99 it lags about 100 iterations, a third of a short run).
+      0.99 it lags about 100 iterations) for the curves; the final score is always the raw one's.
     workers: runs trained at once, each in its own process with 1 TF thread per core it gets
       (on 2 cores, 2 single-threaded processes train 1.4x faster in total than one process
       with 2 threads: these networks are too small to keep 2 threads busy).
     runs_dir: optional directory (see `RunStore`): every finished run is written there at once,
       and runs already there with the same settings are not trained again.
+    final_samples: raw-generator samples of the final FID and KID (the comparisons' figures).
+    ema_samples: samples of the EMA generator's final FID and KID (0: not scored).
+    commit: the training code's commit recorded with each new run (default: `code_commit()`).
 
   Returns:
-    {"quality": {variant: summary}, "reference": {...}, "settings": {...}, "verdicts": {...}}.
+    {"quality": {variant: summary}, "comparisons": [...], "mechanism_comparisons": [...],
+     "reference": {...}, "settings": {...}, "measured_commit": commit}.
+
+  Raises:
+    ValueError: unknown variants, or runs from different commits (`paired_stats`).
   """
   check_variant_names(variants)
+  if final_samples < num_samples:
+    raise ValueError(f"--quality_final_samples={final_samples} must be at least "
+                     f"--quality_samples={num_samples} (the curve's last point is its subset).")
+  commit = commit or code_commit()
   store = RunStore(runs_dir, log)
   eval_points = sorted(set([0] + list(range(eval_every, iterations, eval_every))
                            + [iterations]))
   train, heldout = split_images(config, heldout_count)
   log(f"quality: {len(train)} training and {len(heldout)} held-out images; variants "
-      f"{', '.join(variants)}; seeds {', '.join(map(str, seeds))}; scores at {eval_points}; "
-      f"{workers} worker(s)")
+      f"{', '.join(variants)}; seeds {', '.join(map(str, seeds))}; scores at {eval_points}, "
+      f"final FID on {final_samples} samples; {workers} worker(s); code {commit[:12]}")
   scorer = Scorer(extractor, num_samples, heldout=heldout)
   log(f"quality: held-out NIQE {scorer.reference['heldout_niqe']:.2f}")
   log_every = max(1, min(eval_every, 20))
+  final = {"samples": final_samples, "ema_samples": ema_samples}
   shared = dict(eval_points=eval_points, num_samples=num_samples, heldout=heldout_count,
                 generator=generator, weights=extractor.info.get("sha256", extractor.info["path"]))
-  jobs, runs = [], {name: {} for name in variants}
+  jobs, runs, commits = [], {name: {} for name in variants}, {}
   for seed in seeds:
     # Iteration 0 is the same for every variant of a seed (same initial weights).
     first = config.replace(seed=seed, **VARIANTS[variants[0]]).validate()
@@ -281,28 +501,34 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), iteration
     initial = store.get(f"initial-seed{seed}", initial_key)
     if initial is None:
       initial = _initial_scores(first, train, scorer)
-      store.put(f"initial-seed{seed}", initial_key, initial)
+      store.put(f"initial-seed{seed}", initial_key, initial, seed=seed, commit=commit)
     log(f"quality: seed {seed}, iteration 0: FID {initial['fid']:.1f}")
     for name in variants:
       c = config.replace(seed=seed, max_steps=iterations, eval_every=0,
                          steps_per_call=1, **VARIANTS[name]).validate()
-      key = store.key(kind="run", config=c.to_dict(), **shared)
-      done = store.get(f"{name}-seed{seed}", key)
+      key = store.key(kind="run", config=c.to_dict(), probe=True, **final, **shared)
+      done = store.get(f"{name}-seed{seed}", key, with_commit=True)
       if done is not None:
-        runs[name][seed] = done
+        runs[name][seed], commits[f"{name}-seed{seed}"] = done
       else:
         jobs.append((name, seed, c, initial, key))
   if len(jobs) < len(variants) * len(seeds):
     log(f"quality: {len(variants) * len(seeds) - len(jobs)} finished run(s) reused from "
         f"{runs_dir}; {len(jobs)} to train")
+  if commits:  # Refuse before hours of training that could never be compared.
+    paired_stats.check_one_commit(dict(commits, **{f"{n}-seed{s}": commit
+                                                   for n, s, *_ in jobs}))
+
+  def finished(name, seed, key, result):
+    store.put(f"{name}-seed{seed}", key, result, variant=name, seed=seed, commit=commit)
+    runs[name][seed], commits[f"{name}-seed{seed}"] = result, commit
+
   t0 = time.time()
   if workers <= 1:
-    for name, seed, c, initial, key in jobs:
-      log(f"quality: {name}, seed {seed}")
-      result, _ = _train_and_score(c, train, scorer, eval_points, log_every, initial, log,
-                                   generator)
-      store.put(f"{name}-seed{seed}", key, result)
-      runs[name][seed] = result
+    for done, (name, seed, c, initial, key) in enumerate(jobs, 1):
+      log(f"quality: {name}, seed {seed} ({done}/{len(jobs)})")
+      finished(name, seed, key, _train_and_score(c, train, scorer, eval_points, log_every,
+                                                 initial, log, generator, final))
   elif jobs:
     import concurrent.futures
     import multiprocessing
@@ -311,14 +537,13 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), iteration
         workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
         initargs=(extractor.info["path"], num_samples, scorer.reference, threads)) as pool:
       futures = {pool.submit(_worker_run, c, heldout_count, eval_points, log_every, initial,
-                             generator): (name, seed, key)
+                             generator, final): (name, seed, key)
                  for name, seed, c, initial, key in jobs}
       times = []
       for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
         name, seed, key = futures[future]
         result, lines = future.result()
-        store.put(f"{name}-seed{seed}", key, result)
-        runs[name][seed] = result
+        finished(name, seed, key, result)
         times.append(result["seconds"])
         # `workers` runs train at once: the runs left take their mean time per run, divided
         # among the workers (elapsed / done would count the runs still in flight as not begun).
@@ -326,17 +551,24 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), iteration
         log(f"quality: {name}, seed {seed} done ({done}/{len(jobs)}; ETA "
             f"{format_duration(eta)}): " + "; ".join(
                 line.strip() for line in lines[-1:]))
+  measured = paired_stats.check_one_commit(commits)
   quality = {name: _summarise([runs[name][seed] for seed in seeds]) for name in variants}
+  probe = MechanismProbe(train, config.z_dim, config.batch_size, config.niqe.prior)
   settings = {"iterations": iterations, "eval_points": eval_points, "num_samples": num_samples,
+              "final_samples": final_samples, "ema_samples": ema_samples,
               "generator": generator, "workers": workers, "minutes": (time.time() - t0) / 60,
               "heldout_count": len(heldout), "training_images": len(train), "seeds": list(seeds),
               "variants": {n: VARIANTS[n] for n in variants},
+              "controls": {n: CONTROLS[n] for n in variants if CONTROLS.get(n) in variants},
+              "probe": probe.settings(),
               "config": {k: config.to_dict()[k] for k in (
                   "dataset", "resolution", "width", "batch_size", "disc_iters", "lr",
                   "lr_decay", "beta1", "beta2", "ema_decay", "niqe_prior", "niqe_pooling",
                   "jit_compile")}}
-  return {"quality": quality, "reference": {"heldout_niqe": scorer.reference["heldout_niqe"]},
-          "settings": settings, "verdicts": verdicts(quality)}
+  return {"quality": quality, "comparisons": comparisons(runs),
+          "mechanism_comparisons": comparisons(runs, metrics=MECHANISM_METRICS),
+          "reference": {"heldout_niqe": scorer.reference["heldout_niqe"]},
+          "settings": settings, "measured_commit": measured}
 
 
 def _initial_scores(config, images, scorer):
@@ -349,76 +581,89 @@ def _initial_scores(config, images, scorer):
     return scorer(trainer.generator)
 
 
-def verdicts(quality, baseline="wgan_gp"):
-  """The issue's acceptance figures: learning (final FID <= 60% of iteration 0's) for every
-  variant, and each QA variant's final FID against the baseline's (within twice the larger
-  seed spread)."""
-  out = {}
-  base = quality.get(baseline)
-  for name, q in quality.items():
-    entry = {"final_over_initial_fid": q["final_over_initial_fid"],
-             "learns": q["final_over_initial_fid"] <= 0.6}
-    if base is not None and name != baseline:
-      spread = max(q["fid_std"][-1], base["fid_std"][-1])
-      entry["final_fid_minus_baseline"] = q["fid_mean"][-1] - base["fid_mean"][-1]
-      entry["twice_spread"] = 2.0 * spread
-      entry["no_worse_than_baseline"] = entry["final_fid_minus_baseline"] <= 2.0 * spread
-    out[name] = entry
-  return out
+def _mean_sd(mean, sd, digits=1, scale=1.0):
+  return f"{scale * mean:.{digits}f}" + ("" if sd is None else f" ± {scale * sd:.{digits}f}")
+
+
+def _interval(entry, digits=1, scale=1.0):
+  if entry["ci95"] is None:
+    return f"{scale * entry['mean']:.{digits}f} (n = 1)"
+  lo, hi = entry["ci95"]
+  return f"{scale * entry['mean']:.{digits}f} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
 
 
 def markdown(result):
-  """The result as Markdown a reader can paste: FID (mean ± std over seeds) at every scored
-  iteration, then final KID, NIQE, D's weight variance, time per run and the verdicts."""
+  """The result as Markdown a reader can paste: the FID curves (mean ± sample std over seeds),
+  the final scores and observed targets with 95% t-intervals, and the paired comparisons."""
   q_all, s = result["quality"], result["settings"]
   iterations = next(iter(q_all.values()))["iterations"]
   lines = [
-      f"FID of {s['num_samples']} samples against {s['heldout_count']} held-out images "
-      f"(mean ± std over seeds {', '.join(map(str, s['seeds']))}; {s['generator']} generator):",
-      "",
+      f"Study of commit {str(result.get('measured_commit'))[:12]}: "
+      f"{s['iterations']} generator iterations, seeds {', '.join(map(str, s['seeds']))}.", "",
+      f"FID of {s['num_samples']} samples against {s['heldout_count']} held-out images over "
+      f"training (mean ± sample std over seeds; {s['generator']} generator):", "",
       "| variant | " + " | ".join(f"it {i}" for i in iterations) + " | final / initial |",
       "|---" * (len(iterations) + 2) + "|"]
   for name, q in q_all.items():
-    cells = [f"{m:.1f} ± {d:.1f}" for m, d in zip(q["fid_mean"], q["fid_std"])]
+    cells = [_mean_sd(m, d) for m, d in zip(q["fid_mean"], q["fid_std"])]
     lines.append(f"| {name} | " + " | ".join(cells) + f" | {q['final_over_initial_fid']:.2f} |")
-  lines += ["", f"At iteration {iterations[-1]} (held-out images' NIQE "
-                f"{result['reference']['heldout_niqe']:.2f}):", "",
-            "| variant | KID ×1e3 | NIQE | D weight variance | minutes / run | learns "
-            "(final/initial FID ≤ 0.6) | final FID − wgan_gp (2 × spread) |",
+  lines += ["", f"At iteration {iterations[-1]}: mean [95% t-interval] over seeds. Final FID and "
+                f"KID of the raw generator on {s.get('final_samples')} samples, the EMA's on "
+                f"{s.get('ema_samples')}; the observed targets on the fixed probe "
+                f"(held-out images' NIQE {result['reference']['heldout_niqe']:.2f}):", "",
+            "| variant | final FID | KID ×1e3 | EMA FID | gradient NIQE | SSIM penalty | 1-GP |",
             "|---|---|---|---|---|---|---|"]
   for name, q in q_all.items():
-    v = result["verdicts"][name]
-    versus = (f"{v['final_fid_minus_baseline']:+.1f} ({v['twice_spread']:.1f}): "
-              f"{'no worse' if v['no_worse_than_baseline'] else 'worse'}"
-              if "twice_spread" in v else "(baseline)")
-    lines.append(
-        f"| {name} | {1e3 * q['kid_mean'][-1]:.1f} ± {1e3 * q['kid_std'][-1]:.1f} | "
-        f"{q['niqe_mean'][-1]:.2f} ± {q['niqe_std'][-1]:.2f} | "
-        f"{q['d_weight_variance_mean'][-1]:.2e} | {q['minutes_per_run']:.1f} | "
-        f"{'yes' if v['learns'] else 'no'} | {versus} |")
+    f = q.get("final", {})
+    cell = lambda key, **kw: _interval(f[key], **kw) if key in f else "—"  # noqa: E731
+    lines.append(f"| {name} | {cell('final_fid')} | {cell('final_kid', scale=1e3)} | "
+                 f"{cell('ema_fid')} | {cell('gradient_niqe', digits=2)} | "
+                 f"{cell('ssim_penalty', digits=2)} | {cell('gp', digits=3)} |")
+  entries = result.get("comparisons", []) + result.get("mechanism_comparisons", [])
+  if entries:
+    lines += ["", "Paired differences, variant − control, over the seeds both ran (mean, sample "
+                  "std, 95% t-interval):", "",
+              "| variant | control | metric | n | D | std | 95% interval | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+      scale, digits = (1e3, 1) if e["metric"] == "final_kid" else (1.0, 2 if e["metric"] in (
+          "gradient_niqe", "ssim_penalty", "gp") else 1)
+      name = "final_kid ×1e3" if e["metric"] == "final_kid" else e["metric"]
+      interval = ("—" if e["ci95"] is None else
+                  f"[{scale * e['ci95'][0]:+.{digits}f}, {scale * e['ci95'][1]:+.{digits}f}]")
+      sd = "—" if e["std"] is None else f"{scale * e['std']:.{digits}f}"
+      lines.append(f"| {e['variant']} | {e['control']} | {name} | {e['n']} | "
+                   f"{scale * e['mean_difference']:+.{digits}f} | {sd} | {interval} | "
+                   f"{e['verdict']} |")
   return "\n".join(lines) + "\n"
 
 
 def plot(result, path):
-  """FID over iterations (mean and spread over seeds) and d_loss curves, one line per variant."""
+  """FID and the gradient's NIQE over iterations (mean and spread over seeds) and d_loss, one
+  line per variant."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from qagan_tf.utils import files
-  fig, (ax_fid, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+  fig, (ax_fid, ax_niqe, ax_loss) = plt.subplots(1, 3, figsize=(15, 4.2))
   for name, q in result["quality"].items():
     it = np.array(q["iterations"])
-    mean, std = np.array(q["fid_mean"]), np.array(q["fid_std"])
+    mean = np.array(q["fid_mean"])
+    std = np.array([0.0 if v is None else v for v in q["fid_std"]])
     line, = ax_fid.plot(it, mean, marker="o", label=f"{name} (n={q['seeds']})")
     ax_fid.fill_between(it, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+    if "gradient_niqe_mean" in q:
+      ax_niqe.plot(it, q["gradient_niqe_mean"], marker="o", color=line.get_color(), label=name)
     ax_loss.plot(q["loss_iterations"], q["d_loss_mean"], color=line.get_color(), label=name)
   s = result["settings"]
   ax_fid.set(xlabel="generator iteration", ylabel=f"FID ({s['num_samples']} samples vs "
-             f"{s['heldout_count']} held-out)", title="FID (mean ± std over seeds)")
+             f"{s['heldout_count']} held-out)", title="FID (mean ± sample std over seeds)")
+  ax_niqe.set(xlabel="generator iteration", ylabel="NIQE penalty of D's input gradient",
+              title="the NIQE penalty's target (probe, mean over seeds)")
   ax_loss.set(xlabel="generator iteration", ylabel="d_loss (mean over seeds)",
               title="critic loss", yscale="symlog")
-  ax_fid.legend(fontsize=8)
-  ax_loss.legend(fontsize=8)
+  for ax in (ax_fid, ax_niqe, ax_loss):
+    ax.legend(fontsize=8)
   fig.tight_layout()
   files.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
   plt.close(fig)

@@ -1,0 +1,116 @@
+"""The quality study's statistics (paired t-intervals, verdicts), its one-commit rule, and the
+mechanism probe, which must observe without changing training."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from qagan_tf.benchmarks import paired_stats
+from qagan_tf.benchmarks import quality_bench
+
+
+def test_t_interval_of_a_known_paired_sample():
+  # Differences 1..5: mean 3, sd sqrt(2.5); t_{0.975, 4} = 2.7764451 (printed t tables).
+  mean, sd, (lo, hi) = paired_stats.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+  half = 2.7764451 * math.sqrt(2.5) / math.sqrt(5)
+  assert mean == 3.0 and sd == pytest.approx(math.sqrt(2.5), rel=1e-12)
+  assert (lo, hi) == (pytest.approx(3.0 - half, abs=1e-6), pytest.approx(3.0 + half, abs=1e-6))
+  # n = 2: t_{0.975, 1} = 12.7062047.
+  _, sd2, ci2 = paired_stats.t_interval([0.0, 2.0])
+  assert ci2 == [pytest.approx(1.0 - 12.7062047 * sd2 / math.sqrt(2), abs=1e-6),
+                 pytest.approx(1.0 + 12.7062047 * sd2 / math.sqrt(2), abs=1e-6)]
+  assert paired_stats.t_interval([4.0]) == (4.0, None, None)
+
+
+def test_paired_comparison_pairs_by_seed_and_gives_the_verdict():
+  variant = {0: 10.0, 1: 12.0, 2: 11.0, 3: 99.0}  # Seed 3 has no control: left out.
+  control = {0: 13.0, 1: 14.5, 2: 14.0, 4: 0.0}
+  entry = paired_stats.paired_comparison("niqe", "wgan_gp_gp1", "final_fid", variant, control)
+  diffs = np.array([-3.0, -2.5, -3.0])
+  assert entry["n"] == 3 and entry["seeds"] == [0, 1, 2]
+  assert entry["mean_difference"] == pytest.approx(diffs.mean())
+  assert entry["std"] == pytest.approx(diffs.std(ddof=1))
+  assert entry["ci95"][1] < 0 and entry["verdict"] == "lower"
+  assert paired_stats.verdict([0.5, 2.0]) == "higher"
+  assert paired_stats.verdict([-0.5, 2.0]) == "no detectable difference"
+  assert paired_stats.verdict(None) == paired_stats.TOO_FEW
+  assert "lowers final_fid: D -2.8 [" in paired_stats.sentence(entry)
+  with pytest.raises(ValueError, match="share no seed"):
+    paired_stats.paired_comparison("a", "b", "final_fid", {0: 1.0}, {1: 1.0})
+  with pytest.raises(ValueError, match="not finite for seed"):
+    paired_stats.paired_comparison("a", "b", "final_fid", {0: float("nan")}, {0: 1.0})
+
+
+def test_comparisons_follow_the_controls():
+  runs = {"wgan_gp": {0: {"final_fid": 5.0}, 1: {"final_fid": 6.0}},
+          "wgan_gp_gp1": {0: {"final_fid": 4.0}, 1: {"final_fid": 4.0}},
+          "niqe": {0: {"final_fid": 3.0}, 1: {"final_fid": 5.0}}}
+  out = quality_bench.comparisons(runs, metrics=("final_fid",))
+  assert [(e["variant"], e["control"]) for e in out] == [("wgan_gp_gp1", "wgan_gp"),
+                                                        ("niqe", "wgan_gp_gp1")]
+  assert out[0]["mean_difference"] == -1.5 and out[1]["mean_difference"] == 0.0
+  # Every study variant has a control that is in the study, and differs from it in one setting.
+  for variant in quality_bench.DEFAULT_VARIANTS:
+    control = quality_bench.CONTROLS.get(variant)
+    if control is None:
+      continue
+    assert control in quality_bench.DEFAULT_VARIANTS
+    a, b = quality_bench.VARIANTS[variant], quality_bench.VARIANTS[control]
+    differing = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+    assert len(differing - {"qa_weight"}) <= 1, (variant, control, differing)
+
+
+def test_runs_of_two_commits_are_refused_with_their_names():
+  assert paired_stats.check_one_commit({"niqe-seed0": "abc", "wgan_gp-seed0": "abc"}) == "abc"
+  with pytest.raises(ValueError) as e:
+    paired_stats.check_one_commit({"niqe-seed0": "abc1234567890", "niqe-seed1": "abc1234567890",
+                                   "wgan_gp_gp1-seed0": "def4567890123"})
+  message = str(e.value)
+  assert "2 training-code commits" in message
+  assert "abc123456789: niqe-seed0, niqe-seed1" in message
+  assert "def456789012: wgan_gp_gp1-seed0" in message and "git worktree add" in message
+  with pytest.raises(ValueError, match="unknown: initial"):
+    paired_stats.check_one_commit({"initial": None, "niqe-seed0": "abc"})
+
+
+def test_the_mechanism_probe_observes_without_changing_training(tmp_path):
+  """Two identical runs, one probed after every iteration: every variable (G's batch-norm
+  moving statistics included) ends the same, bit for bit; the probe's values are finite and
+  change as D trains."""
+  from qagan_tf import config as config_lib
+  from qagan_tf.data import sources
+  from qagan_tf.train import distribution
+  from qagan_tf.train import trainer as trainer_lib
+  config = config_lib.TrainConfig.create(
+      dataset="embedded", resolution=32, width=8, batch_size=4, disc_iters=2, max_steps=3,
+      penalty="wgan_gp", gp_weight=1.0, eval_every=0, seed=3).validate()
+  images = sources.embedded_images(32, 64, 3)
+
+  def train(probe):
+    trainer = trainer_lib.Trainer(config, str(tmp_path / f"run{probe}"),
+                                  distribution.make_strategy("default"), images=images)
+    iterator = iter(trainer.distributed_dataset(0))
+    observe = quality_bench.MechanismProbe(images, config.z_dim, 4, count=8) if probe else None
+    seen = [observe(trainer.generator, trainer.discriminator)] if probe else []
+    for _ in range(3):
+      trainer.train_iterations(iterator, 1)
+      if probe:
+        seen.append(observe(trainer.generator, trainer.discriminator))
+    return trainer, seen
+
+  plain, _ = train(False)
+  probed, seen = train(True)
+  for a, b in zip(plain.generator.variables + plain.discriminator.variables,
+                  probed.generator.variables + probed.discriminator.variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+  assert len(plain.generator.non_trainable_variables) > 0  # The moving statistics are compared.
+  for values in seen:
+    assert set(values) == set(quality_bench.MechanismProbe.KEYS)
+    assert all(np.isfinite(v) for v in values.values()), values
+  assert seen[0]["gp"] != seen[-1]["gp"] and seen[0]["gradient_niqe"] != seen[-1][
+      "gradient_niqe"]
+  # The 1-GP is the mean of (||g|| - 1)^2, so it is at least (mean ||g|| - 1)^2 (Jensen).
+  for values in seen:
+    assert values["gp"] >= (values["grad_norm"] - 1.0) ** 2 - 1e-9
