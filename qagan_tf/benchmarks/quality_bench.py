@@ -607,10 +607,11 @@ def markdown(result):
   for name, q in q_all.items():
     cells = [_mean_sd(m, d) for m, d in zip(q["fid_mean"], q["fid_std"])]
     lines.append(f"| {name} | " + " | ".join(cells) + f" | {q['final_over_initial_fid']:.2f} |")
+  ema = f", the EMA's on {s['ema_samples']}" if s.get("ema_samples") else " (EMA not scored)"
   lines += ["", f"At iteration {iterations[-1]}: mean [95% t-interval] over seeds. Final FID and "
-                f"KID of the raw generator on {s.get('final_samples')} samples, the EMA's on "
-                f"{s.get('ema_samples')}; the observed targets on the fixed probe "
-                f"(held-out images' NIQE {result['reference']['heldout_niqe']:.2f}):", "",
+                f"KID of the raw generator on {s.get('final_samples')} samples{ema}; the "
+                f"observed targets on the fixed probe (held-out images' NIQE "
+                f"{result['reference']['heldout_niqe']:.2f}):", "",
             "| variant | final FID | KID ×1e3 | EMA FID | gradient NIQE | SSIM penalty | 1-GP |",
             "|---|---|---|---|---|---|---|"]
   for name, q in q_all.items():
