@@ -34,6 +34,9 @@ class _AutoBooleanParser(flags.ArgumentParser):
 # Settings whose bin/train flag defaults to auto (resolved by a rule when a run starts and
 # recorded in config.json as true/false, so a resumed run keeps its choice).
 AUTO_SETTINGS = ("jit_compile",)
+# Every setting whose "auto" is resolved when a run starts and recorded in config.json (the
+# penalty groups' by their `resolve_auto`).
+RESOLVED_AT_START = AUTO_SETTINGS + ("niqe_xla",)
 
 
 def _define(name, field):
@@ -74,10 +77,11 @@ def config_from_flags(flag_values=flags.FLAGS, saved=None):
     for name, value in saved.to_dict().items():
       if name in values and not flag_values[name].present and values[name] != value:
         values[name] = inherited[name] = value
-  for name in AUTO_SETTINGS:
+  for name in RESOLVED_AT_START:
     if name in inherited:  # Not a changed default: the run's own resolution of auto.
+      value = inherited.pop(name)
       logging.info("--%s=auto: the run's recorded choice, %s (config.json).", name,
-                   "on" if inherited.pop(name) else "off")
+                   ("on" if value else "off") if isinstance(value, bool) else value)
   if inherited:
     logging.info("Resuming with the run's own values of flags not given (config.json): %s.",
                  ", ".join(f"{k}={v}" for k, v in sorted(inherited.items())))
@@ -87,4 +91,4 @@ def config_from_flags(flag_values=flags.FLAGS, saved=None):
     values["jit_compile"], reason = distribution.jit_compile_rule(probe)
     logging.info("--jit_compile=auto: %s (%s).", "on" if values["jit_compile"] else "off",
                  reason)
-  return config_lib.TrainConfig.create(**values).validate()
+  return config_lib.TrainConfig.create(**values).validate().resolve_auto()

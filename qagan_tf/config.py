@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 
+from qagan_tf import compat
 from qagan_tf import models
 from qagan_tf.data import sources
 from qagan_tf.objectives import losses
@@ -69,9 +70,9 @@ class TrainConfig:
   d_norm: str = setting("none", "Normalisation of D's layers: none (the paper) or spectral "
                         "(SNGAN: every kernel divided by its largest singular value, one power "
                         "iteration per D update).", choices=D_NORMS)
-  penalty: str = setting("wgan_gp", "Quality-aware penalty added to the critic loss: one of "
-                         f"{', '.join(penalties.PENALTIES)} (wgan_gp and none: no quality "
-                         "penalty, the baselines).")
+  penalty: str = setting("wgan_gp", "Quality-aware penalty added to the critic loss (wgan_gp "
+                         "and none: no quality penalty, the baselines).",
+                         choices=lambda: tuple(penalties.PENALTIES))  # The live registry.
   gp_weight: float = setting(1.0, "Weight of the 1-GP (QAGAN paper: 1; WGAN-GP baseline: 10; "
                              "SNGAN: 0, none).")
   qa_weight: float = setting(0.1, "Weight of the quality-aware penalty (paper: 0.1).")
@@ -170,7 +171,7 @@ class TrainConfig:
     except sources.DataError as e:
       raise ValueError(str(e)) from None
     models.check_resolution(self.architecture, self.resolution)
-    penalties.check_penalty_name(self.penalty)  # The live registry (tests may add to it).
+    penalties.get_entry(self.penalty)  # An entry without a builder is refused here too.
     for group in penalties.CONFIG_GROUPS:
       getattr(self, group).validate(self)
     if self.eval_every < 0:
@@ -182,6 +183,14 @@ class TrainConfig:
       raise ValueError(f"eval_num_samples={self.eval_num_samples} must be >= 10 (IS uses 10 "
                        "splits).")
     return self
+
+  def resolve_auto(self):
+    """This config with every penalty setting that means "decide when the run starts" (auto)
+    resolved for this run (each settings group's `resolve_auto`), so that config.json records
+    the choice and a resumed run keeps it."""
+    groups = {name: (settings.resolve_auto(self) if hasattr(settings, "resolve_auto")
+                     else settings) for name, settings in self.groups.items()}
+    return dataclasses.replace(self, groups=groups)
 
   def replace(self, **changes):
     """A copy with `changes`, given by flag name (e.g. niqe_pooling="image") or as groups."""
@@ -230,12 +239,10 @@ class TrainConfig:
   @classmethod
   def from_dict(cls, values):
     """Builds a config from a flat dict (config.json), ignoring unknown keys (from newer
-    versions) and filling defaults. The run's penalty reads values written by an older version
-    as what it then trained with (its registry entry's `migrate`), so that an old run resumes
-    with its own penalty."""
-    values = dict(values)
-    if values.get("penalty") in penalties.PENALTIES:
-      values = penalties.get_entry(values["penalty"]).migrate(values)
+    versions) and filling defaults. Values written by an older version are read as what the run
+    then trained with (`compat.upgrade_config`), so that an old run resumes with its own
+    penalty."""
+    values = compat.upgrade_config(values)
     known = flat_defaults()
     return cls._from_flat({k: v for k, v in values.items() if k in known})
 
@@ -300,6 +307,14 @@ def save_config(config, model_dir):
   path = os.path.join(model_dir, CONFIG_FILENAME)
   files.atomic_write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
   return path
+
+
+def saved_config(model_dir):
+  """The config of the run in `model_dir` (`load_config`), or None when it holds no run."""
+  from qagan_tf.utils import files
+  if not files.exists(os.path.join(model_dir, CONFIG_FILENAME)):
+    return None
+  return load_config(model_dir)
 
 
 def load_config(model_dir):

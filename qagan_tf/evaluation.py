@@ -104,34 +104,21 @@ def markdown_table(report):
               "One repeat: no spread (--repeats=3 or more gives one).")
            + (" KID averages subsets of 1000 samples; with fewer, every subset is the whole set "
               "and KID's std over subsets (kid_std in the JSON) is 0." if
-              report["num_samples"] < 1000 else ""), "",
-           "| generator | " + " | ".join(m.label for m in columns) + " |",
-           "|---|" + "---|" * len(columns)]
-
-  def cell(summary, m):
-    if m.key not in summary:
-      return "n/a"
-    s = summary[m.key]
-    if len(s["values"]) < 2:  # One repeat has no spread: no "± 0.000".
-      return f"{s['mean'] * m.scale:.3f}"
-    return f"{s['mean'] * m.scale:.3f} ± {s['std'] * m.scale:.3f}"
-
-  for name, summary in report["summary"].items():
-    lines.append(f"| {name} | " + " | ".join(cell(summary, m) for m in columns) + " |")
+              report["num_samples"] < 1000 else ""), ""]
   summaries = list(report["summary"].values())
-  notes = []
-  for m in columns:  # One line per reason a column is empty.
-    if summaries and m.unavailable and all(m.key not in s for s in summaries):
-      note = m.unavailable[0].upper() + m.unavailable[1:] + "."
-      if note not in notes:
-        notes.append(note)
+  lines += table.markdown(["generator"] + [m.label for m in columns],
+                          [[name] + [table.summary_cell(summary, m) for m in columns]
+                           for name, summary in report["summary"].items()])
+  # One line per reason a column is empty.
+  notes = table.missing_reasons(columns, lambda m: summaries and all(m.key not in s
+                                                                     for s in summaries))
   about = []
   if any("niqe" in s for s in summaries):
     about.append(NIQE_NOTE.format(count=report.get("niqe_samples", "the first")))
   if any("precision" in s for s in summaries):
     about.append(NEIGHBOUR_NOTE)
   if notes:
-    lines += [""] + [f"n/a: {n}" for n in notes]
+    lines += [""] + notes
   if about:
     lines += [""] + about
   return "\n".join(lines) + "\n"

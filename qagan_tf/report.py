@@ -18,7 +18,7 @@ from qagan_tf import config as config_lib
 from qagan_tf.metrics import table
 from qagan_tf.utils import files
 
-MISSING = "—"
+MISSING = table.MISSING
 # Table columns: (key in an evaluation summary, header, scale), from the one metric table.
 METRICS = tuple((m.key, m.label, m.scale) for m in table.COLUMNS)
 
@@ -111,12 +111,6 @@ def load_run(run_dir, label=None):
              scalars, histograms, hours, int(last_step))
 
 
-def _cell(summary, key, scale):
-  if not summary or key not in summary:
-    return MISSING
-  return f"{summary[key]['mean'] * scale:.3f} ± {summary[key]['std'] * scale:.3f}"
-
-
 def rows(runs):
   """One row per run and generator (raw, EMA); a run without an evaluation gets one row of gaps."""
   out = []
@@ -133,7 +127,7 @@ def rows(runs):
       out.append(dict(base, generator=generator, eval_step=ev.get("step", MISSING),
                       statistics=statistics_name(ev),
                       samples=f"{ev.get('num_samples', '?')} x {ev.get('repeats', '?')}",
-                      **{name: _cell(summary, key, scale) for key, name, scale in METRICS}))
+                      **{m.label: table.summary_cell(summary, m) for m in table.COLUMNS}))
   return out
 
 
@@ -182,18 +176,13 @@ def markdown(table_rows):
   for row in table_rows:
     groups.setdefault((row["dataset"], row["resolution"]), []).append(row)
   for (dataset, resolution), group in sorted(groups.items()):
-    lines += [f"## {dataset}, {resolution} px", "",
-              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in group:
-      lines.append("| " + " | ".join(str(row[k]) for k in COLUMNS) + " |")
+    lines += [f"## {dataset}, {resolution} px", ""]
+    lines += table.markdown(COLUMNS, [[row[k] for k in COLUMNS] for row in group])
     lines.append("")
     evaluated = [row for row in group if row["generator"] != MISSING]
-    reasons = []
-    for m in table.COLUMNS:  # Why a metric of an evaluated row is missing, once per reason.
-      if m.unavailable and any(row[m.label] == MISSING for row in evaluated):
-        reason = f"{MISSING}: {m.unavailable[0].upper() + m.unavailable[1:]}."
-        if reason not in reasons:
-          reasons.append(reason)
+    # Why a metric of an evaluated row is missing, once per reason.
+    reasons = table.missing_reasons(
+        table.COLUMNS, lambda m: any(row[m.label] == MISSING for row in evaluated))
     if any(row["generator"] == MISSING for row in group):
       reasons.append(f"{MISSING} in every column: the run has no evaluation (bin/evaluate "
                      "--model_dir=RUN --stats=STATS.npz).")
@@ -215,8 +204,8 @@ def csv_text(table_rows):
   for row in table_rows:
     values = [row[k] for k in fields[:9]]
     for _, name, _ in METRICS:
-      cell = row[name]
-      values += cell.split(" ± ") if cell != MISSING else ["", ""]
+      parts = row[name].split(" ± ") if row[name] != MISSING else []
+      values += parts + [""] * (2 - len(parts))  # One repeat: a mean without a std.
     values.append(row["wall_hours"])
     writer.writerow(values)
   return buffer.getvalue()

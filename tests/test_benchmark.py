@@ -72,7 +72,7 @@ def test_benchmark_writes_every_figure(tmp_path):
 def test_round_robin_changes_the_order_every_round():
   """No contender always follows the same one (the one after PyTorch's last setting measured
   slower than the identical step elsewhere); each is timed `repeats` times."""
-  from qagan_tf.benchmarks import train_bench
+  from qagan_bench import train_bench
   order = []
   fns = {name: (lambda name=name: order.append(name)) for name in ("a", ("b", 4), "c", "d")}
   timed = train_bench._interleaved_times(fns, repeats=12, warmup=0)
@@ -85,7 +85,7 @@ def test_round_robin_changes_the_order_every_round():
 
 
 def test_lazy_timings_cover_whole_schedule_cycles():
-  from qagan_tf.benchmarks import train_bench
+  from qagan_bench import train_bench
   # k = 4 with 5 D updates per iteration repeats after 4 iterations (20 updates, 5 regularised).
   assert [train_bench.lazy_cycle(4, n) for n in (5, 1, 2, 4, 6, 8)] == [4, 4, 2, 1, 2, 1]
   assert train_bench.lazy_cycle(1, 5) == 1
@@ -119,7 +119,7 @@ def test_missing_inception_weights_stop_the_benchmark_before_anything_is_timed(t
 
 
 def test_speed_variant_names_are_checked_before_anything_is_timed():
-  from qagan_tf.benchmarks import train_bench
+  from qagan_bench import train_bench
   assert {"baseline", "default", "steps_per_call_10", "xla", "xla_steps_per_call_10", "bfloat16",
           "float16", "xla_bfloat16", "tf32", "xla_tf32"} == set(train_bench.VARIANTS)
   train_bench.check_variant_names(list(train_bench.VARIANTS))
@@ -208,7 +208,7 @@ def test_a_tiny_quality_benchmark_shows_fid_falling(tmp_path):
 
 
 def test_quality_variant_names_are_checked():
-  from qagan_tf.benchmarks import quality_bench
+  from qagan_bench import quality_bench
   quality_bench.check_variant_names(list(quality_bench.VARIANTS))
   with pytest.raises(ValueError, match="unknown --quality_variants nique.*choose from wgan_gp"):
     quality_bench.check_variant_names(["wgan_gp", "nique"])

@@ -11,11 +11,12 @@ QAGAN_TF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 LAYERS = (
     ("qagan_tf.utils", "qagan_tf.iqa", "qagan_tf.data", "qagan_tf.models"),
     ("qagan_tf.objectives", "qagan_tf.metrics"),  # What is minimised; what is measured.
-    ("qagan_tf.config", "qagan_tf.qa"),  # The configuration; the public penalty functions.
+    # The configuration, its shims for older runs; the public penalty functions.
+    ("qagan_tf.config", "qagan_tf.compat", "qagan_tf.qa"),
     ("qagan_tf.sampling",),
     ("qagan_tf.evaluation",),
     ("qagan_tf.train", "qagan_tf.gan"),  # The loops: bin/train's and Keras fit's.
-    ("qagan_tf.report", "qagan_tf.benchmarks"),
+    ("qagan_tf.report",),
 )
 
 
@@ -73,3 +74,24 @@ def test_the_walk_finds_a_cycle_hidden_in_a_function(tmp_path):
   assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"]
   (pkg / "c.py").write_text("import numpy\n")
   assert find_cycle(import_graph(str(pkg))) is None
+
+
+def test_the_package_never_imports_the_benchmarks_or_torch():
+  """The benchmarks (and their PyTorch peer) live beside the package, in qagan_bench/, so that
+  `pip install .` does not carry them; nothing in qagan_tf imports them, or torch."""
+  import ast
+  from tests.graphs import module_files
+  top_level = set()
+  for path in module_files(QAGAN_TF).values():
+    with open(path) as f:
+      for node in ast.walk(ast.parse(f.read(), path)):
+        if isinstance(node, ast.Import):
+          top_level |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+          top_level.add(node.module.split(".")[0])
+  assert {"tensorflow", "keras", "qagan_tf"} <= top_level  # The scan sees imports.
+  assert not top_level & {"qagan_bench", "torch"}
+  assert not os.path.exists(os.path.join(QAGAN_TF, "benchmarks"))
+  with open(os.path.join(os.path.dirname(QAGAN_TF), "setup.cfg")) as f:
+    packages = f.read().split("[options.packages.find]")[1].split("[")[0]
+  assert "include = qagan_tf, qagan_tf.*" in packages and "qagan_bench" not in packages

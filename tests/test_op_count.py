@@ -1,10 +1,10 @@
-"""The executed-op count of the NIQE penalty (qagan_tf/benchmarks/op_count.py): the counter counts
+"""The executed-op count of the NIQE penalty (qagan_bench/op_count.py): the counter counts
 each while-loop iteration, and the penalty's count is small and does not grow with the data."""
 
 import numpy as np
 import tensorflow as tf
 
-from qagan_tf.benchmarks import op_count
+from qagan_bench import op_count
 
 # The NIQE penalty's value and gradient at bc25ea8 (when the speed issue was filed: a
 # Chandrupatla root search in a tf.while_loop per AGGD fit) executed 4,923 ops for a batch of 16
@@ -54,7 +54,7 @@ def test_the_profiler_count_sees_every_kernel_of_a_function():
 
 
 def test_the_gpu_model_parses_hlo_and_sums_its_terms():
-  from qagan_tf.benchmarks import gpu_model
+  from qagan_bench import gpu_model
   fn = tf.function(lambda x: tf.reduce_sum(tf.exp(x) * 2.0) + tf.reduce_max(tf.matmul(x, x)),
                    jit_compile=True)
   hlo = fn.experimental_get_compiler_ir(tf.ones([16, 16]))(stage="optimized_hlo")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from qagan_tf.benchmarks import paired_stats
-from qagan_tf.benchmarks import quality_bench
+from qagan_bench import paired_stats
+from qagan_bench import quality_bench
 
 
 def test_t_interval_of_a_known_paired_sample():

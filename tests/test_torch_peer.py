@@ -7,8 +7,9 @@ import tensorflow as tf
 import torch
 
 from qagan_tf import config as config_lib
-from qagan_tf.benchmarks import torch_peer
+from qagan_bench import torch_peer
 from qagan_tf.objectives import losses
+from qagan_tf.objectives.objective import Objective
 from qagan_tf.train import step
 
 
@@ -36,11 +37,10 @@ def test_the_peer_computes_our_losses_and_gradients():
   real = rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
   z = rng.normal(size=(4, 8)).astype(np.float32)
   eps = rng.uniform(size=4).astype(np.float32)
-  objective = step.Objective(loss=losses.get_loss("wasserstein"), gp_weight=10.0,
-                             drift_weight=1e-3)
-  loss, grads, _ = step.discriminator_gradients(g, d, tf.constant(real), tf.constant(z),
-                                                tf.constant(eps), objective,
-                                                global_batch_size=4)
+  objective = Objective(loss=losses.get_loss("wasserstein"), gp_weight=10.0, drift_weight=1e-3)
+  loss, grads, _, _ = step.discriminator_gradients(g, d, tf.constant(real), tf.constant(z),
+                                                   tf.constant(eps), objective,
+                                                   global_batch_size=4)
   theirs = torch_peer.discriminator_loss(tg, td, torch_peer.to_nchw(real), torch.from_numpy(z),
                                          torch.from_numpy(eps), 10.0, 1e-3)
   theirs.backward()

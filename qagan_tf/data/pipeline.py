@@ -84,14 +84,43 @@ def iteration_inputs(images, spec, iteration, replica, num_replicas):
                                         _seed(spec.seed, _DEQUANT, batch_ids[j]))[lo:lo + b]
     x = _to_float(real[j], noise)
     per_batch.append(tf.where(flip[:, None, None, None] < 0.5, x, x[:, :, ::-1, :]))
-  z = tf.random.stateless_normal([gb * k, spec.z_dim],
-                                 _seed(spec.seed, _Z_DISC, iteration))
-  z = tf.reshape(z, [k, gb, spec.z_dim])[:, lo:lo + b]
-  eps = tf.random.stateless_uniform([k, gb], _seed(spec.seed, _EPS, iteration))[:, lo:lo + b]
-  m = spec.g_batch_multiplier
-  z_gen = tf.random.stateless_normal([m * gb, spec.z_dim],
-                                     _seed(spec.seed, _Z_GEN, iteration))[m * lo:m * (lo + b)]
-  return {"real": tf.stack(per_batch), "z": z, "eps": eps, "z_gen": z_gen}
+  return {"real": tf.stack(per_batch),
+          **iteration_latents(spec.seed, iteration, k, gb, spec.z_dim, spec.g_batch_multiplier,
+                              replica, num_replicas)}
+
+
+def iteration_latents(seed, iteration, disc_iters, global_batch, z_dim, g_batch_multiplier=2,
+                      replica=0, num_replicas=1):
+  """The latents and interpolation weights of one training iteration, for one replica: the one
+  place they are drawn (bin/train's pipeline and Keras' QAGAN both call it).
+
+  Each is drawn over the global batch from a stateless seed of (seed, stream, iteration) and
+  sliced to this replica's part, so the iteration's values do not depend on the number of
+  replicas, and a resumed run draws what an uninterrupted one would.
+
+  Args:
+    seed: int, the run's seed.
+    iteration: int64 scalar, the generator iteration (0-based).
+    disc_iters: D updates of the iteration (static).
+    global_batch: the D batch summed over replicas (int or int scalar tensor).
+    z_dim: the latent size.
+    g_batch_multiplier: the G update draws this many times global_batch latents.
+    replica, num_replicas: this replica's index and the number in sync.
+
+  Returns:
+    {"z": float32 (disc_iters, B, z_dim), "eps": (disc_iters, B) in [0, 1), "z_gen":
+    (g_batch_multiplier * B, z_dim)}, B = global_batch // num_replicas.
+  """
+  k, m = disc_iters, g_batch_multiplier
+  iteration = tf.cast(iteration, tf.int64)
+  gb = tf.cast(global_batch, tf.int64)
+  b = gb // num_replicas
+  lo = tf.cast(replica, tf.int64) * b
+  z = tf.random.stateless_normal(tf.stack([gb * k, z_dim]), _seed(seed, _Z_DISC, iteration))
+  z = tf.reshape(z, tf.stack([k, gb, z_dim]))[:, lo:lo + b]
+  eps = tf.random.stateless_uniform(tf.stack([k, gb]), _seed(seed, _EPS, iteration))
+  z_gen = tf.random.stateless_normal(tf.stack([m * gb, z_dim]), _seed(seed, _Z_GEN, iteration))
+  return {"z": z, "eps": eps[:, lo:lo + b], "z_gen": z_gen[m * lo:m * (lo + b)]}
 
 
 def make_dataset(images, spec, start_iteration=0, input_context=None):

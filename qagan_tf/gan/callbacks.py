@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from qagan_tf import sampling
 from qagan_tf.utils import images as images_lib
 
 
@@ -16,7 +17,7 @@ def _generate(model, num, seed, batch_size=250):
   with model.ema_weights() as generator:
     for start in range(0, num, batch_size):
       n = min(batch_size, num - start)
-      z = tf.random.stateless_normal([n, model.latent_dim], [seed, start])
+      z = sampling.latents(n, model.latent_dim, seed, start)
       out.append(images_lib.to_uint8(generator(z, training=False).numpy()))
   return np.concatenate(out)
 

@@ -1,13 +1,19 @@
-"""`QAGAN`: a keras.Model that trains anyone's generator and discriminator with `fit`, with the
-losses and quality-aware penalties of bin/train (the same functions: train/step.py)."""
+"""`QAGAN`: a keras.Model that trains anyone's generator and discriminator with `fit`. Its
+`train_step` is a thin adapter over bin/train's one training iteration (`train.step.iteration`):
+the same updates, lazy schedule, loss scaling and XLA choice; only the inputs, the variables'
+home and the metric trackers are Keras'."""
 
 import dataclasses
 
 import keras
 import tensorflow as tf
 
+from qagan_tf.data import pipeline
 from qagan_tf.objectives import losses
 from qagan_tf.objectives import penalties
+from qagan_tf.objectives import penalty_api
+from qagan_tf.objectives.objective import Objective
+from qagan_tf.train import distribution
 from qagan_tf.train import step as step_lib
 from qagan_tf.utils import fields
 
@@ -23,24 +29,53 @@ class _EmaWeights(keras.layers.Layer):
                      for i, v in enumerate(variables)]
     for average, v in zip(self.averages, variables):
       average.assign(v)
+    self.built = True  # Its weights exist: nothing for Keras to build symbolically.
+
+
+class _TrainingState(keras.layers.Layer):
+  """The iteration counter (the latents' and the lazy schedule's) and, under a float16 policy,
+  the dynamic loss scales, as weights Keras saves and restores."""
+
+  def __init__(self, loss_scaled, name="training_state"):
+    super().__init__(name=name)
+    self.step = self.add_weight(shape=(), dtype="int64", trainable=False, initializer="zeros",
+                                name="step")
+    self.loss_scales = None
+    if loss_scaled:
+      def scale(side):
+        value = self.add_weight(shape=(), dtype="float32", trainable=False, name=f"{side}_scale",
+                                initializer=keras.initializers.Constant(2.0**15))
+        good = self.add_weight(shape=(), dtype="int64", trainable=False, initializer="zeros",
+                               name=f"{side}_good_steps")
+        return step_lib.LossScale(scale=value, good_steps=good)
+      self.loss_scales = (scale("d"), scale("g"))
+    self.built = True
+
+
+def _float16(model):
+  policy = getattr(model, "dtype_policy", None)
+  return getattr(policy, "compute_dtype", None) == "float16"
 
 
 class QAGAN(keras.Model):
   """A GAN of a user's `generator` and `discriminator` trained with a QAGAN objective.
 
   Each `train_step` runs `disc_iters` critic updates, each on its own slice of the batch and its
-  own latents and interpolation weights, then one generator update: the loss and gradient
-  functions of one bin/train iteration (tests check the two agree to float32 round-off). Losses
-  are averaged over the global batch, so under `tf.distribute.MirroredStrategy().scope()` the
-  update equals one device's. As in bin/train, an update whose loss or gradients are NaN/Inf on
-  any replica is dropped whole (metric `skipped_updates` counts them).
+  own latents and interpolation weights, then one generator update: bin/train's iteration
+  (`train.step.iteration`; tests check the two agree to float32 round-off). Losses are averaged
+  over the global batch, so under `tf.distribute.MirroredStrategy().scope()` the update equals
+  one device's. As in bin/train, an update whose loss or gradients are NaN/Inf on any replica is
+  dropped whole (metric `skipped_updates` counts them).
 
   Args:
     generator: keras.Model, z float (B, latent_dim) -> images (B, H, W, C) in [-1, 1].
     discriminator: keras.Model, images -> scores (B,) or (B, 1); no batch-dependent layer.
     latent_dim: the generator's input size.
     loss: an adversarial loss: wasserstein, hinge or nonsaturating.
-    penalty: the quality-aware penalty: niqe, ssim, or wgan_gp / none (the 1-GP alone).
+    penalty: the quality-aware penalty: niqe, ssim, or wgan_gp / none (the 1-GP alone); or your
+      own function fn(input_gradients, real, fake, d_real, d_fake) -> float (B,), unweighted
+      and per example (D's input gradients at the interpolates, the real and fake images, the
+      critic's scores), logged as `qa_penalty`.
     gp_weight: weight of the 1-GP (0: none; the NIQE penalty still uses D's input gradient).
     qa_weight: weight of the quality-aware penalty.
     drift_weight: weight of mean(D(x)^2).
@@ -53,28 +88,44 @@ class QAGAN(keras.Model):
     g_batch_multiplier: the generator update uses this many times a critic batch of latents.
     seed: of the latents and interpolation weights (a function of (seed, step): a resumed fit
       draws what an uninterrupted one would).
+    gp_every, qa_every: lazy regularisation (StyleGAN2 §B): the 1-GP / the QA penalty on every
+      k-th critic update only (counted over the fit, as bin/train's --gp_every/--qa_every),
+      its weight multiplied by k.
 
   Raises:
-    ValueError: an unknown loss, penalty or setting (listing the valid ones).
+    ValueError: an unknown loss, penalty or setting (listing the valid ones), or a registry
+      entry without a builder.
   """
 
   def __init__(self, generator, discriminator, latent_dim, loss="wasserstein", penalty="niqe",
                gp_weight=1.0, qa_weight=0.1, drift_weight=0.0, disc_iters=5, ema_decay=None,
-               penalty_settings=None, g_batch_multiplier=1, seed=0, **kwargs):
+               penalty_settings=None, g_batch_multiplier=1, seed=0, gp_every=1, qa_every=1,
+               **kwargs):
     super().__init__(**kwargs)
     self.generator, self.discriminator = generator, discriminator
     self.latent_dim, self.disc_iters = int(latent_dim), int(disc_iters)
     self.g_batch_multiplier, self.seed = int(g_batch_multiplier), int(seed)
-    if self.disc_iters < 1 or self.g_batch_multiplier < 1 or self.latent_dim < 1:
-      raise ValueError("latent_dim, disc_iters and g_batch_multiplier must be >= 1.")
-    self.entry = penalties.get_entry(penalty)
-    self.penalty_name = penalty
-    self.penalty_settings = self._settings(penalty, penalty_settings or {})
-    self.objective = step_lib.Objective(losses.get_loss(loss), float(gp_weight),
-                                        float(drift_weight), float(qa_weight), None)
+    if min(self.disc_iters, self.g_batch_multiplier, self.latent_dim, int(gp_every),
+           int(qa_every)) < 1:
+      raise ValueError("latent_dim, disc_iters, g_batch_multiplier, gp_every and qa_every must "
+                       "be >= 1.")
+    self.penalty_name = penalty if isinstance(penalty, str) else "qa_penalty"
+    if callable(penalty) and not isinstance(penalty, str):
+      if penalty_settings:
+        raise ValueError("penalty_settings apply to a named penalty; a function penalty takes "
+                         "its settings itself (e.g. functools.partial).")
+      self.entry, self.penalty_settings = None, None
+      quality_penalty = penalty_api.callable_penalty(penalty)
+    else:
+      self.entry = penalties.get_entry(penalty)
+      self.penalty_settings = self._settings(penalty, penalty_settings or {})
+      quality_penalty = None
+    self.objective = Objective(losses.get_loss(loss), float(gp_weight), float(drift_weight),
+                               float(qa_weight), quality_penalty, int(gp_every), int(qa_every))
     self.ema_decay = ema_decay
-    self.ema = None
-    self._quality_penalty = self._trackers = None
+    self.ema = self.state = None
+    self.update_options = step_lib.UpdateOptions()
+    self._trackers = None
 
   def _settings(self, penalty, given):
     settings_cls = self.entry.settings
@@ -86,11 +137,21 @@ class QAGAN(keras.Model):
                                 spell=lambda name: f"penalty_settings[{name!r}]",
                                 where=f" for penalty={penalty!r}")
 
-  def compile(self, d_optimizer, g_optimizer, **kwargs):
+  def compile(self, d_optimizer, g_optimizer, jit_compile="auto", **kwargs):
     """d_optimizer, g_optimizer: Keras optimizers of the critic and the generator. Builds every
-    variable (the models', the optimizers', the EMA's): `BackupAndRestore` and `load_weights`
-    need them before the first step, and under a strategy they must be made in its scope."""
-    super().compile(**kwargs)
+    variable (the models', the optimizers', the EMA's, the iteration counter): `BackupAndRestore`
+    and `load_weights` need them before the first step, and under a strategy they must be made
+    in its scope.
+
+    jit_compile: True compiles each critic and generator loss+gradient computation with XLA
+    (the optimizer updates stay outside, as bin/train's --jit_compile); "auto" decides as
+    bin/train's --jit_compile=auto for a long run (on for GPUs and AVX2 CPUs, off with lazy
+    regularisation and on AVX-512 CPUs). Keras' own whole-step compilation is not used.
+    Under a mixed_float16 policy (of G or D) both updates use dynamic loss scaling.
+    """
+    if jit_compile == "auto":
+      jit_compile, _ = distribution.device_jit_rule(lazy=self.objective.lazy)
+    super().compile(jit_compile=False, **kwargs)
     self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
     images = self.generator(tf.zeros([1, self.latent_dim]))
     self.discriminator(images)
@@ -98,7 +159,14 @@ class QAGAN(keras.Model):
     self.g_optimizer.build(self.generator.trainable_variables)
     if self.ema_decay is not None and self.ema is None:
       self.ema = _EmaWeights(self.generator.variables)
-    self._objective(images.shape[1:])
+    if self.state is None:
+      self.state = _TrainingState(_float16(self.generator) or _float16(self.discriminator))
+    ctx = tf.distribute.get_replica_context()
+    replicas = ctx.num_replicas_in_sync if ctx is not None else (
+        tf.distribute.get_strategy().num_replicas_in_sync)
+    self.update_options = step_lib.UpdateOptions.make(bool(jit_compile), replicas,
+                                                      self.state.loss_scales)
+    self._build_penalty(images.shape[1:], bool(jit_compile))
     self._metric_trackers()  # Variables are made here, in the strategy's scope, not in a step.
     self.built = True
 
@@ -108,14 +176,14 @@ class QAGAN(keras.Model):
 
   @property
   def quality_penalty(self):
-    return self._quality_penalty
+    return self.objective.quality_penalty
 
-  def _objective(self, image_shape):
-    """The objective with its penalty, built once the image size (H, W, C) is known."""
-    if self._quality_penalty is None and self.entry.build is not None:
-      self._quality_penalty = self.entry.build(self.penalty_settings, int(image_shape[0]))
-      self.objective = dataclasses.replace(self.objective, quality_penalty=self._quality_penalty)
-    return self.objective
+  def _build_penalty(self, image_shape, xla):
+    """The objective's penalty, built once the image size (H, W, C) is known: the registry's
+    one builder (bin/train's too)."""
+    if self.entry is not None and self.objective.quality_penalty is None:
+      built = self.entry.build(self.penalty_settings, int(image_shape[0]), xla=xla)
+      self.objective = dataclasses.replace(self.objective, quality_penalty=built)
 
   def _metric_trackers(self):
     if self._trackers is None:
@@ -129,10 +197,10 @@ class QAGAN(keras.Model):
 
   def _inputs(self, data):
     """Per-update inputs: a batch of images split into disc_iters real batches (image j goes to
-    update j mod disc_iters), with latents and interpolation weights drawn statelessly from
-    (seed, step) over the global batch, so that the updates do not depend on how many replicas
-    share it (each replica takes its slice); or (tests, exact reproduction) a dict of them as
-    bin/train's input pipeline makes them ({real (k, B, ...), z, eps, z_gen})."""
+    update j mod disc_iters), with latents and interpolation weights of this iteration
+    (`data.iteration_latents`, as bin/train draws them, over the global batch); or (tests, exact
+    reproduction) a dict of them as bin/train's input pipeline makes them ({real (k, B, ...),
+    z, eps, z_gen})."""
     if isinstance(data, dict):
       return data
     if isinstance(data, (tuple, list)):
@@ -151,47 +219,27 @@ class QAGAN(keras.Model):
     real = tf.transpose(real, tf.concat([[1, 0], tf.range(2, tf.rank(real))], 0))
     ctx = tf.distribute.get_replica_context()
     replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-    rid = tf.cast(ctx.replica_id_in_sync_group if ctx is not None else 0, tf.int32)
-    step = tf.cast(self.g_optimizer.iterations, tf.int64)
-    seeds = tf.random.experimental.stateless_split(
-        tf.stack([tf.constant(self.seed, tf.int64), step]), 4)
-
-    def global_draw(fn, seed, shape, per_replica, axis):
-      values = fn(shape, seed)
-      return tf.gather(values, tf.range(rid * per_replica, (rid + 1) * per_replica), axis=axis)
-
-    m = self.g_batch_multiplier
-    return {"real": real,
-            "z": global_draw(tf.random.stateless_normal, seeds[0],
-                             [k, b * replicas, self.latent_dim], b, 1),
-            "eps": global_draw(tf.random.stateless_uniform, seeds[1], [k, b * replicas], b, 1),
-            "z_gen": global_draw(tf.random.stateless_normal, seeds[2],
-                                 [m * b * replicas, self.latent_dim], m * b, 0)}
+    replica = ctx.replica_id_in_sync_group if ctx is not None else 0
+    return {"real": real, **pipeline.iteration_latents(
+        self.seed, self.state.step, k, b * replicas, self.latent_dim, self.g_batch_multiplier,
+        replica, replicas)}
 
   def train_step(self, data):
     inputs = self._inputs(data)
-    objective, trackers = self.objective, self._trackers
     ctx = tf.distribute.get_replica_context()
     replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-    batch = tf.shape(inputs["real"])[1]
-    d_metrics = []
-    for i in range(self.disc_iters):
-      d_metrics.append(step_lib.discriminator_update(
-          self.generator, self.discriminator, self.d_optimizer, inputs["real"][i],
-          inputs["z"][i], inputs["eps"][i], objective, global_batch_size=batch * replicas))
-    skipped = [m.pop("skipped") for m in d_metrics]
-    metrics = {k: tf.add_n([m[k] for m in d_metrics]) / self.disc_iters for k in d_metrics[0]}
-    g_batch = tf.shape(inputs["z_gen"])[0]
-    metrics.update(step_lib.generator_update(
-        self.generator, self.discriminator, self.g_optimizer, inputs["z_gen"], objective.loss,
-        global_batch_size=g_batch * replicas))
-    metrics["skipped_updates"] = tf.add_n(skipped + [metrics.pop("skipped")])
+    result = step_lib.iteration(
+        self.generator, self.discriminator, self.d_optimizer, self.g_optimizer, self.objective,
+        inputs, step=self.state.step, global_batch_size=tf.shape(inputs["real"])[1] * replicas,
+        g_global_batch_size=tf.shape(inputs["z_gen"])[0] * replicas,
+        options=self.update_options)
+    self.state.step.assign_add(1)
     if self.ema is not None:
       step_lib.ema_update(self.ema.averages, self.generator.variables, self.ema_decay)
-    for name, tracker in trackers.items():
-      # Each value is this replica's share of the global mean: times the replicas, the mean.
-      tracker.update_state(metrics[name] * replicas)
-    return {name: tracker.result() for name, tracker in trackers.items()}
+    for name, (total, count) in result.items():
+      # This replica's shares of the sum and of the number of updates that computed it.
+      self._trackers[name].update_state(tf.math.divide_no_nan(total, count), sample_weight=count)
+    return {name: tracker.result() for name, tracker in self._trackers.items()}
 
   def ema_weights(self):
     """A context manager that puts the EMA weights into the generator (samples, FID) and the

@@ -52,25 +52,32 @@ def validate(mu, cov, where, require_positive_definite=False):
                        f"{smallest:.3g}); re-fit it on more images or add a ridge.")
 
 
-def load_model(path, require_positive_definite=False):
-  """Loads a pristine model from MATLAB .mat (mu_prisparam, cov_prisparam) or .npz.
-
-  .npz keys: `mu` and `cov` (or `sigma`), or the MATLAB names. Never unpickles.
+def read_arrays(path):
+  """The arrays of a model file: MATLAB .mat (scipy; its __header__ keys dropped) or .npz (never
+  unpickled).
 
   Raises:
-    ModelError: for a missing/unreadable file, missing arrays or an invalid covariance.
+    ModelError: for a missing or unreadable file.
   """
   if not os.path.isfile(path):
     raise ModelError(f"NIQE model {path}: no such file.")
   try:
     if path.lower().endswith(".mat"):
       import scipy.io
-      arrays = {k: v for k, v in scipy.io.loadmat(path).items() if not k.startswith("__")}
-    else:
-      with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+      return {k: v for k, v in scipy.io.loadmat(path).items() if not k.startswith("__")}
+    with np.load(path, allow_pickle=False) as data:
+      return {k: data[k] for k in data.files}
   except (OSError, ValueError, zipfile.BadZipFile) as e:
     raise ModelError(f"NIQE model {path}: cannot be read ({e}).") from None
+
+
+def model_from_arrays(arrays, path, require_positive_definite=False):
+  """The `NiqeModel` in a file's arrays (`read_arrays`): `mu` and `cov` (or `sigma`), or the
+  MATLAB names mu_prisparam and cov_prisparam.
+
+  Raises:
+    ModelError: for missing arrays or an invalid covariance.
+  """
   mu_key = next((k for k in _MU_KEYS if k in arrays), None)
   cov_key = next((k for k in _COV_KEYS if k in arrays), None)
   if mu_key is None or cov_key is None:
@@ -80,6 +87,17 @@ def load_model(path, require_positive_definite=False):
   cov = np.asarray(arrays[cov_key], np.float64)
   validate(mu, cov, f"NIQE model {path}", require_positive_definite)
   return NiqeModel(mu, cov, source=path)
+
+
+def load_model(path, require_positive_definite=False):
+  """Loads a pristine model from MATLAB .mat (mu_prisparam, cov_prisparam) or .npz.
+
+  .npz keys: `mu` and `cov` (or `sigma`), or the MATLAB names. Never unpickles.
+
+  Raises:
+    ModelError: for a missing/unreadable file, missing arrays or an invalid covariance.
+  """
+  return model_from_arrays(read_arrays(path), path, require_positive_definite)
 
 
 @functools.lru_cache(maxsize=1)

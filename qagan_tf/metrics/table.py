@@ -181,3 +181,38 @@ def compute(inputs):
     if value is not None:
       out[m.key] = value
   return out
+
+
+# --- rendering: the one Markdown form of a table of these metrics --------------------------
+
+MISSING = "—"  # The mark of a value a table lacks (evaluation reports and bin/report alike).
+
+
+def summary_cell(summary, m):
+  """A metric's cell from an evaluation summary ({key: {"mean", "std", "values"}}): "mean ±
+  std" (the mean alone for one repeat: no "± 0.000"), `MISSING` when it lacks the metric."""
+  if not summary or m.key not in summary:
+    return MISSING
+  s = summary[m.key]
+  if len(s.get("values", (0, 0))) < 2:
+    return f"{s['mean'] * m.scale:.3f}"
+  return f"{s['mean'] * m.scale:.3f} ± {s['std'] * m.scale:.3f}"
+
+
+def markdown(header, rows):
+  """Lines of a Markdown table: `header` (column titles) and `rows` (lists of cells)."""
+  return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+          + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def missing_reasons(columns, rows_missing):
+  """One line per reason a column's cells are `MISSING` ("—: IS needs ..."), each once.
+
+  rows_missing: metric -> whether some row lacks it."""
+  out = []
+  for m in columns:
+    if m.unavailable and rows_missing(m):
+      reason = f"{MISSING}: {m.unavailable[0].upper() + m.unavailable[1:]}."
+      if reason not in out:
+        out.append(reason)
+  return out

@@ -50,8 +50,9 @@ class QualityPenalty:
     return (self.summary_tag,) + tuple(self.extra_tags)
 
 
-def _no_migration(values):
-  return values
+def no_penalty(settings, resolution, *, xla=False):
+  """The builder of a baseline without a quality-aware penalty (wgan_gp, none)."""
+  del settings, resolution, xla
 
 
 def _no_strategy_check(config, replicas):
@@ -62,18 +63,26 @@ def _no_strategy_check(config, replicas):
 class PenaltyEntry:
   """One `--penalty`: the registry's value (`penalties.PENALTIES`).
 
-  make: config -> `QualityPenalty`, or None for a baseline without one.
-  build: (settings, resolution) -> `QualityPenalty` from a settings instance alone (what
-    `qagan_tf.gan.QAGAN` uses for a user's models); None for a baseline.
+  build: (settings, resolution, *, xla) -> `QualityPenalty`, or None for a baseline without one
+    (`no_penalty`). settings: an instance of `settings` (None when the entry has none);
+    resolution: the images' side in pixels; xla: whether the step that calls the penalty is
+    compiled with XLA as a whole (--jit_compile), so that the penalty need not compile itself.
+    The one way a penalty is built: bin/train's Trainer and Keras' QAGAN both call it.
   settings: the penalty's settings dataclass (fields with `utils.fields.setting` metadata: they
     become the flags and config.json keys <name>_<field> and its `qa` keywords), or None.
-  migrate: flat config.json values of a run of this penalty written by an older version -> the
-    values it trained with (so that it resumes with its own penalty).
   check_strategy: (config, replicas in sync) -> None, or ValueError naming what the strategy
     cannot run (e.g. an all-reduce inside an XLA-compiled step) and the fix.
   """
-  make: Callable
+  build: Optional[Callable]
   settings: Optional[type] = None
-  build: Optional[Callable] = None
-  migrate: Callable = _no_migration
   check_strategy: Callable = _no_strategy_check
+
+
+def callable_penalty(fn, name="qa_penalty"):
+  """A `QualityPenalty` of a user's function fn(input_gradients, real, fake, d_real, d_fake)
+  -> float (B,), unweighted and per example (D's input gradients at the interpolates, the real
+  and fake images, the critic's scores of both); logged as `name`."""
+  def penalty(inputs):
+    value = fn(inputs.grad_x_hat, inputs.real, inputs.fake, inputs.d_real, inputs.d_fake)
+    return tf.reshape(tf.cast(value, tf.float32), [-1]), {}
+  return QualityPenalty(getattr(fn, "__name__", name), name, penalty, needs_input_gradient=True)

@@ -63,14 +63,10 @@ def ssim_penalty_terms(real, fake, d_real, d_fake, settings):
   return tf.square(ratio - 1.0), dq, ratio
 
 
-def make_penalty(config):
-  """The `ssim` QualityPenalty for a TrainConfig."""
-  return build_penalty(config.ssim)
-
-
-def build_penalty(settings, resolution=None):
-  """The `ssim` QualityPenalty with `SsimConfig` settings (any resolution the window fits)."""
-  del resolution
+def build_penalty(settings, resolution=None, *, xla=False):
+  """The `ssim` QualityPenalty with `SsimConfig` settings (any resolution the window fits; its
+  few ops need no compilation of their own)."""
+  del resolution, xla
 
   def fn(inputs):
     penalty, dq, ratio = ssim_penalty_terms(inputs.real, inputs.fake, inputs.d_real,
@@ -80,4 +76,4 @@ def build_penalty(settings, resolution=None):
                                     extra_tags=("ssim_dq", "ssim_ratio"))
 
 
-ENTRY = penalty_api.PenaltyEntry(make=make_penalty, settings=SsimConfig, build=build_penalty)
+ENTRY = penalty_api.PenaltyEntry(build=build_penalty, settings=SsimConfig)

@@ -1,4 +1,6 @@
-"""One discriminator update, one generator update and the EMA update (replica-context functions).
+"""One training iteration (`iteration`: disc_iters D updates, then one G update), its updates and
+the EMA update (replica-context functions). bin/train's Trainer and Keras' QAGAN both run
+`iteration`: they differ only in where their inputs, variables and metrics live.
 
 Losses are per-example vectors averaged over the GLOBAL batch (`tf.nn.compute_average_loss`), so
 gradients summed across replicas (what Keras optimizers do under tf.distribute) equal the
@@ -6,12 +8,13 @@ single-device gradients of the same global batch.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import tensorflow as tf
 
 from qagan_tf.objectives import losses
 from qagan_tf.objectives import penalty_api
+from qagan_tf.train import collector as collector_lib
 
 
 def _float32(x):
@@ -26,13 +29,24 @@ def _average(per_example, global_batch_size):
 class LossScale:
   """Dynamic loss scaling for float16 (as Keras' LossScaleOptimizer): gradients are computed of
   loss * scale and divided by it; an overflow halves the scale and drops that update, 2000
-  finite updates in a row double it. Create under the strategy's scope."""
+  finite updates in a row double it. Create under the strategy's scope.
+
+  scale, good_steps: optional variables to keep the state in (e.g. Keras weights, which Keras'
+  own saving covers): float32 and int64 scalars; by default tf.Variables (bin/train's
+  checkpoint holds them).
+  """
 
   GROWTH_STEPS = 2000
 
-  def __init__(self, initial=2.0**15, name="loss_scale"):
-    self.scale = tf.Variable(initial, dtype=tf.float32, trainable=False, name=name)
-    self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name=name + "_good_steps")
+  def __init__(self, initial=2.0**15, name="loss_scale", scale=None, good_steps=None):
+    self.scale = scale if scale is not None else tf.Variable(
+        initial, dtype=tf.float32, trainable=False, name=name)
+    self.good_steps = good_steps if good_steps is not None else tf.Variable(
+        0, dtype=tf.int64, trainable=False, name=name + "_good_steps")
+
+  def value(self):
+    """The current scale as a float32 tensor."""
+    return tf.convert_to_tensor(self.scale, tf.float32)
 
   def grow(self):
     grown = self.good_steps + 1 >= self.GROWTH_STEPS
@@ -66,7 +80,7 @@ def apply_if_finite(optimizer, grads, variables, loss, loss_scale=None):
   """
   ctx = tf.distribute.get_replica_context()
   if loss_scale is not None:
-    grads = [None if g is None else g / loss_scale.scale for g in grads]
+    grads = [None if g is None else g / loss_scale.value() for g in grads]
 
   def finite_here(tensors):
     return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
@@ -96,7 +110,7 @@ def apply_if_finite(optimizer, grads, variables, loss, loss_scale=None):
 
     return tf.cond(ok, update, drop)
 
-  scale_before = None if loss_scale is None else tf.identity(loss_scale.scale)
+  scale_before = None if loss_scale is None else tf.identity(loss_scale.value())
   ctx.merge_call(cross_replica, args=(list(grads), loss_ok, grads_ok))
   dropped = tf.logical_not(tf.logical_and(loss_ok, grads_ok))
   if loss_scale is not None:  # An overflow is routine while the scale is above 1.
@@ -104,72 +118,6 @@ def apply_if_finite(optimizer, grads, variables, loss, loss_scale=None):
     dropped = tf.logical_and(dropped, tf.logical_not(
         tf.logical_and(overflow, scale_before > 1.0)))
   return tf.cast(dropped, tf.float32) / ctx.num_replicas_in_sync
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-  """What the critic minimises: an adversarial loss plus weighted penalties.
-
-  loss: a `losses.Loss` (also gives the generator's loss). gp_weight: the 1-GP's weight (0: no
-  1-GP). drift_weight: the drift term's. qa_weight and quality_penalty: the optional
-  quality-aware penalty (`penalty_api.QualityPenalty`) and its weight. gp_every, qa_every:
-  lazy regularisation (StyleGAN2, Karras et al. 2020, §B): the 1-GP (the QA penalty) is
-  computed on every k-th D update only, by the D-update counter, with its weight multiplied by
-  k; 1 (the paper) computes it on every update.
-  """
-  loss: losses.Loss = losses.LOSSES["wasserstein"]
-  gp_weight: float = 1.0
-  drift_weight: float = 0.0
-  qa_weight: float = 0.0
-  quality_penalty: Optional[penalty_api.QualityPenalty] = None
-  gp_every: int = 1
-  qa_every: int = 1
-
-  @classmethod
-  def from_config(cls, config, quality_penalty=None):
-    return cls(losses.get_loss(config.loss), config.gp_weight, config.drift_weight,
-               config.qa_weight, quality_penalty, config.gp_every, config.qa_every)
-
-  @property
-  def lazy(self):
-    """Whether some regulariser is computed on only some D updates."""
-    return ((self.gp_every > 1 and self.gp_weight > 0)
-            or (self.qa_every > 1 and self.quality_penalty is not None))
-
-  @property
-  def lazy_metric_names(self):
-    """The metrics computed only on the D updates that carry their regulariser (averaged over
-    those updates alone)."""
-    names = ()
-    if self.lazy and self.needs_input_gradient:
-      names += ("gp", "grad_norm")
-    if self.lazy and self.quality_penalty is not None:
-      names += self.quality_penalty.metric_names
-    return names
-
-  def schedule(self, d_update):
-    """(gp_on, qa_on): bool scalars, whether D update number `d_update` (int64, 0-based, over
-    the run) carries the 1-GP / the QA penalty."""
-    d_update = tf.cast(d_update, tf.int64)
-    gp_on = tf.equal(d_update % self.gp_every, 0)
-    qa_on = tf.equal(d_update % self.qa_every, 0)
-    return gp_on, qa_on
-
-  @property
-  def needs_input_gradient(self):
-    """Whether D's gradient at the interpolates is needed (second-order terms)."""
-    return self.gp_weight > 0 or bool(
-        self.quality_penalty and self.quality_penalty.needs_input_gradient)
-
-  @property
-  def metric_names(self):
-    """The names of every metric the D and G updates return (logged as train/NAME)."""
-    names = ("d_loss", "g_loss") + self.loss.metric_names + ("drift", "d_real", "d_fake")
-    if self.needs_input_gradient:
-      names += ("gp", "grad_norm")
-    if self.quality_penalty is not None:
-      names += self.quality_penalty.metric_names
-    return names
 
 
 def _gp_terms(grad_x_hat, global_batch_size):
@@ -210,9 +158,10 @@ def _lazy_regularizers(discriminator, real, fake, x_hat, d_real, d_fake, objecti
                        global_batch_size, d_update):
   """`_regularizers` with the lazy schedule: each regulariser only on the D updates where it is
   due, its weight multiplied by its interval. What is not due is not computed (tf.cond: the
-  double backward is skipped when neither the 1-GP nor an input-gradient penalty is due). A
-  metric not computed is 0, with "computed/NAME" 0 (the caller averages each metric over the
-  updates that computed it)."""
+  double backward is skipped when neither the 1-GP nor an input-gradient penalty is due).
+  Returns (per_example, metrics, computed): a metric not computed is 0, and `computed` holds
+  each lazy metric's flag (1.0 or 0.0) for the collector, which averages it over the updates
+  that computed it."""
   gp_on, qa_on = objective.schedule(d_update)
   penalty = objective.quality_penalty
   gp_weight = tf.where(gp_on, objective.gp_weight * objective.gp_every, 0.0)
@@ -228,7 +177,7 @@ def _lazy_regularizers(discriminator, real, fake, x_hat, d_real, d_fake, objecti
       return qa_weight * qa, [metrics[k] for k in penalty_names]
     return tf.cond(qa_on, due, lambda: (zeros, [tf.constant(0.0)] * len(penalty_names)))
 
-  per_example, metrics = zeros, {}
+  per_example, metrics, computed = zeros, {}, {}
   gradient_penalty = penalty is not None and penalty.needs_input_gradient
   if objective.needs_input_gradient:
     gp_names = ("gp", "grad_norm")
@@ -253,15 +202,15 @@ def _lazy_regularizers(discriminator, real, fake, x_hat, d_real, d_fake, objecti
     names = gp_names + (penalty_names if gradient_penalty else ())
     metrics = dict(zip(names, values))
     for key in gp_names:
-      metrics[f"computed/{key}"] = tf.cast(gp_due, tf.float32)
+      computed[key] = tf.cast(gp_due, tf.float32)
       metrics[key] = tf.where(gp_due, metrics[key], 0.0)
   if penalty is not None and not gradient_penalty:
     qa, values = penalty_or_zeros(None)
     per_example += qa
     metrics.update(zip(penalty_names, values))
   for key in penalty_names:
-    metrics[f"computed/{key}"] = tf.cast(qa_on, tf.float32)
-  return per_example, metrics
+    computed[key] = tf.cast(qa_on, tf.float32)
+  return per_example, metrics, computed
 
 
 def discriminator_gradients(generator, discriminator, real, z, eps, objective, *,
@@ -283,7 +232,8 @@ def critic_gradients(discriminator, real, fake, eps, objective, *, global_batch_
   Args:
     discriminator: Keras model.
     real, fake: float32 (B, H, W, 3) in [-1, 1]; eps: float32 (B,) in [0, 1].
-    objective: `Objective` (loss, penalties and their weights, each applied here once).
+    objective: `objectives.objective.Objective` (loss, penalties and their weights, each
+      applied here once).
     global_batch_size: batch summed over replicas (B times the number of replicas).
     loss_scale: optional float32 scalar (float16 training): the returned `grads` are of
       loss * loss_scale, so that small float16 gradients do not underflow in the backward pass
@@ -292,11 +242,11 @@ def critic_gradients(discriminator, real, fake, eps, objective, *, global_batch_
       objective is lazy (`Objective.lazy`), ignored otherwise.
 
   Returns:
-    (loss, grads, metrics): this replica's share of the loss, the gradients for
-    discriminator.trainable_variables, and a dict of scalar float32 tensors, each this replica's
+    (loss, grads, metrics, computed): this replica's share of the loss, the gradients for
+    discriminator.trainable_variables, a dict of scalar float32 tensors, each this replica's
     share of the global mean (sum them over replicas), named as `objective.metric_names` (all
-    but g_loss); with a lazy objective also "computed/NAME" (1 or 0) for each of
-    `objective.lazy_metric_names`.
+    but g_loss), and, with a lazy objective, for each metric computed on some D updates only,
+    its flag (1.0 when this update computed it, else 0.0 and the metric is 0); {} otherwise.
   """
   x_hat = losses.interpolates(real, fake, eps)
   variables = discriminator.trainable_variables
@@ -308,12 +258,13 @@ def critic_gradients(discriminator, real, fake, eps, objective, *, global_batch_
       if d_update is None:
         raise ValueError("a lazy objective (gp_every or qa_every > 1) needs d_update, the D "
                          "update's number.")
-      regularizers, metrics = _lazy_regularizers(
+      regularizers, metrics, computed = _lazy_regularizers(
           discriminator, real, fake, x_hat, d_real, d_fake, objective, global_batch_size,
           d_update)
     else:
       regularizers, metrics = _regularizers(
           discriminator, real, fake, x_hat, d_real, d_fake, objective, global_batch_size)
+      computed = {}
     per_example = (objective.loss.discriminator(d_real, d_fake)
                    + objective.drift_weight * drift + regularizers)
     loss = _average(per_example, global_batch_size)
@@ -324,7 +275,17 @@ def critic_gradients(discriminator, real, fake, eps, objective, *, global_batch_
   metrics.update(d_loss=loss, drift=_average(drift, global_batch_size),
                  d_real=_average(d_real, global_batch_size),
                  d_fake=_average(d_fake, global_batch_size))
-  return loss, grads, metrics
+  return loss, grads, metrics, computed
+
+
+class UpdateReport(NamedTuple):
+  """What one update reports to the collector: `values` ({name: this replica's share of the
+  global mean}), `computed` (the lazy metrics' flags, see `critic_gradients`) and `skipped`
+  (this replica's share of 1 when the update was dropped for a NaN/Inf, see
+  `apply_if_finite`)."""
+  values: dict
+  computed: dict
+  skipped: tf.Tensor
 
 
 def discriminator_update(generator, discriminator, optimizer, real, z, eps, objective, *,
@@ -337,19 +298,18 @@ def discriminator_update(generator, discriminator, optimizer, real, z, eps, obje
   `critic_gradients` (e.g. its XLA-compiled version) and an optional `LossScale`.
 
   Returns:
-    the metrics of `discriminator_gradients` plus `skipped` (this replica's share of 1 when the
-    update was dropped because a loss or gradient was NaN/Inf, see `apply_if_finite`).
+    an `UpdateReport`.
   """
   # The model protocol (models/registry.py); a user's model (qagan_tf.gan.QAGAN) may lack it.
   if getattr(discriminator, "spectral_norm", False):
     discriminator.update_spectral_norm()
-  loss, grads, metrics = discriminator_gradients(
+  loss, grads, metrics, computed = discriminator_gradients(
       generator, discriminator, real, z, eps, objective, global_batch_size=global_batch_size,
-      loss_scale=None if loss_scale is None else loss_scale.scale,
+      loss_scale=None if loss_scale is None else loss_scale.value(),
       d_update=d_update if objective.lazy else None, critic_fn=gradients_fn)
-  metrics["skipped"] = apply_if_finite(optimizer, grads, discriminator.trainable_variables, loss,
-                                       loss_scale)
-  return metrics
+  skipped = apply_if_finite(optimizer, grads, discriminator.trainable_variables, loss,
+                            loss_scale)
+  return UpdateReport(metrics, computed, skipped)
 
 
 def generator_gradients(generator, discriminator, z, loss, *, global_batch_size,
@@ -368,13 +328,80 @@ def generator_update(generator, discriminator, optimizer, z, loss, *, global_bat
   """One generator update on the loss's generator term; z float32 (B', z_dim).
 
   Returns:
-    {"g_loss": share, "skipped": share of the skip flag (see `apply_if_finite`)}.
+    an `UpdateReport` with the value g_loss.
   """
   value, grads = (gradients_fn or generator_gradients)(
       generator, discriminator, z, loss, global_batch_size=global_batch_size,
-      loss_scale=None if loss_scale is None else loss_scale.scale)
-  return {"g_loss": value, "skipped": apply_if_finite(
-      optimizer, grads, generator.trainable_variables, value, loss_scale)}
+      loss_scale=None if loss_scale is None else loss_scale.value())
+  return UpdateReport({"g_loss": value}, {}, apply_if_finite(
+      optimizer, grads, generator.trainable_variables, value, loss_scale))
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateOptions:
+  """How the updates of an iteration run (none of it changes the arithmetic beyond round-off).
+
+  d_gradients, g_gradients: replacements of `critic_gradients` / `generator_gradients`, e.g.
+    their XLA-compiled versions (`compiled`); None: the plain functions.
+  d_loss_scale, g_loss_scale: `LossScale`s (float16 training), or None.
+  """
+  d_gradients: Optional[Callable] = None
+  g_gradients: Optional[Callable] = None
+  d_loss_scale: Optional[LossScale] = None
+  g_loss_scale: Optional[LossScale] = None
+
+  @classmethod
+  def make(cls, jit_compile=False, replicas=1, loss_scales=None, log=None):
+    """Options for XLA (`jit_compile`: each D and G loss+gradient computation compiled, the
+    optimizer updates outside; on several replicas G's stays plain, since its synchronised
+    batch norm all-reduces) and float16 loss scaling (`loss_scales`: (d, g) `LossScale`s)."""
+    d_scale, g_scale = loss_scales or (None, None)
+    d_fn = g_fn = None
+    if jit_compile:
+      d_fn = tf.function(critic_gradients, jit_compile=True)
+      if replicas == 1:
+        g_fn = tf.function(generator_gradients, jit_compile=True)
+      elif log is not None:
+        log(f"jit_compile on {replicas} replicas: the G update is not compiled (its "
+            "synchronised batch norm all-reduces, which a compiled function cannot).")
+    return cls(d_fn, g_fn, d_scale, g_scale)
+
+
+def iteration(generator, discriminator, d_optimizer, g_optimizer, objective, inputs, *, step,
+              global_batch_size, g_global_batch_size, options=UpdateOptions()):
+  """One training iteration on one replica: disc_iters critic updates, each on its own real
+  batch, latents and interpolation weights and with its lazy schedule, then one generator
+  update. The D updates are unrolled (optimizer updates call merge_call).
+
+  Args:
+    generator, discriminator, d_optimizer, g_optimizer: the models and their Keras optimizers.
+    objective: the `Objective`.
+    inputs: this replica's {"real": (k, B, H, W, C), "z": (k, B, z_dim), "eps": (k, B),
+      "z_gen": (B', z_dim)} (k = disc_iters, static), as `data.iteration_latents` draws them.
+    step: int64 scalar, the generator iteration (0-based): D update i of it is number
+      step * k + i, the lazy schedule's counter.
+    global_batch_size, g_global_batch_size: the D and G batches summed over replicas.
+    options: `UpdateOptions`.
+
+  Returns:
+    the `collector.Collector` result: {name: (sum, count)}, this replica's shares.
+  """
+  k = inputs["real"].shape[0]
+  if k is None:
+    raise ValueError("the number of D updates (inputs['real'].shape[0]) must be static.")
+  collector = collector_lib.Collector()
+  step = tf.cast(step, tf.int64)
+  for i in range(k):
+    collector.report(*discriminator_update(
+        generator, discriminator, d_optimizer, inputs["real"][i], inputs["z"][i],
+        inputs["eps"][i], objective, global_batch_size=global_batch_size,
+        gradients_fn=options.d_gradients, loss_scale=options.d_loss_scale,
+        d_update=step * k + i))
+  collector.report(*generator_update(
+      generator, discriminator, g_optimizer, inputs["z_gen"], objective.loss,
+      global_batch_size=g_global_batch_size, gradients_fn=options.g_gradients,
+      loss_scale=options.g_loss_scale))
+  return collector.result()
 
 
 def ema_update(ema_variables, variables, decay):

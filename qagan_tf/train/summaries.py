@@ -34,40 +34,33 @@ def write_hparams(config, trial_id):
 
 
 class MetricSums:
-  """Sums of the per-step metrics over the finite steps since the last `pop_means` (variables,
-  so that they accumulate inside the compiled training loop).
+  """Running sums of the per-step metrics over the finite steps since the last `pop_means`
+  (variables, so that they accumulate inside the compiled training loop). It reads the
+  collector's {name: (sum, count)} (train/collector.py): a mean is over the updates that computed
+  the value (a lazy regulariser's metric over the D updates that carried it)."""
 
-  A metric NAME that comes with "computed/NAME" (lazy regularisation: computed on some D updates
-  only) holds the sum over the updates that computed it, and "computed/NAME" their number; its
-  mean is over those updates alone.
-  """
-
-  def __init__(self, names, lazy_names=()):
+  def __init__(self, names):
     with tf.init_scope():
       self.sums = {k: tf.Variable(0.0, trainable=False) for k in names}
-      self.count = tf.Variable(0.0, trainable=False)
-      self.counts = {k: tf.Variable(0.0, trainable=False) for k in lazy_names}
+      self.counts = {k: tf.Variable(0.0, trainable=False) for k in names}
 
-  def add(self, metrics, dropped):
-    """Adds one step's metrics unless `dropped` (a step whose update was not applied)."""
-    for k, v in metrics.items():
+  def add(self, result, dropped):
+    """Adds one step's collector result (cross-replica reduced) unless `dropped` (a step whose
+    update was not applied)."""
+    for k, (total, count) in result.items():
       if k in self.sums:
-        self.sums[k].assign_add(tf.where(dropped, 0.0, v))
-      if k in self.counts:
-        self.counts[k].assign_add(tf.where(dropped, 0.0, metrics[f"computed/{k}"]))
-    self.count.assign_add(1.0 - tf.cast(dropped, tf.float32))
+        self.sums[k].assign_add(tf.where(dropped, 0.0, total))
+        self.counts[k].assign_add(tf.where(dropped, 0.0, count))
 
   def pop_means(self):
-    """Means over the finite steps since the last call ({} when there were none), and reset; a
-    lazy metric that no update computed is left out."""
-    count = float(self.count.numpy())
+    """Means over the finite steps since the last call, and reset; a metric that no update
+    computed (every step dropped, or a lazy one not due) is left out."""
     means = {}
-    if count:
-      for k, v in self.sums.items():
-        n = float(self.counts[k].numpy()) if k in self.counts else count
-        if n:
-          means[k] = float(v.numpy()) / n
-    for v in list(self.sums.values()) + [self.count] + list(self.counts.values()):
+    for k, v in self.sums.items():
+      n = float(self.counts[k].numpy())
+      if n:
+        means[k] = float(v.numpy()) / n
+    for v in list(self.sums.values()) + list(self.counts.values()):
       v.assign(0.0)
     return means
 

@@ -11,17 +11,23 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from qagan_tf import compat
+from qagan_tf import config as config_lib
 from qagan_tf import data as data_lib
 from qagan_tf import evaluation
 from qagan_tf import sampling
 from qagan_tf.objectives import penalties
+from qagan_tf.objectives.objective import Objective
 from qagan_tf.train import builders
 from qagan_tf.train import checkpoints as checkpoints_lib
+from qagan_tf.train import collector as collector_lib
 from qagan_tf.train import distribution
 from qagan_tf.train import run_control
 from qagan_tf.train import step as step_lib
 from qagan_tf.train import summaries
+from qagan_tf.utils import files
 from qagan_tf.utils import precision
+from qagan_tf.utils import runlock
 from qagan_tf.utils.progress import Progress, format_duration
 
 
@@ -45,10 +51,9 @@ class Trainer:
     self.model_dir = model_dir
     self.strategy = strategy or distribution.make_strategy("auto")
     replicas = self.strategy.num_replicas_in_sync
-    entry = penalties.get_entry(c.penalty)
-    entry.check_strategy(c, replicas)
-    self.quality_penalty = entry.make(c)
-    self.objective = step_lib.Objective.from_config(c, self.quality_penalty)
+    penalties.get_entry(c.penalty).check_strategy(c, replicas)
+    self.quality_penalty = penalties.build_for_config(c)
+    self.objective = Objective.from_config(c, self.quality_penalty)
     self._images = images
     keras.utils.set_random_seed(c.seed)
     if c.deterministic:
@@ -72,32 +77,102 @@ class Trainer:
     logging.info("%s: %d replica(s) in sync; this process is %s.", type(self.strategy).__name__,
                  self.strategy.num_replicas_in_sync,
                  "the chief" if self.is_chief else f"worker {task_id}")
-    # The loss scales are optional on restore: checkpoints written before they existed load.
+    parts = dict(step=self.step, generator=self.generator, discriminator=self.discriminator,
+                 ema_generator=self.ema_generator, g_optimizer=self.g_optimizer,
+                 d_optimizer=self.d_optimizer, nonfinite_steps=self.nonfinite_steps,
+                 loss_scales={"d": self.d_loss_scale.scale,
+                              "d_good": self.d_loss_scale.good_steps,
+                              "g": self.g_loss_scale.scale,
+                              "g_good": self.g_loss_scale.good_steps})
+    # What older checkpoints lack is optional on restore (compat.OPTIONAL_CHECKPOINT_PARTS).
+    optional = {k: v for k, v in parts.items() if k in compat.OPTIONAL_CHECKPOINT_PARTS}
     self.checkpoints = checkpoints_lib.Checkpoints(
-        model_dir, core=dict(step=self.step, generator=self.generator,
-                             discriminator=self.discriminator, ema_generator=self.ema_generator,
-                             g_optimizer=self.g_optimizer, d_optimizer=self.d_optimizer,
-                             nonfinite_steps=self.nonfinite_steps),
-        optional=dict(loss_scales={
-            "d": self.d_loss_scale.scale, "d_good": self.d_loss_scale.good_steps,
-            "g": self.g_loss_scale.scale, "g_good": self.g_loss_scale.good_steps}),
+        model_dir, core={k: v for k, v in parts.items() if k not in optional},
+        optional=optional,
         step=self.step, max_to_keep=c.keep_checkpoints, is_chief=self.is_chief,
         task_id=task_id, describe_architecture=(
             f"architecture {c.architecture}, resolution {c.resolution}, G width "
             f"{c.generator_width}, D width {c.discriminator_width}, z_dim {c.z_dim}, d_norm "
             f"{c.d_norm}"))
-    self._d_gradients = self._g_gradients = None
-    if c.jit_compile:  # XLA for the loss+gradient computations, updates outside.
-      self._d_gradients = tf.function(step_lib.critic_gradients, jit_compile=True)
-      if replicas == 1:
-        self._g_gradients = tf.function(step_lib.generator_gradients, jit_compile=True)
-      else:
-        logging.info("--jit_compile on %d replicas: the G update is not compiled (its "
-                     "synchronised batch norm all-reduces, which a compiled function cannot).",
-                     replicas)
+    # XLA for the loss+gradient computations (updates outside); float16's loss scales.
+    self.update_options = step_lib.UpdateOptions.make(
+        c.jit_compile, replicas, (self.d_loss_scale, self.g_loss_scale)
+        if c.mixed_precision == "float16" else None, log=logging.info)
     self.metric_sums = None
     self.evaluator = evaluation.TrainingEvaluator(c) if c.eval_every else None
     self._iteration_fn = self._iterations_fn = None
+    self.lock = None
+
+  # --- the run directory ------------------------------------------------------------------
+
+  @classmethod
+  def open(cls, model_dir, config, strategy=None, *, saved=None, allow_config_change=False):
+    """Opens `model_dir` for training with `config`: every check before anything is written.
+
+    In order: the directory must be writable; a run already there (`saved`, its config.json)
+    may resume only with a compatible config (`config_lib.check_config_change`); the chief
+    takes the directory's lock (an existing directory before its checkpoint is read, a new one
+    only once every check passed, so a run that cannot start creates nothing); the latest
+    checkpoint is restored, the data loaded, in-training evaluation prepared; then config.json
+    is written, unless the run is already at config.max_steps (nothing to train: the run's own
+    record is kept, and `train` returns at once).
+
+    Args:
+      model_dir: the run directory (created if needed).
+      config: the `TrainConfig` to train with.
+      strategy: tf.distribute strategy (default: `distribution.make_strategy("auto")`).
+      saved: the run's own config (`config_lib.saved_config(model_dir)`), or None for a new run.
+      allow_config_change: resume even where the configuration defines another run.
+
+    Returns:
+      the `Trainer`, holding the lock until `close()` (or the end of a `with` block).
+
+    Raises:
+      ValueError, OSError (runlock.RunDirectoryInUse, a checkpoint error), data.DataError.
+    """
+    files.check_writable_directory(os.path.join(model_dir, config_lib.CONFIG_FILENAME))
+    if saved is not None:
+      for key, before, after in config_lib.check_config_change(saved, config,
+                                                               allow_config_change):
+        logging.info("Config change on resume: %s %r -> %r", key, before, after)
+    if config.eval_stats and not config.eval_every:
+      logging.warning("--eval_stats=%s without --eval_every: no in-training FID is computed; "
+                      "add --eval_every=N (e.g. 5000) to evaluate every N steps.",
+                      config.eval_stats)
+    trainer = cls(config, model_dir, strategy)
+    try:
+      if trainer.is_chief and files.isdir(model_dir):
+        trainer.lock = runlock.acquire(model_dir)
+      step = trainer.restore()
+      trainer.load_data()
+      trainer.prepare_evaluation()
+      if trainer.is_chief and trainer.lock is None:
+        trainer.lock = runlock.acquire(model_dir)
+      logging.info("Run directory %s: dataset %s at %d px, penalty %s, %s.",
+                   files.absolute(model_dir), config.dataset, config.resolution, config.penalty,
+                   f"resuming at step {step}" if step else "starting at step 0")
+      if saved is not None and step >= config.max_steps:
+        logging.info("Already at step %d (--max_steps=%d); nothing to train and %s is "
+                     "unchanged. Give a larger --max_steps to train on.", step,
+                     config.max_steps, os.path.join(model_dir, config_lib.CONFIG_FILENAME))
+      elif trainer.is_chief:
+        config_lib.save_config(config, model_dir)
+    except BaseException:
+      trainer.close()
+      raise
+    return trainer
+
+  def close(self):
+    """Releases the run directory's lock (idempotent)."""
+    if self.lock is not None:
+      self.lock.release()
+      self.lock = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
 
   @property
   def checkpoint(self):
@@ -120,48 +195,28 @@ class Trainer:
   # --- the compiled iteration -------------------------------------------------------------
 
   def _replica_iteration(self, inputs):
-    c, scaled = self.config, self.config.mixed_precision == "float16"
-    d_metrics = []
-    for i in range(c.disc_iters):  # Unrolled: optimizer updates call merge_call.
-      # The D update's number over the run: the lazy regularisation schedule's counter.
-      d_update = self.step * c.disc_iters + i
-      d_metrics.append(step_lib.discriminator_update(
-          self.generator, self.discriminator, self.d_optimizer, inputs["real"][i],
-          inputs["z"][i], inputs["eps"][i], self.objective, global_batch_size=c.batch_size,
-          gradients_fn=self._d_gradients, loss_scale=self.d_loss_scale if scaled else None,
-          d_update=d_update))
-    skipped = [m.pop("skipped") for m in d_metrics]
-    lazy = self.objective.lazy_metric_names
-    metrics = {k: tf.add_n([m[k] for m in d_metrics]) / c.disc_iters for k in d_metrics[0]
-               if k not in lazy and not k.startswith("computed/")}
-    replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-    for k in lazy:  # Sums over the updates that computed them, and those updates' count.
-      metrics[k] = tf.add_n([m[k] for m in d_metrics])
-      # Each replica's share, as for every metric: summed over replicas, the count.
-      metrics[f"computed/{k}"] = tf.add_n([m[f"computed/{k}"] for m in d_metrics]) / replicas
-    metrics.update(step_lib.generator_update(
-        self.generator, self.discriminator, self.g_optimizer, inputs["z_gen"],
-        self.objective.loss, global_batch_size=c.batch_size * c.g_batch_multiplier,
-        gradients_fn=self._g_gradients, loss_scale=self.g_loss_scale if scaled else None))
-    metrics["skipped_updates"] = tf.add_n(skipped + [metrics.pop("skipped")])
-    return metrics
+    c = self.config
+    return step_lib.iteration(
+        self.generator, self.discriminator, self.d_optimizer, self.g_optimizer, self.objective,
+        inputs, step=self.step, global_batch_size=c.batch_size,
+        g_global_batch_size=c.batch_size * c.g_batch_multiplier, options=self.update_options)
 
   def _build_iteration_fns(self):
-    """(one(inputs) -> metrics, several(iterator, count)), both tf.functions."""
+    """(one(inputs) -> collector result, several(iterator, count)), both tf.functions."""
     strategy = self.strategy
 
     def iteration(inputs):
       per_replica = strategy.run(self._replica_iteration, args=(inputs,))
-      metrics = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                 for k, v in per_replica.items()}
+      result = tf.nest.map_structure(
+          lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), per_replica)
       step_lib.ema_update(self.ema_generator.variables, self.generator.variables,
                           self.config.ema_decay)
       self.step.assign_add(1)
       # A step with a dropped (non-finite) update is counted, and left out of the logged means.
-      dropped = metrics["skipped_updates"] > 0
+      dropped = result[collector_lib.SKIPPED][0] > 0
       self.nonfinite_steps.assign_add(tf.cast(dropped, tf.int64))
-      self.metric_sums.add(metrics, dropped)
-      return metrics
+      self.metric_sums.add(result, dropped)
+      return result
 
     @tf.function(autograph=False)
     def several(iterator, count):
@@ -189,20 +244,18 @@ class Trainer:
     self._ensure_iteration_fns()
     self._iterations_fn(dataset_iterator, tf.constant(count, tf.int64))
 
-  def train_step(self, dataset_iterator):
-    """Runs one iteration and returns its metrics (global means; benchmarks and tests). A lazy
-    metric (see `MetricSums`) is the mean over the D updates that computed it, and
-    "computed/NAME" their number."""
+  def train_step(self, dataset_iterator, with_counts=False):
+    """Runs one iteration and returns its metrics (global means; benchmarks and tests): a lazy
+    regulariser's metric is the mean over the D updates that computed it (0 when none did).
+    with_counts: also return {name: how many updates computed it}."""
     self._ensure_iteration_fns()
-    metrics = dict(self._iteration_fn(next(dataset_iterator)))
-    for k in self.objective.lazy_metric_names:
-      metrics[k] = metrics[k] / tf.maximum(metrics[f"computed/{k}"], 1.0)
-    return metrics
+    result = self._iteration_fn(next(dataset_iterator))
+    means = collector_lib.means(result)
+    return (means, collector_lib.counts(result)) if with_counts else means
 
   def _ensure_iteration_fns(self):
     if self._iteration_fn is None:
-      self.metric_sums = summaries.MetricSums(self.objective.metric_names,
-                                              self.objective.lazy_metric_names)
+      self.metric_sums = summaries.MetricSums(self.objective.metric_names)
       self._iteration_fn, self._iterations_fn = self._build_iteration_fns()
 
   # --- data, samples and evaluation ---------------------------------------------------------
@@ -230,7 +283,7 @@ class Trainer:
                              batch_size=num, seed=seed, uint8=False)
 
   def prepare_evaluation(self):
-    """Loads what in-training evaluation needs (fails fast, before any training)."""
+    """Loads what in-training evaluation needs (fails fast, before any training; once)."""
     if self.evaluator is not None:
       self.evaluator.prepare()
 

@@ -10,10 +10,13 @@ def setting(default, help, choices=None, default_factory=None):  # noqa: A002 - 
   Args:
     default: the default value.
     help: one or two sentences for --help (paper values in parentheses).
-    choices: the valid values (one source per enum: pass the library's own tuple).
+    choices: the valid values (one source per enum: pass the library's own tuple), or a
+      function that returns them (a live registry, read at each check).
     default_factory: instead of `default`, for mutable or composite defaults.
   """
-  metadata = {"help": help, "choices": None if choices is None else tuple(choices)}
+  if choices is not None and not callable(choices):
+    choices = tuple(choices)
+  metadata = {"help": help, "choices": choices}
   if default_factory is not None:
     return dataclasses.field(default_factory=default_factory, metadata=metadata)
   return dataclasses.field(default=default, metadata=metadata)
@@ -24,7 +27,9 @@ def help_of(field):
 
 
 def choices_of(field):
-  return field.metadata.get("choices")
+  """The field's valid values (None: any)."""
+  choices = field.metadata.get("choices")
+  return tuple(choices()) if callable(choices) else choices
 
 
 def check_choices(settings, spell=lambda name: name):

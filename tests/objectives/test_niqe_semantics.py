@@ -1,4 +1,4 @@
-"""What the NIQE penalty means, measured on natural derivative maps (qagan_tf.benchmarks.natural_maps):
+"""What the NIQE penalty means, measured on natural derivative maps (qagan_bench.natural_maps):
 the same at every batch size, float32-safe under a DC offset, clean maps preferred to blurred
 ones; and the contract of the public entry point qagan_tf.qa.niqe_penalty."""
 
@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from qagan_tf import config as config_lib
 from qagan_tf import qa
-from qagan_tf.benchmarks import natural_maps
+from qagan_bench import natural_maps
 from qagan_tf.iqa import naturalness
 from qagan_tf.train import distribution
 from qagan_tf.objectives.niqe import penalty as niqe_penalty

@@ -77,10 +77,10 @@ def test_safe_norm_is_close_to_the_norm():
 
 
 def test_registry_lists_valid_names_on_error():
-  assert penalties.make_quality_penalty("wgan_gp") is None
+  assert penalties.build("wgan_gp") is None
   with pytest.raises(ValueError, match="valid penalties: .*wgan_gp"):
-    penalties.make_quality_penalty("spectral")
-  assert penalties.make_quality_penalty("none") is None
+    penalties.build("spectral")
+  assert penalties.build("none") is None
 
 
 def test_linear_decay_schedule():

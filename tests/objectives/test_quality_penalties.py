@@ -15,8 +15,8 @@ from qagan_tf.objectives import losses, penalties, penalty_api
 from qagan_tf.objectives.niqe import priors as niqe_priors
 from qagan_tf.objectives.niqe import settings as niqe_settings
 from qagan_tf.objectives.niqe import transform as niqe_transform
+from qagan_tf.objectives.objective import Objective
 from qagan_tf.train import distribution, step
-from qagan_tf.objectives.niqe import penalty as niqe_penalty
 from tests.reference import reference_path
 
 
@@ -80,7 +80,7 @@ def _penalty_and_grads(penalty, g, d, real, z, eps):
                                                   "niqe_allow_prior_mismatch": True})])
 def test_one_step_every_penalty_is_finite_and_reaches_every_d_variable(name, extra):
   config = _config(penalty=name, **extra)
-  penalty = penalties.make_quality_penalty(name, config)
+  penalty = penalties.build_for_config(config)
   g, d = _tiny()
   real, z, eps = _batch()
   value, qa_grads, total_grads, variables = _penalty_and_grads(penalty, g, d, real, z, eps)
@@ -96,9 +96,9 @@ def test_one_step_every_penalty_is_finite_and_reaches_every_d_variable(name, ext
   before = [v.numpy().copy() for v in d.trainable_variables]
   opt = keras.optimizers.Adam(1e-3)
   opt.build(d.trainable_variables)
-  objective = step.Objective(gp_weight=1.0, drift_weight=1e-5, qa_weight=0.1,
-                             quality_penalty=penalty)
-  metrics = step.discriminator_update(g, d, opt, real, z, eps, objective, global_batch_size=4)
+  objective = Objective(gp_weight=1.0, drift_weight=1e-5, qa_weight=0.1, quality_penalty=penalty)
+  metrics = step.discriminator_update(g, d, opt, real, z, eps, objective,
+                                      global_batch_size=4).values
   assert all(np.isfinite(float(v)) for v in metrics.values())
   assert f"{name}_penalty" in metrics
   changed = [not np.array_equal(b, v.numpy()) for b, v in zip(before, d.trainable_variables)]
@@ -112,7 +112,7 @@ def test_penalty_gradient_reaches_biases_only_for_ssim():
   g, d = _tiny()
   real, z, eps = _batch()
   for name, expect_nonzero in (("ssim", True), ("niqe", False)):
-    penalty = penalties.make_quality_penalty(name, _config(penalty=name))
+    penalty = penalties.build_for_config(_config(penalty=name))
     _, qa_grads, _, variables = _penalty_and_grads(penalty, g, d, real, z, eps)
     bias = [gq.numpy() for v, gq in zip(variables, qa_grads) if "bias" in v.path]
     assert any(np.any(b != 0) for b in bias) == expect_nonzero, name
@@ -125,13 +125,13 @@ def test_ssim_penalty_matches_its_formula():
   fake = tf.constant(rng.uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32))
   d_real, d_fake = tf.constant([1.0, -2.0, 0.5]), tf.constant([0.0, 1.0, 0.5])
   inputs = penalty_api.PenaltyInputs(real, fake, real, d_real, d_fake, real)
-  value, extras = penalties.make_quality_penalty("ssim", config).fn(inputs)
+  value, extras = penalties.build_for_config(config).fn(inputs)
   dq = iqa.ssim_distance(real, fake, size=8, sigma=1.5, max_val=2.0, grayscale=True).numpy()
   expected = (np.abs(d_real.numpy() - d_fake.numpy()) / dq - 1) ** 2
   np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5)
   np.testing.assert_allclose(extras["ssim_dq"].numpy(), dq, rtol=1e-6)
   # Identical images: dQ = 0 is floored, the value stays finite.
-  same, _ = penalties.make_quality_penalty("ssim", config).fn(penalty_api.PenaltyInputs(
+  same, _ = penalties.build_for_config(config).fn(penalty_api.PenaltyInputs(
       real, real, real, d_real, d_fake, real))
   assert np.all(np.isfinite(same.numpy()))
 
@@ -146,8 +146,8 @@ def _float64_critic_loss(split="soft", pooling="batch", seed=3):
     d(tf.zeros([1, 32, 32, 3], tf.float64))
   finally:
     keras.config.set_dtype_policy("float32")
-  penalty = penalties.make_quality_penalty("niqe", _config(penalty="niqe", niqe_split=split,
-                                                            niqe_pooling=pooling))
+  penalty = penalties.build_for_config(_config(penalty="niqe", niqe_split=split,
+                                              niqe_pooling=pooling))
   from qagan_tf.data import sources
   rng = np.random.default_rng(4)
   real = tf.constant(sources.embedded_images(32, 4, seed=1) / 127.5 - 1.0)
@@ -257,7 +257,7 @@ def test_named_and_authors_priors_load_positive_definite():
 
 def test_bad_penalty_settings_are_refused():
   with pytest.raises(ValueError, match="Unknown penalty 'nique'.*ssim, niqe|Unknown penalty"):
-    penalties.make_quality_penalty("nique", _config())
+    penalties.build("nique")
   with pytest.raises(ValueError, match="niqe_block_size=12"):
     _config(penalty="niqe", niqe_block_size=12, niqe_scales=3)
   with pytest.raises(ValueError, match="niqe_pooling"):
@@ -265,8 +265,7 @@ def test_bad_penalty_settings_are_refused():
   with pytest.raises(ValueError, match="niqe_split_temperature > 0"):
     _config(niqe_split_temperature=0.0)
   with pytest.raises(ValueError, match="--niqe_scales=3 .the prior: 2"):
-    penalties.make_quality_penalty("niqe", _config(penalty="niqe", niqe_scales=3,
-                                                   niqe_block_size=16))
+    penalties.build_for_config(_config(penalty="niqe", niqe_scales=3, niqe_block_size=16))
   bad = np.eye(36)
   bad[0, 0] = -1
   with pytest.raises(niqe_model_lib.ModelError, match="positive definite"):
@@ -296,7 +295,7 @@ def test_mirrored_niqe_update_equals_the_single_device_update(pooling, xla):
       g, d = _tiny()
       opt = keras.optimizers.SGD(0.5)
       opt.build(d.trainable_variables)
-    penalty = penalties.make_quality_penalty("niqe", config)
+    penalty = penalties.build_for_config(config)
     n = strategy.num_replicas_in_sync
     split = lambda t, n=n, strategy=strategy: (
         strategy.experimental_distribute_values_from_function(
@@ -307,11 +306,11 @@ def test_mirrored_niqe_update_equals_the_single_device_update(pooling, xla):
       @tf.function
       def run(r, zz, ee):
         m = strategy.run(lambda a, b, c: step.discriminator_update(
-            g, d, opt, a, b, c, step.Objective(gp_weight=1.0, drift_weight=1e-3, qa_weight=0.1,
-                                               quality_penalty=penalty),
+            g, d, opt, a, b, c, Objective(gp_weight=1.0, drift_weight=1e-3, qa_weight=0.1,
+                                          quality_penalty=penalty),
             global_batch_size=8), args=(r, zz, ee))
-        return (strategy.reduce("SUM", m["d_loss"], axis=None),
-                strategy.reduce("SUM", m["niqe_penalty"], axis=None))
+        return (strategy.reduce("SUM", m.values["d_loss"], axis=None),
+                strategy.reduce("SUM", m.values["niqe_penalty"], axis=None))
       return run
     run = make_run(g, d, opt, strategy, penalty)
     loss, qa = run(split(real), split(z), split(eps))
@@ -337,9 +336,12 @@ def test_the_xla_compiled_niqe_penalty_is_the_same_function():
   # float32 round-off through the MVG solve, relative to the largest gradient entry.
   scale = np.abs(values[0][1]).max()
   np.testing.assert_allclose(values[1][1] / scale, values[0][1] / scale, atol=1e-3)
-  # --niqe_xla: auto compiles on GPUs only; never inside a step --jit_compile already compiles.
-  assert not niqe_penalty.compile_alone(_config(penalty="niqe"))  # No GPU in tests.
-  assert niqe_penalty.compile_alone(_config(penalty="niqe", niqe_xla="on"))
-  assert not niqe_penalty.compile_alone(_config(penalty="niqe", niqe_xla="on", jit_compile=True))
+  # --niqe_xla: auto compiles on GPUs only, never inside a step --jit_compile already compiles;
+  # resolved when a run starts and recorded (config.json), as --jit_compile.
+  assert niqe_settings.resolve_xla("auto") == "off"  # No GPU in tests.
+  assert niqe_settings.resolve_xla("on") == "on"
+  assert niqe_settings.resolve_xla("auto", jit_compile=True) == "off"
+  assert _config(penalty="niqe").resolve_auto().niqe.xla == "off"
+  assert _config(penalty="niqe", niqe_xla="on").resolve_auto().niqe.xla == "on"
   with pytest.raises(ValueError, match="niqe_xla='always': use one of auto, on, off"):
     _config(penalty="niqe", niqe_xla="always")

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from qagan_tf import models
 from qagan_tf.objectives import losses
+from qagan_tf.objectives.objective import Objective
 from qagan_tf.train import distribution, step
 
 
@@ -53,8 +54,8 @@ def test_discriminator_update_loss_matches_the_formula_and_updates_only_d():
   expected = np.mean(d_fake - d_real + 10.0 * (norms - 1) ** 2 + 1e-3 * d_real**2)
 
   metrics = step.discriminator_update(g, d, _optimizer(d.trainable_variables), real, z, eps,
-                                      step.Objective(gp_weight=10.0, drift_weight=1e-3),
-                                      global_batch_size=4)
+                                      Objective(gp_weight=10.0, drift_weight=1e-3),
+                                      global_batch_size=4).values
   assert float(metrics["d_loss"]) == pytest.approx(expected, rel=1e-4)
   assert float(metrics["wasserstein"]) == pytest.approx(np.mean(d_real - d_fake), rel=1e-4)
   assert float(metrics["gp"]) == pytest.approx(np.mean((norms - 1) ** 2), rel=1e-4)
@@ -89,12 +90,13 @@ def test_global_batch_scaling():
   g, d = _tiny()
   real, z, eps = _inputs()
   opt = _optimizer(d.trainable_variables)
-  objective = step.Objective(gp_weight=1.0, drift_weight=0.0)
+  objective = Objective(gp_weight=1.0, drift_weight=0.0)
   half = step.discriminator_update(g, d, opt, real, z, eps, objective, global_batch_size=8)
   g2, d2 = _tiny()
   full = step.discriminator_update(g2, d2, _optimizer(d2.trainable_variables), real, z, eps,
                                    objective, global_batch_size=4)
-  assert float(half["d_loss"]) == pytest.approx(float(full["d_loss"]) / 2, rel=1e-5)
+  assert float(half.values["d_loss"]) == pytest.approx(float(full.values["d_loss"]) / 2,
+                                                       rel=1e-5)
 
 
 def test_generator_update_changes_only_g():
@@ -104,7 +106,8 @@ def test_generator_update_changes_only_g():
   expected = -np.mean(d(g(z, training=True)).numpy())
   metrics = step.generator_update(g, d, _optimizer(g.trainable_variables), z,
                                   losses.LOSSES["wasserstein"], global_batch_size=8)
-  assert float(metrics["g_loss"]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+  assert float(metrics.values["g_loss"]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+  assert float(metrics.skipped) == 0.0 and metrics.computed == {}
   for before, v in zip(d_before, d.trainable_variables):
     np.testing.assert_array_equal(before, v.numpy())
   changed = [not np.array_equal(b, v.numpy()) for b, v in zip(g_before, g.trainable_variables)]
@@ -128,7 +131,7 @@ def test_mirrored_update_equals_single_device_update(loss, spectral_norm):
   real, z, eps = _inputs(batch=8)
   results = []
   devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-  objective = step.Objective(losses.get_loss(loss), gp_weight=10.0, drift_weight=0.1)
+  objective = Objective(losses.get_loss(loss), gp_weight=10.0, drift_weight=0.1)
   for strategy in (tf.distribute.get_strategy(), distribution.mirrored_strategy(devices)):
     with strategy.scope():
       g, d = _tiny(spectral_norm=spectral_norm)
@@ -143,7 +146,7 @@ def test_mirrored_update_equals_single_device_update(loss, spectral_norm):
     def run(r, zz, ee):
       m = strategy.run(lambda a, b, c: step.discriminator_update(
           g, d, opt, a, b, c, objective, global_batch_size=8), args=(r, zz, ee))
-      return strategy.reduce("SUM", m["d_loss"], axis=None)
+      return strategy.reduce("SUM", m.values["d_loss"], axis=None)
     for _ in range(2):  # Two updates: the second starts from power-iterated vectors.
       value = run(split(real), split(z), split(eps))
     u = [v for v in d.non_trainable_variables if v.path.endswith("sn_u")]
@@ -169,7 +172,7 @@ def test_a_non_finite_update_is_dropped_whole(eager):
   opt = _optimizer(d.trainable_variables)
   real, z, eps = _inputs()
   bad = tf.tensor_scatter_nd_update(real, [[1, 3, 3, 0]], [float("nan")])
-  objective = step.Objective(gp_weight=10.0, drift_weight=1e-3)
+  objective = Objective(gp_weight=10.0, drift_weight=1e-3)
   update = lambda r: step.discriminator_update(g, d, opt, r, z, eps, objective,
                                                global_batch_size=4)
   if not eager:
@@ -178,12 +181,12 @@ def test_a_non_finite_update_is_dropped_whole(eager):
   metrics = update(bad)
   # (Compiled, the fused conv+ReLU may map the NaN to 0 so that the loss stays finite while
   # the kernel's gradient is NaN: checking the gradients as well matters.)
-  assert float(metrics["skipped"]) == 1.0
+  assert float(metrics.skipped) == 1.0
   for b, v in zip(before, d.variables + opt.variables):
     np.testing.assert_array_equal(b, v.numpy(), err_msg=v.path)
   assert int(opt.iterations.numpy()) == 0
   metrics = update(real)
-  assert float(metrics["skipped"]) == 0.0 and int(opt.iterations.numpy()) == 1
+  assert float(metrics.skipped) == 0.0 and int(opt.iterations.numpy()) == 1
   assert not np.array_equal(before[0], d.variables[0].numpy())
 
 
@@ -194,7 +197,7 @@ def test_a_non_finite_generator_update_is_dropped():
   before = _values(g.trainable_variables) + _values(opt.variables)
   metrics = step.generator_update(g, d, opt, _inputs()[1], losses.LOSSES["wasserstein"],
                                   global_batch_size=4)
-  assert float(metrics["skipped"]) == 1.0 and int(opt.iterations.numpy()) == 0
+  assert float(metrics.skipped) == 1.0 and int(opt.iterations.numpy()) == 0
   # (BN's moving statistics follow the forward pass, finite here; they are not the update.)
   for b, v in zip(before, g.trainable_variables + opt.variables):
     np.testing.assert_array_equal(b, v.numpy(), err_msg=v.path)
@@ -215,10 +218,10 @@ def test_replicas_agree_to_drop_when_only_one_sees_a_non_finite_value():
   @tf.function
   def run(r, zz, ee):
     m = strategy.run(lambda a, b, c: step.discriminator_update(
-        g, d, opt, a, b, c, step.Objective(gp_weight=10.0, drift_weight=0.0),
+        g, d, opt, a, b, c, Objective(gp_weight=10.0, drift_weight=0.0),
         global_batch_size=8),
                      args=(r, zz, ee))
-    return strategy.reduce("SUM", m["skipped"], axis=None)
+    return strategy.reduce("SUM", m.skipped, axis=None)
   assert float(run(split(real), split(z), split(eps))) == 1.0
   for b, v in zip(before, d.variables):
     for local in strategy.experimental_local_results(v):
@@ -251,11 +254,11 @@ def test_mixed_precision_gradients_match_float32(policy):
   g16, d16 = _mixed_copy(g, d, policy)
   assert d16.layers[0].compute_dtype == policy.split("_")[1]
   real, z, eps = _inputs()
-  kwargs = dict(global_batch_size=4, objective=step.Objective(gp_weight=10.0, drift_weight=1e-3))
-  loss, grads, metrics = step.discriminator_gradients(g, d, real, z, eps, **kwargs)
+  kwargs = dict(global_batch_size=4, objective=Objective(gp_weight=10.0, drift_weight=1e-3))
+  loss, grads, metrics, _ = step.discriminator_gradients(g, d, real, z, eps, **kwargs)
   scale = 2.0**12 if policy == "mixed_float16" else None
-  loss16, grads16, metrics16 = step.discriminator_gradients(g16, d16, real, z, eps,
-                                                            loss_scale=scale, **kwargs)
+  loss16, grads16, metrics16, _ = step.discriminator_gradients(g16, d16, real, z, eps,
+                                                               loss_scale=scale, **kwargs)
   assert loss16.dtype == tf.float32 and metrics16["gp"].dtype == tf.float32
   np.testing.assert_allclose(loss16.numpy(), loss.numpy(), rtol=2e-2)
   np.testing.assert_allclose(metrics16["gp"].numpy(), metrics["gp"].numpy(), rtol=2e-2)
@@ -282,10 +285,10 @@ def test_a_float16_overflow_halves_the_loss_scale_and_is_not_a_skipped_step(monk
   real, z, eps = _inputs()
   update = tf.function(lambda r: step.discriminator_update(
       g, d, opt, r, z, eps, global_batch_size=4,
-      loss_scale=scale, objective=step.Objective(gp_weight=10.0, drift_weight=1e-3)))
+      loss_scale=scale, objective=Objective(gp_weight=10.0, drift_weight=1e-3)))
   before = _values(d.variables)
   metrics = update(real)
-  assert float(metrics["skipped"]) == 0.0  # Routine: not counted as a non-finite step.
+  assert float(metrics.skipped) == 0.0  # Routine: not counted as a non-finite step.
   assert float(scale.scale.numpy()) == 2.0**39 and int(opt.iterations.numpy()) == 0
   for b, v in zip(before, d.variables):
     np.testing.assert_array_equal(b, v.numpy(), err_msg=v.path)
@@ -294,13 +297,13 @@ def test_a_float16_overflow_halves_the_loss_scale_and_is_not_a_skipped_step(monk
   scale.scale.assign(2.0**10)
   update = tf.function(update.python_function)  # Retrace with the patched constant.
   for expected in (2.0**10, 2.0**11):
-    assert float(update(real)["skipped"]) == 0.0
+    assert float(update(real).skipped) == 0.0
     assert float(scale.scale.numpy()) == expected
   assert int(opt.iterations.numpy()) == 2
   # NaN in the batch at scale 1: non-finite whatever the scale, so it counts.
   scale.scale.assign(1.0)
   bad = tf.tensor_scatter_nd_update(real, [[0, 1, 1, 1]], [float("nan")])
-  assert float(update(bad)["skipped"]) == 1.0
+  assert float(update(bad).skipped) == 1.0
   assert float(scale.scale.numpy()) == 1.0 and int(opt.iterations.numpy()) == 2
 
 
@@ -313,29 +316,30 @@ def test_lazy_schedule_puts_each_penalty_on_exactly_its_d_updates_weighted_by_k(
   from qagan_tf.objectives import penalties
   config = config_lib.TrainConfig.create(resolution=32, dataset="embedded", batch_size=4,
                                          penalty=penalty_name).validate()
-  penalty = penalties.make_quality_penalty(penalty_name, config)
+  penalty = penalties.build_for_config(config)
   g, d = _tiny()
   real, z, eps = _inputs()
   fake = tf.cast(g(z, training=True), tf.float32)
-  lazy = step.Objective(gp_weight=10.0, drift_weight=1e-3, qa_weight=0.1,
+  lazy = Objective(gp_weight=10.0, drift_weight=1e-3, qa_weight=0.1,
                         quality_penalty=penalty, gp_every=2, qa_every=3)
   assert lazy.lazy
   compiled = tf.function(step.critic_gradients)  # One trace for every d_update.
   for n in range(12):
-    loss, grads, metrics = compiled(d, real, fake, eps, lazy, global_batch_size=4,
-                                    d_update=tf.constant(n, tf.int64))
+    loss, grads, metrics, computed = compiled(d, real, fake, eps, lazy, global_batch_size=4,
+                                              d_update=tf.constant(n, tf.int64))
     gp_due, qa_due = n % 2 == 0, n % 3 == 0
-    assert float(metrics["computed/gp"]) == float(gp_due), n
-    assert float(metrics[f"computed/{penalty.summary_tag}"]) == float(qa_due), n
+    assert float(computed["gp"]) == float(gp_due), n
+    assert float(computed[penalty.summary_tag]) == float(qa_due), n
     if not gp_due:
       assert float(metrics["gp"]) == 0.0
     if not qa_due:
       assert float(metrics[penalty.summary_tag]) == 0.0
-    reference = step.Objective(gp_weight=20.0 if gp_due else 0.0, drift_weight=1e-3,
+    reference = Objective(gp_weight=20.0 if gp_due else 0.0, drift_weight=1e-3,
                                qa_weight=0.3 if qa_due else 0.0,
                                quality_penalty=penalty if qa_due else None)
-    ref_loss, ref_grads, ref_metrics = step.critic_gradients(d, real, fake, eps, reference,
-                                                             global_batch_size=4)
+    ref_loss, ref_grads, ref_metrics, ref_computed = step.critic_gradients(
+        d, real, fake, eps, reference, global_batch_size=4)
+    assert ref_computed == {}  # Not lazy: every metric on every update.
     assert float(loss) == pytest.approx(float(ref_loss), rel=1e-5), n
     scale = max(np.abs(b.numpy()).max() for b in ref_grads)
     for a, b in zip(grads, ref_grads):  # float32 round-off, relative to the gradients' size.

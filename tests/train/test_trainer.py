@@ -219,7 +219,7 @@ def _poisonable_penalty():
   from qagan_tf.objectives import penalties, penalty_api
   poison = tf.Variable(0.0, trainable=False)
   penalties.PENALTIES["test_poison"] = penalty_api.PenaltyEntry(
-      make=lambda config: penalty_api.QualityPenalty(
+      build=lambda settings, resolution, xla=False: penalty_api.QualityPenalty(
           "test_poison", "test_poison", lambda inputs: (0.0 * inputs.d_real + poison, {})))
   return poison
 

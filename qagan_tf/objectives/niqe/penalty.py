@@ -83,36 +83,28 @@ def niqe_gradient_penalty(input_gradients, prior="cifar_grad", *, xla=False, **s
   return gradient_distance_for(g.shape, prior, xla, **settings)(g)
 
 
-def make_penalty(config):
-  """The `niqe` QualityPenalty for a TrainConfig: `niqe_gradient_penalty` with its settings."""
-  return build_penalty(config.niqe, config.resolution, xla=compile_alone(config))
+def build_penalty(niqe, resolution, *, xla=False):
+  """The `niqe` QualityPenalty with `NiqeConfig` settings for D gradients of `resolution` px:
+  the prior is loaded and the settings resolved against it once, here (errors, e.g. a prior of
+  another resolution, are raised here, worded as bin/train's flags).
 
-
-def build_penalty(niqe, resolution, xla=False):
-  """The `niqe` QualityPenalty with `NiqeConfig` settings for D gradients of `resolution` px
-  (errors, e.g. a prior of another resolution, are raised here, worded as bin/train's flags)."""
-  settings = {name: getattr(niqe, name) for name in SETTINGS}
+  xla: the step that calls the penalty is compiled with XLA as a whole (--jit_compile); then the
+  penalty is not compiled on its own, whatever niqe.xla says.
+  """
   prior = priors.load_prior(niqe.prior)
   resolved = settings_lib.resolve_settings(niqe, prior, resolution)
+  distance = transform.GradientDistance(
+      prior, resolved, compile_local=settings_lib.resolve_xla(niqe.xla, xla) == "on" and not xla)
 
   def fn(inputs):
-    return niqe_gradient_penalty(inputs.grad_x_hat, prior, xla=xla, **settings), {}
+    g = inputs.grad_x_hat
+    return distance(tf.cast(g, tf.float32) if g.dtype in (tf.float16, tf.bfloat16) else g), {}
 
   def write_summaries(discriminator, real, fake, step):
     write_gradient_summaries(discriminator, real, fake, step, prior, resolved)
 
   return penalty_api.QualityPenalty("niqe", "niqe_penalty", fn, needs_input_gradient=True,
                                     write_summaries=write_summaries)
-
-
-def compile_alone(config):
-  """Whether the penalty is compiled with XLA on its own (--niqe_xla): never when the whole D
-  computation already is (--jit_compile); auto: on GPUs, where XLA fuses the penalty's many
-  small ops into few kernels, and not on CPUs, where it measured no faster
-  (docs/performance.md)."""
-  if config.jit_compile or config.niqe.xla == "off":
-    return False
-  return config.niqe.xla == "on" or bool(tf.config.list_logical_devices("GPU"))
 
 
 def write_gradient_summaries(discriminator, real, fake, step, prior, settings):
@@ -157,5 +149,5 @@ def check_strategy(config, replicas):
         f"pool within a replica.")
 
 
-ENTRY = penalty_api.PenaltyEntry(make=make_penalty, settings=NiqeConfig, build=build_penalty,
-                                 migrate=settings_lib.migrate, check_strategy=check_strategy)
+ENTRY = penalty_api.PenaltyEntry(build=build_penalty, settings=NiqeConfig,
+                                 check_strategy=check_strategy)

@@ -132,18 +132,6 @@ class Prior:
   spec: PriorSpec
 
 
-def _read(path):
-  if path.lower().endswith(".mat"):
-    import scipy.io
-    try:
-      arrays = {k: v for k, v in scipy.io.loadmat(path).items() if not k.startswith("__")}
-    except (OSError, ValueError) as e:
-      raise niqe_model_lib.ModelError(f"NIQE prior {path}: cannot be read ({e}).") from None
-    return arrays
-  from qagan_tf.utils import npz
-  return npz.read_arrays(path, niqe_model_lib.ModelError, "NIQE prior ")
-
-
 def _spec_from_old_settings(settings, where):
   """The spec of a prior written by bin/fit_niqe_prior before priors carried metadata."""
   try:
@@ -205,8 +193,8 @@ def load_prior(name_or_path):
     raise niqe_model_lib.ModelError(
         f"--niqe_prior={name_or_path}: neither a named prior ({', '.join(NAMED_PRIORS)}) nor an "
         "existing .npz/.mat file.")
-  model = niqe_model_lib.load_model(path, require_positive_definite=True)
-  arrays = _read(path)
+  arrays = niqe_model_lib.read_arrays(path)  # Read once: the model and its metadata.
+  model = niqe_model_lib.model_from_arrays(arrays, path, require_positive_definite=True)
   if METADATA_KEY in arrays:
     spec = PriorSpec.from_json(str(arrays[METADATA_KEY]), path)
   elif "settings" in arrays:

@@ -97,6 +97,16 @@ class NiqeConfig:
       raise ValueError(f"{spell('split')}=soft needs {spell('split_temperature')} > 0 "
                        "(default 0.03).")
 
+  def resolve_auto(self, config):
+    """These settings with --niqe_xla=auto resolved for `config`'s run (`resolve_xla`); the
+    choice is logged, and recorded in config.json like --jit_compile's."""
+    if self.xla != "auto":
+      return self
+    chosen, reason = resolve_xla(self.xla, config.jit_compile, with_reason=True)
+    if config.penalty == "niqe":
+      logging.info("--niqe_xla=auto: %s (%s).", chosen, reason)
+    return dataclasses.replace(self, xla=chosen)
+
   def validate(self, config):
     """Raises ValueError naming the flag and the fix (config: the whole TrainConfig)."""
     self.check_values()
@@ -108,6 +118,22 @@ class NiqeConfig:
                          f"{config.resolution} px images with {max(self.scales, 2)} scales: it "
                          f"must be <= {config.resolution}, a multiple of {div} and at least "
                          f"{4 * div} (0: the prior's).")
+
+
+def resolve_xla(mode, jit_compile=False, with_reason=False):
+  """What --niqe_xla=`mode` means for a run: "on" (the penalty's per-replica part compiled with
+  XLA on its own) or "off". auto: off when the whole D computation is compiled (--jit_compile),
+  else on for GPUs, where XLA fuses the penalty's many small ops into few kernels, and off for
+  CPUs, where it measured no faster (docs/performance.md)."""
+  if mode != "auto":
+    chosen, reason = mode, "as given"
+  elif jit_compile:
+    chosen, reason = "off", "--jit_compile compiles the whole D computation"
+  else:
+    import tensorflow as tf
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    chosen, reason = ("on", "a GPU") if gpu else ("off", "no GPU: not faster on CPUs")
+  return (chosen, reason) if with_reason else chosen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,36 +251,3 @@ def resolve_settings(niqe, prior, resolution, spell=flag_name):
       split=niqe.split, temperature=niqe.split_temperature,
       covariance_regularization=niqe.covariance_regularization, smoothing=smoothing,
       group_size=niqe.group_size)
-
-
-# What the NIQE penalty did before priors carried metadata (qagan_tf <= 0.1): signed luma
-# gradients scaled to a peak of 255 (raw for raw-gradient priors), blocks of resolution / 2, the
-# hard AGGD split, a 1e-3 ridge, per-image MVGs, the "natural" prior by default.
-LEGACY_NIQE = {"niqe_transform": "signed", "niqe_split": "hard", "niqe_pooling": "image",
-               "niqe_scales": 2, "niqe_covariance_regularization": 1e-3,
-               "niqe_allow_prior_mismatch": True}
-_LEGACY_OVERRIDE = ("niqe_transform", "niqe_split", "niqe_allow_prior_mismatch",
-                    "niqe_normalization", "niqe_normalization_scale", "niqe_block_size")
-
-
-def migrate(values):
-  """Flat config.json values of a NIQE run written by an older version -> the settings it
-  trained with, so that it resumes with the penalty it had (not today's defaults):
-  - before the gradient smoothing and the groups (no niqe_smoothing): no smoothing;
-  - before priors carried metadata (no niqe_transform): `LEGACY_NIQE`.
-  """
-  values = dict(values)
-  if "niqe_smoothing" not in values:
-    values["niqe_smoothing"] = "none"
-  if "niqe_transform" not in values:
-    legacy = dict(LEGACY_NIQE)
-    legacy["niqe_normalization"] = ("none" if values.get("niqe_normalization") == "none" or (
-        values.get("niqe_normalization", "auto") == "auto"
-        and values.get("niqe_prior") == "face_grad") else "max")
-    legacy["niqe_normalization_scale"] = 255.0 if legacy["niqe_normalization"] == "max" else 0.0
-    legacy["niqe_block_size"] = (values.get("niqe_block_size")
-                                 or values.get("resolution", 32) // 2)
-    legacy.setdefault("niqe_prior", "natural")
-    values = {**{k: v for k, v in legacy.items() if k not in values or k in _LEGACY_OVERRIDE},
-              **{k: v for k, v in values.items() if k not in _LEGACY_OVERRIDE}}
-  return values

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from qagan_tf import qa
-from qagan_tf.benchmarks import natural_maps
+from qagan_bench import natural_maps
 from qagan_tf.objectives.niqe import fit as niqe_fit
 from qagan_tf.objectives.niqe import priors as niqe_priors
 from qagan_tf.objectives.niqe import settings as niqe_settings

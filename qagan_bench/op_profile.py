@@ -26,7 +26,7 @@ def tf_op_times(fn, runs=3):
   """Per-op-type time of `runs` calls of `fn` (a warmed-up tf.function call), from the events
   TF's executor records on its compute threads (one per executed kernel)."""
   import time
-  from qagan_tf.benchmarks import op_count
+  from qagan_bench import op_count
   t0 = time.perf_counter()
   times, counts = op_count.kernel_times(fn, runs)
   wall = (time.perf_counter() - t0) / runs * 1e3  # Profiling included: an upper bound.
@@ -53,7 +53,7 @@ def torch_op_times(fn, runs=3):
 def run(config, runs=3, log=print):
   """The tables of our plain (non-XLA) WGAN-GP D step and G step and the PyTorch peer's eager
   ones, from the same Keras weights and the same batch size."""
-  from qagan_tf.benchmarks import torch_peer as peer_lib
+  from qagan_bench import torch_peer as peer_lib
   from qagan_tf.train import distribution
   from qagan_tf.train import step as step_lib
   from qagan_tf.train import trainer as trainer_lib
@@ -71,13 +71,13 @@ def run(config, runs=3, log=print):
     def d_step():
       return step_lib.discriminator_update(
           trainer.generator, trainer.discriminator, trainer.d_optimizer, real, z, eps,
-          trainer.objective, global_batch_size=config.batch_size)["d_loss"]
+          trainer.objective, global_batch_size=config.batch_size).values["d_loss"]
 
     @tf.function
     def g_step():
       return step_lib.generator_update(
           trainer.generator, trainer.discriminator, trainer.g_optimizer, z_gen,
-          trainer.objective.loss, global_batch_size=z_gen.shape[0])["g_loss"]
+          trainer.objective.loss, global_batch_size=z_gen.shape[0]).values["g_loss"]
 
     for fn in (d_step, g_step):
       fn().numpy()

@@ -90,8 +90,8 @@ def predict_s(launches, flops, bytes_moved, launch_s, flops_per_s=H100["tf32_flo
 def d_step_costs(config, penalty, log=print):
   """{"ops", "flops", "bytes", "xla_kernels", "xla_flops"} of one D step of `penalty` at
   `config`, measured on this CPU (the kernels executed once, from TF's profiler)."""
-  from qagan_tf.benchmarks import op_profile
-  from qagan_tf.benchmarks import train_bench
+  from qagan_bench import op_profile
+  from qagan_bench import train_bench
   from qagan_tf.train import distribution
   from qagan_tf.train import step as step_lib
   from qagan_tf.train import trainer as trainer_lib
@@ -147,7 +147,7 @@ def run(config, old_checkout=None, log=print):
   config = config.replace(**H100_CONFIG)
   old_penalty_ops = None
   if old_checkout:
-    from qagan_tf.benchmarks import op_count
+    from qagan_bench import op_count
     old = op_count.measure_checkout(old_checkout, config.resolution, config.batch_size)
     old_penalty_ops = old["profiled_forward_backward"]
     log(f"gpu model: NIQE penalty of {old['commit']}: {old_penalty_ops} executed ops")

@@ -60,7 +60,7 @@ def run(weights=None, batch_size=32, repeats=3, input_size=32, with_torch=True, 
     except ImportError:
       result["torch"] = "not installed"
       return result
-    from qagan_tf.benchmarks import torch_inception
+    from qagan_bench import torch_inception
     forward, module = torch_inception.build(model)
     x = torch.from_numpy(pre.numpy().transpose(0, 3, 1, 2).copy())
     rates = {}

@@ -7,7 +7,7 @@ and counts the kernels the trace records: control flow is lowered, so a while-lo
 once per iteration and an op count that grows with the data shows up as such.
 
 This module imports nothing from qagan_tf at module level, so that it can measure an older
-checkout too (`python qagan_tf/benchmarks/op_count.py --checkout=DIR`, used by
+checkout too (`python qagan_bench/op_count.py --checkout=DIR`, used by
 `bin/benchmark --op_count_baseline=DIR`).
 """
 
@@ -104,9 +104,9 @@ def niqe_penalty_ops(resolution=32, batch_size=16, seed=0):
   """Executed ops of the `niqe` penalty (default settings) of the importable qagan_tf:
   {"forward": n, "forward_backward": n, "top_ops": {type: n}} for a batch of D gradients.
 
-  Works with the current package and with checkouts since the penalty registry existed
-  (`penalties.make_quality_penalty`; in qagan_tf.train before the objectives package), whose
-  TrainConfig had no `create`.
+  Works with the current package (`penalties.build_for_config`) and with checkouts since the
+  penalty registry existed (`penalties.make_quality_penalty`; in qagan_tf.train before the
+  objectives package), whose TrainConfig had no `create`.
   """
   from qagan_tf import config as config_lib
   try:
@@ -117,7 +117,8 @@ def niqe_penalty_ops(resolution=32, batch_size=16, seed=0):
   make = getattr(config_lib.TrainConfig, "create", config_lib.TrainConfig)
   config = make(dataset="embedded", resolution=resolution, width=32, batch_size=batch_size,
                 penalty="niqe", qa_weight=0.1)
-  penalty = penalties.make_quality_penalty("niqe", config)
+  build = getattr(penalties, "build_for_config", None)
+  penalty = build(config) if build else penalties.make_quality_penalty("niqe", config)
   grads = np.random.default_rng(seed).normal(
       0.0, 1e-2, (batch_size, resolution, resolution, 3)).astype(np.float32)
 

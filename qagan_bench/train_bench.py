@@ -137,7 +137,7 @@ PEER_VARIANTS = ("default", "baseline", "steps_per_call_10", "xla", "xla_steps_p
 
 def check_peer_names(variants, settings):
   """Raises ValueError naming unknown --peer_variants (ours) or --peer_settings (PyTorch's)."""
-  from qagan_tf.benchmarks import torch_peer as peer_lib
+  from qagan_bench import torch_peer as peer_lib
   unknown = [s for s in settings if s not in peer_lib.SETTINGS]
   if unknown:
     raise ValueError(f"unknown --peer_settings {','.join(unknown)}; choose from "
@@ -164,7 +164,7 @@ def torch_peer(config, images, repeats=5, log=print, variants=PEER_VARIANTS, set
   """
   import os
   import torch
-  from qagan_tf.benchmarks import torch_peer as peer_lib
+  from qagan_bench import torch_peer as peer_lib
   settings = list(peer_lib.SETTINGS) if settings is None else list(settings)
   check_peer_names(variants, settings)
   config = config.replace(penalty="wgan_gp", eval_every=0)
@@ -269,7 +269,7 @@ def _d_step_fn(step_lib, trainer, c, inputs):
   def d_step():
     return step_lib.discriminator_update(
         trainer.generator, trainer.discriminator, trainer.d_optimizer, real, z, eps,
-        trainer.objective, global_batch_size=c.batch_size)["d_loss"]
+        trainer.objective, global_batch_size=c.batch_size).values["d_loss"]
   return d_step
 
 
@@ -277,7 +277,7 @@ def niqe_penalty_ops(config, baseline=None, log=print):
   """Executed ops of one NIQE penalty evaluation (value and gradient, see `op_count`) for the
   config's resolution and batch size, and of an older checkout's (`baseline`, a folder) when
   given, with how many times fewer ops run now."""
-  from qagan_tf.benchmarks import op_count
+  from qagan_bench import op_count
   result = {"after": op_count.niqe_penalty_ops(config.resolution, config.batch_size)}
   log(f"NIQE penalty: {result['after']['forward_backward']} executed ops (value and gradient)")
   if baseline:

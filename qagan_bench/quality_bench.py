@@ -22,7 +22,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from qagan_tf.benchmarks import paired_stats
+from qagan_bench import paired_stats
 from qagan_tf.metrics import fid as fid_lib
 from qagan_tf.metrics import kid as kid_lib
 from qagan_tf.utils.progress import format_duration

@@ -1,0 +1,112 @@
+"""docs/extending.md's recipe for a penalty, followed to the letter in a copy of the package: one
+module under objectives/ and one registry line give a penalty that bin/train and QAGAN.fit both
+train with, its settings as flags and config.json keys."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.events import scalar_values
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MODULE = '''"""gradient_power: mean |g|^p of D's input gradients (a test penalty)."""
+
+import dataclasses
+
+import tensorflow as tf
+
+from qagan_tf.objectives import penalty_api
+from qagan_tf.utils.fields import setting
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientPowerConfig:
+  power: float = setting(2.0, "gradient_power penalty: the exponent p.")
+
+  def check_values(self, spell=lambda field: f"gradient_power_{field}"):
+    if not self.power > 0:
+      raise ValueError(f"{spell('power')}={self.power} must be > 0.")
+
+  def validate(self, config):
+    self.check_values()
+
+
+def build_penalty(settings, resolution, *, xla=False):
+  del resolution, xla
+
+  def fn(inputs):
+    g = tf.abs(inputs.grad_x_hat) + 1e-12
+    return tf.reduce_mean(g ** settings.power, axis=[1, 2, 3]), {}
+  return penalty_api.QualityPenalty("gradient_power", "gradient_power_penalty", fn,
+                                    needs_input_gradient=True)
+
+
+ENTRY = penalty_api.PenaltyEntry(build=build_penalty, settings=GradientPowerConfig)
+'''
+
+FIT = '''
+import sys
+sys.path.insert(0, sys.argv[1])
+import keras, tensorflow as tf
+from qagan_tf.gan import QAGAN
+sys.path.insert(0, sys.argv[2])
+from tests.gan.models import LATENT, _images, user_models
+g, d = user_models()
+gan = QAGAN(g, d, LATENT, penalty="gradient_power", penalty_settings={"power": 1.5},
+            disc_iters=2)
+gan.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3))
+history = gan.fit(tf.data.Dataset.from_tensor_slices(_images()).batch(8, drop_remainder=True),
+                  epochs=1, steps_per_epoch=2, verbose=0)
+print("FIT", float(history.history["gradient_power_penalty"][0]))
+'''
+
+
+def _extending_recipe():
+  with open(os.path.join(REPO, "docs", "extending.md")) as f:
+    text = f.read()
+  return re.search(r"- \*\*a penalty\*\*:(.*?)\n- \*\*", text, flags=re.S).group(1)
+
+
+def test_the_recipe_names_the_builder():
+  recipe = _extending_recipe()
+  for word in ("build_penalty(settings, resolution, *, xla)", "PenaltyEntry(build=",
+               "PENALTIES", "check_values", "validate(config)"):
+    assert word in recipe, word
+
+
+@pytest.mark.slow
+def test_a_penalty_added_by_the_recipe_trains_in_bin_train_and_in_fit(tmp_path):
+  copy = tmp_path / "checkout"
+  for part in ("qagan_tf", "bin", "configs"):
+    shutil.copytree(os.path.join(REPO, part), copy / part,
+                    ignore=shutil.ignore_patterns("__pycache__", "benchmarks"))
+  (copy / "qagan_tf" / "objectives" / "gradient_power.py").write_text(MODULE)
+  registry = copy / "qagan_tf" / "objectives" / "penalties.py"
+  text = registry.read_text()
+  text = text.replace("from qagan_tf.objectives import ssim\n",
+                      "from qagan_tf.objectives import gradient_power, ssim\n")
+  text = text.replace('    "niqe": niqe.ENTRY,\n',
+                      '    "niqe": niqe.ENTRY,\n    "gradient_power": gradient_power.ENTRY,\n')
+  registry.write_text(text)  # The one registry line (and its import).
+  run = str(tmp_path / "run")
+  env = dict(os.environ, PYTHONPATH=str(copy))
+  proc = subprocess.run(
+      [sys.executable, str(copy / "bin" / "train"), "--flagfile=configs/smoke.cfg",
+       "--penalty=gradient_power", "--gradient_power_power=1.5", "--max_steps=2", "--width=8",
+       "--batch_size=4", "--log_every=1", f"--model_dir={run}"],
+      cwd=copy, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(run, "config.json")) as f:
+    assert json.load(f)["gradient_power_power"] == 1.5
+  values = scalar_values(run, "train/")["train/gradient_power_penalty"]
+  assert [s for s, _ in values] == [1, 2] and all(v > 0 for _, v in values)
+  proc = subprocess.run([sys.executable, "-c", FIT, str(copy), REPO], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert float(proc.stdout.split("FIT")[-1]) > 0
