@@ -212,3 +212,40 @@ def test_quality_variant_names_are_checked():
   quality_bench.check_variant_names(list(quality_bench.VARIANTS))
   with pytest.raises(ValueError, match="unknown --quality_variants nique.*choose from wgan_gp"):
     quality_bench.check_variant_names(["wgan_gp", "nique"])
+
+
+def test_the_commit_race_needs_a_checkout(tmp_path):
+  out = str(tmp_path / "c.json")
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "bin", "benchmark"),
+                         "--flagfile=configs/smoke.cfg", "--sections=commits",
+                         f"--compare_checkout={tmp_path}", f"--output={out}"], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1 and "needs --compare_checkout=DIR, a checkout of qagan_tf" in (
+      proc.stderr)
+  assert not os.path.exists(out)
+
+
+@pytest.mark.slow
+def test_the_commit_race_times_both_checkouts_block_by_block(tmp_path):
+  """This checkout against itself (a copy of its package): both sides time every block, and
+  the ratio is of the two medians."""
+  import shutil
+  other = tmp_path / "other"
+  shutil.copytree(os.path.join(REPO, "qagan_tf"), other / "qagan_tf",
+                  ignore=shutil.ignore_patterns("__pycache__"))
+  out = str(tmp_path / "c.json")
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "bin", "benchmark"),
+                         "--flagfile=configs/smoke.cfg", "--width=8", "--batch_size=4",
+                         "--disc_iters=1", "--sections=commits", f"--compare_checkout={other}",
+                         "--commit_rounds=3", "--commit_iterations=2", f"--output={out}"],
+                        cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(out) as f:
+    race = json.load(f)["commits"]
+  for side in ("ours", "baseline"):
+    assert len(race[side]["block_seconds"]) == 3 and min(race[side]["block_seconds"]) > 0
+    assert race[side]["ms_per_iteration"] == pytest.approx(
+        1e3 * np.median(race[side]["block_seconds"]) / 2)
+  assert race["baseline"]["checkout"] == str(other) and race["ours"]["checkout"] == REPO
+  assert race["baseline_over_ours"] == pytest.approx(
+      race["baseline"]["ms_per_iteration"] / race["ours"]["ms_per_iteration"])

@@ -11,8 +11,7 @@ from qagan_tf import qa
 from qagan_bench import natural_maps
 from qagan_tf.iqa import naturalness
 from qagan_tf.train import distribution
-from qagan_tf.objectives.niqe import penalty as niqe_penalty
-from qagan_tf.objectives import penalty_api
+from qagan_tf.objectives import penalties, penalty_api
 
 
 def _batches(maps, batch, seed):
@@ -148,7 +147,7 @@ def test_qa_niqe_penalty_refuses_bad_input_with_the_argument_and_the_fix(derivat
 def test_the_trainers_penalty_is_qa_niqe_penalty(derivative_maps):
   config = config_lib.TrainConfig.create(resolution=32, dataset="embedded",
                                          penalty="niqe").validate()
-  penalty = niqe_penalty.make_penalty(config)
+  penalty = penalties.build_for_config(config)
   grads = tf.constant(derivative_maps[:16], tf.float32)
   zeros = tf.zeros((16, 32, 32, 3))
   value, _ = penalty.fn(penalty_api.PenaltyInputs(real=zeros, fake=zeros, x_hat=zeros,

@@ -1,5 +1,5 @@
 """The NIQE gradient penalty (paper eqs. 14-15): `niqe_gradient_penalty` (qa.niqe_penalty), the
-`niqe` registry entry and its TensorBoard diagnostics.
+`niqe` registry entry (its TensorBoard diagnostics: `summaries`).
 
 NIQE(T(grad_x_hat D(x_hat)) | mu_P, Sigma_P): the differentiable NIQE of D's input gradient at the
 interpolates after the transform T that the prior's inputs had (see `transform` and `priors`); a
@@ -10,11 +10,10 @@ import dataclasses
 
 import tensorflow as tf
 
-from qagan_tf.iqa import naturalness
-from qagan_tf.iqa.similarity import rgb_to_gray
 from qagan_tf.objectives import penalty_api
 from qagan_tf.objectives.niqe import priors
 from qagan_tf.objectives.niqe import settings as settings_lib
+from qagan_tf.objectives.niqe import summaries
 from qagan_tf.objectives.niqe import transform
 from qagan_tf.objectives.niqe.settings import NiqeConfig
 from qagan_tf.utils import fields
@@ -101,39 +100,10 @@ def build_penalty(niqe, resolution, *, xla=False):
     return distance(tf.cast(g, tf.float32) if g.dtype in (tf.float16, tf.bfloat16) else g), {}
 
   def write_summaries(discriminator, real, fake, step):
-    write_gradient_summaries(discriminator, real, fake, step, prior, resolved)
+    summaries.write_gradient_summaries(discriminator, real, fake, step, prior, resolved)
 
   return penalty_api.QualityPenalty("niqe", "niqe_penalty", fn, needs_input_gradient=True,
                                     write_summaries=write_summaries)
-
-
-def write_gradient_summaries(discriminator, real, fake, step, prior, settings):
-  """NIQE (under the penalty's prior and transform) of D's input gradients at real and
-  interpolated images, and MSCN histograms of the images and of those transformed gradients,
-  real vs generated (the paper's supplementary Figs. 1 and 4)."""
-  x_hat = 0.5 * real + 0.5 * fake
-  grads = {}
-  for name, x in (("real", real), ("fake", fake), ("interpolated", x_hat)):
-    with tf.GradientTape() as tape:
-      tape.watch(x)
-      score = tf.reduce_sum(tf.cast(discriminator(x), tf.float32))
-    grads[name] = tape.gradient(score, x)
-  for name in ("real", "interpolated"):
-    tf.summary.scalar(f"quality/niqe_grad_{name}", tf.reduce_mean(
-        transform.gradient_distance(grads[name], prior, settings)), step=step)
-  for name, images in (("real", real), ("fake", fake)):
-    tf.summary.histogram(f"quality/mscn_spatial_{name}", mscn_sample((images + 1.0) * 127.5),
-                         step=step)
-    maps = transform.penalty_inputs(grads[name], settings)
-    tf.summary.histogram(f"quality/mscn_grad_{name}", mscn_sample(maps[..., None]), step=step)
-
-
-def mscn_sample(images, max_values=4096):
-  """Flattened MSCN coefficients of (B, H, W, 1|3) inputs (luma), at most max_values of them."""
-  gray = images[..., 0] if images.shape[-1] == 1 else rgb_to_gray(images)[..., 0]
-  coeffs, _ = naturalness.mscn(tf.cast(gray, tf.float32), eps=1e-8)
-  flat = tf.reshape(coeffs, [-1])
-  return flat[:max_values]
 
 
 def check_strategy(config, replicas):
