@@ -27,6 +27,13 @@ from qagan_tf.metrics import fid as fid_lib
 from qagan_tf.metrics import kid as kid_lib
 from qagan_tf.utils.progress import format_duration
 
+DIFFAUGMENT = "color,translation,cutout"
+# R3GAN's objective (Huang et al. 2024): the relativistic pairing loss with zero-centred R1 and R2
+# on every D update, no 1-GP and no drift. gamma 0.05 is our stated choice for this scale (R3GAN
+# trains CIFAR-10 with a small gamma; its exact schedule is not reproduced here).
+R3_GAMMA = 0.05
+R3 = dict(loss="rpgan", penalty="none", gp_weight=0.0, drift_weight=0.0, qa_weight=0.0,
+          r1_weight=R3_GAMMA, r2_weight=R3_GAMMA)
 # name -> config changes. The 1-GP weight follows the paper: 10 for the WGAN-GP baseline, 1 for
 # QAGAN (with the QA penalty at 0.1); wgan_gp_gp1 is the QA runs' control (their 1-GP alone).
 VARIANTS = {
@@ -48,6 +55,15 @@ VARIANTS = {
     "wgan_gp_gp1_k4": dict(penalty="wgan_gp", gp_weight=1.0, qa_weight=0.0, gp_every=4),
     "ssim_k4": dict(penalty="ssim", gp_weight=1.0, qa_weight=0.1, gp_every=4, qa_every=4),
     "niqe_k4": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, gp_every=4, qa_every=4),
+    # Today's regularisers (docs/training.md "Regularisers"): DiffAugment on the WGAN-GP
+    # baseline and on QAGAN-NIQE; R3GAN's objective (RpGAN + R1 + R2, gamma R3_GAMMA) alone, with
+    # the NIQE penalty at R1's points (reusing its gradient) and with the SSIM penalty.
+    "wgan_gp_da": dict(penalty="wgan_gp", gp_weight=10.0, qa_weight=0.0, augment=DIFFAUGMENT),
+    "niqe_da": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, augment=DIFFAUGMENT),
+    "r3": dict(R3),
+    "r3_niqe": dict(R3, penalty="niqe", qa_weight=0.1, qa_points="real"),
+    "r3_ssim": dict(R3, penalty="ssim", qa_weight=0.1),
+    "wgan_gp_lecam": dict(penalty="wgan_gp", gp_weight=10.0, qa_weight=0.0, lecam_weight=0.1),
     # Beyond the paper (its §5): SNGAN (hinge loss, spectral norm in D, no GP) with and without
     # the QA penalties (configs/cifar10_sngan*.cfg).
     "sngan": dict(loss="hinge", d_norm="spectral", penalty="none", gp_weight=0.0,
@@ -69,7 +85,12 @@ CONTROLS = {
     "wgan_gp_k4": "wgan_gp", "wgan_gp_gp1_k4": "wgan_gp_gp1",
     "ssim_k4": "wgan_gp_gp1_k4", "niqe_k4": "wgan_gp_gp1_k4",
     "sngan_ssim": "sngan", "sngan_niqe": "sngan",
+    "wgan_gp_da": "wgan_gp", "niqe_da": "niqe", "wgan_gp_lecam": "wgan_gp",
+    "r3_niqe": "r3", "r3_ssim": "r3",
 }
+# The regularisers study (benchmarks/regularisers_cpu.*): DiffAugment against none, and R3GAN's
+# objective against the same with the NIQE penalty.
+REGULARIZER_VARIANTS = ("wgan_gp", "wgan_gp_da", "r3", "r3_niqe")
 # The comparisons' metrics (the `comparisons` list) and the other observed targets (the
 # `mechanism_comparisons` list): each is a per-run final value in result[...].
 METRICS = ("final_fid", "final_kid", "gradient_niqe")

@@ -261,6 +261,37 @@ def lazy_ratios(config, images, repeats=5, log=print, every=4):
   return out
 
 
+# Regularisers timed against the WGAN-GP iteration (quality_bench.VARIANTS' changes): the
+# whole iteration, since DiffAugment and RpGAN change the G update too.
+REGULARIZERS = ("wgan_gp", "r3", "wgan_gp_lecam", "wgan_gp_da", "r3_niqe")
+
+
+def regularizer_ratios(config, images, repeats=5, log=print):
+  """Iteration time of each of REGULARIZERS over WGAN-GP's, timed round-robin in one process:
+  {"r3_over_wgan_gp": ..., ..., "r3_niqe_over_r3": ...}."""
+  from qagan_bench import quality_bench
+  from qagan_tf.train import distribution
+  from qagan_tf.train import trainer as trainer_lib
+  calls = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for name in REGULARIZERS:
+      c = config.replace(eval_every=0, jit_compile=False, **quality_bench.VARIANTS[name])
+      trainer = trainer_lib.Trainer(c, f"{tmp}/{name}", distribution.make_strategy("auto"),
+                                    images=images)
+      iterator = iter(trainer.distributed_dataset(0))
+      calls[name] = lambda t=trainer, it=iterator: t.train_step(it)["d_loss"].numpy()
+    timed = _interleaved_times(calls, repeats * 2, warmup=2)
+  base = timed["wgan_gp"][0]
+  out = {f"{name}_iteration_s": timed[name][0] for name in REGULARIZERS}
+  out.update({f"{name}_over_wgan_gp": timed[name][0] / base for name in REGULARIZERS
+              if name != "wgan_gp"})
+  out["r3_niqe_over_r3"] = timed["r3_niqe"][0] / timed["r3"][0]
+  log("regularisers, iteration over WGAN-GP's: " + ", ".join(
+      f"{k[:-len('_over_wgan_gp')]} {v:.2f}" for k, v in out.items() if k.endswith("_over_wgan_gp"))
+      + f"; r3_niqe / r3 {out['r3_niqe_over_r3']:.2f}")
+  return out
+
+
 def _d_step_fn(step_lib, trainer, c, inputs):
   """One D update on fixed inputs (no input pipeline, no G update), as a tf.function."""
   real, z, eps = inputs["real"][0], inputs["z"][0], inputs["eps"][0]
@@ -368,6 +399,7 @@ def run(config, repeats=5, log=print, variants=None, peer_settings=None,
   result["input_pipeline_images_per_s"] = rate * config.batch_size * config.disc_iters
   result["niqe_penalty_ops"] = niqe_penalty_ops(config, op_count_baseline, log)
   result["lazy"] = lazy_ratios(config, images, repeats, log)
+  result["regularizers"] = regularizer_ratios(config, images, repeats, log)
   if peer_settings is not None:
     result["peer"] = torch_peer(config, images, repeats, log, peer_variants, peer_settings)
   result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -7,13 +7,16 @@ run directory is read:
   (`upgrade_config`, called by `config.TrainConfig.from_dict`);
 - config.json with "auto" for a setting that is now resolved when a run starts
   (--jit_compile: true/false are read as ever; --niqe_xla: resolved on resume and recorded);
-- checkpoints written before the float16 loss scales existed (`OPTIONAL_CHECKPOINT_PARTS`:
-  restored where present, the Trainer's defaults otherwise).
+- checkpoints written before the float16 loss scales or LeCam's anchors existed
+  (`OPTIONAL_CHECKPOINT_PARTS`: restored where present, the Trainer's defaults otherwise);
+- config.json written before R1/R2, LeCam, DiffAugment and --qa_points: their defaults (none),
+  which is what those runs trained with.
 tests/train/test_trainer.py and tests/objectives/test_quality_penalties.py resume such runs.
 """
 
-# Parts of a bin/train checkpoint that older checkpoints lack.
-OPTIONAL_CHECKPOINT_PARTS = ("loss_scales",)
+# Parts of a bin/train checkpoint that older checkpoints lack: the float16 loss scales, LeCam's
+# anchors (a run of that time had no LeCam; they start at 0).
+OPTIONAL_CHECKPOINT_PARTS = ("loss_scales", "lecam")
 
 # What the NIQE penalty did before priors carried metadata (qagan_tf <= 0.1): signed luma
 # gradients scaled to a peak of 255 (raw for raw-gradient priors), blocks of resolution / 2, the

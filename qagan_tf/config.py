@@ -10,10 +10,13 @@ import dataclasses
 import json
 import os
 
+from qagan_tf import augment as augment_lib
 from qagan_tf import compat
 from qagan_tf import models
 from qagan_tf.data import sources
+from qagan_tf.objectives import lecam
 from qagan_tf.objectives import losses
+from qagan_tf.objectives import objective as objective_lib
 from qagan_tf.objectives import penalties
 from qagan_tf.utils.fields import check_choices, setting
 
@@ -65,7 +68,9 @@ class TrainConfig:
                           "constant: no decay.", choices=LR_DECAYS)
   # Losses, penalties and D's normalisation.
   loss: str = setting("wasserstein", "Adversarial loss: wasserstein (WGAN-GP, the paper), hinge "
-                      "(SNGAN) or nonsaturating (the original GAN's, D outputs logits).",
+                      "(SNGAN), nonsaturating (the original GAN's, D outputs logits) or rpgan "
+                      "(the relativistic pairing loss of R3GAN; its G update scores real images "
+                      "too).",
                       choices=tuple(losses.LOSSES))
   d_norm: str = setting("none", "Normalisation of D's layers: none (the paper) or spectral "
                         "(SNGAN: every kernel divided by its largest singular value, one power "
@@ -82,6 +87,24 @@ class TrainConfig:
                           "only, its weight multiplied by k (1: every update, the paper).")
   qa_every: int = setting(1, "Lazy regularisation: the quality-aware penalty on every k-th D "
                           "update only, its weight multiplied by k (1: every update, the paper).")
+  qa_points: str = setting("interpolates", "Where a gradient penalty (niqe) reads D's input "
+                           "gradient: interpolates (the paper's, the 1-GP's points), real (R1's "
+                           "points: with --r1_weight it reuses R1's gradient) or fake (R2's).",
+                           choices=objective_lib.QA_POINTS)
+  r1_weight: float = setting(0.0, "R1 (Mescheder et al. 2018): gamma of gamma/2 E||grad_x "
+                             "D(x)||^2 at the real images, zero-centred (R3GAN: with R2 and "
+                             "--loss=rpgan; 0: none).")
+  r2_weight: float = setting(0.0, "R2: gamma of gamma/2 E||grad D(G(z))||^2 at the fakes (0: "
+                             "none).")
+  r1_every: int = setting(1, "Lazy R1 and R2 (StyleGAN2: 16): on every k-th D update only, "
+                          "their weight multiplied by k.")
+  lecam_weight: float = setting(0.0, "LeCam (Tseng et al. 2021): weight of ||D(x) - a_F||^2 + "
+                                "||D(G(z)) - a_R||^2, a_R and a_F EMAs of D's mean scores "
+                                "(their tables: 0.01-0.3; 0: none).")
+  lecam_decay: float = setting(lecam.DEFAULT_DECAY, "LeCam: decay of the anchors' EMAs.")
+  augment: str = setting("none", "DiffAugment (Zhao et al. 2020) of every input of D, real and "
+                         "fake, in the D and G updates: none, or a comma-separated list of "
+                         f"{', '.join(augment_lib.POLICIES)} (e.g. color,translation,cutout).")
   # Each penalty's settings group (penalties.CONFIG_GROUPS), flags <group>_<field>.
   groups: dict = dataclasses.field(default_factory=_default_groups, repr=False)
   # Generator EMA.
@@ -151,7 +174,7 @@ class TrainConfig:
     """
     check_choices(self)
     positive = ("width", "z_dim", "batch_size", "g_batch_multiplier", "max_steps",
-                "steps_per_call", "disc_iters", "gp_every", "qa_every", "save_every",
+                "steps_per_call", "disc_iters", "gp_every", "qa_every", "r1_every", "save_every",
                 "keep_checkpoints", "log_every", "sample_every", "histogram_every",
                 "num_sample_images")
     for name in positive:
@@ -160,12 +183,17 @@ class TrainConfig:
     for name in ("g_width", "d_width", "num_examples"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0: the default).")
-    for name in ("gp_weight", "qa_weight", "drift_weight", "lr"):
+    for name in ("gp_weight", "qa_weight", "drift_weight", "lr", "r1_weight", "r2_weight",
+                 "lecam_weight"):
       if not getattr(self, name) >= 0:
         raise ValueError(f"{name}={getattr(self, name)} must be >= 0.")
-    for name in ("beta1", "beta2", "ema_decay"):
+    for name in ("beta1", "beta2", "ema_decay", "lecam_decay"):
       if not 0 <= getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1).")
+    try:
+      augment_lib.parse_policy(self.augment)
+    except ValueError as e:
+      raise ValueError(f"--augment: {e}") from None
     try:
       sources.check_dataset_name(self.dataset)
     except sources.DataError as e:
@@ -273,7 +301,8 @@ def flat_defaults():
 # different experiment; bin/train refuses it unless --allow_config_change.
 INCOMPATIBLE_KEYS = ("dataset", "resolution", "architecture", "width", "g_width", "d_width",
                      "z_dim", "loss", "d_norm", "penalty", "seed", "g_batch_multiplier",
-                     "disc_iters", "batch_size", "gp_every", "qa_every")
+                     "disc_iters", "batch_size", "gp_every", "qa_every", "r1_every",
+                     "augment")
 
 
 def check_config_change(old, new, allow_change=False):

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from qagan_tf.iqa import niqe_metric
+from qagan_tf.objectives import lecam as lecam_lib
 from qagan_tf.objectives import losses
 from qagan_tf.objectives import ssim as ssim_lib
 from qagan_tf.objectives.niqe import fit as niqe_fit
@@ -24,8 +25,8 @@ from qagan_tf.objectives.niqe import priors as niqe_priors
 from qagan_tf.objectives.niqe.penalty import niqe_gradient_penalty as niqe_penalty
 from qagan_tf.utils import fields
 
-__all__ = ["gradient_penalty", "ssim_distance_penalty", "niqe_penalty", "load_prior", "fit_prior",
-           "niqe"]
+__all__ = ["gradient_penalty", "r1_penalty", "r2_penalty", "lecam_penalty",
+           "ssim_distance_penalty", "niqe_penalty", "load_prior", "fit_prior", "niqe"]
 
 
 def _float(x, name):
@@ -89,6 +90,57 @@ def gradient_penalty(discriminator, real, fake, eps=None, target=1.0):
     raise ValueError(f"eps must be (B,) interpolation weights in [0, 1]; got shape {eps.shape}.")
   grads = losses.input_gradients(discriminator, losses.interpolates(real, fake, eps))
   return losses.gradient_penalty(grads, target), grads
+
+
+def _zero_centred(discriminator, images, name):
+  images = _images(images, name)
+  grads = losses.input_gradients(discriminator, images)
+  return losses.squared_norm(grads), grads
+
+
+def r1_penalty(discriminator, real):
+  """R1 (Mescheder et al. 2018): ||grad_x D(x)||^2 at real images, per example, and the input
+  gradients; unweighted (the loss is gamma/2 times its mean: the weight is the caller's).
+
+  Args:
+    discriminator: a callable (e.g. a keras.Model) from images to scores (B,) or (B, 1).
+    real: float (B, H, W, C) images in [-1, 1].
+
+  Returns:
+    (per_example float (B,), input_gradients (B, H, W, C)), differentiable w.r.t. D's
+    variables: pass the gradients on to `niqe_penalty` to score them without a second pass.
+  """
+  return _zero_centred(discriminator, real, "real")
+
+
+def r2_penalty(discriminator, fake):
+  """R2: ||grad D(G(z))||^2 at generated images, per example, and the input gradients; as
+  `r1_penalty` (unweighted; gamma/2 is the caller's)."""
+  return _zero_centred(discriminator, fake, "fake")
+
+
+def lecam_penalty(d_real, d_fake, anchor_real, anchor_fake):
+  """LeCam (Tseng et al. 2021) per example: (D(x_i) - a_F)^2 + (D(G(z_i)) - a_R)^2, with a_R and
+  a_F exponential moving averages of D's mean scores on real and generated images (keep them
+  yourself, e.g. a <- 0.99 a + 0.01 mean(D(x))). Unweighted.
+
+  Args:
+    d_real, d_fake: critic scores (B,) or (B, 1).
+    anchor_real, anchor_fake: float scalars a_R and a_F.
+
+  Returns:
+    float (B,).
+  """
+  d_real = _scores(d_real, "d_real", None)
+  d_fake = _scores(d_fake, "d_fake", d_real.shape[0])
+  anchors = []
+  for name, a in (("anchor_real", anchor_real), ("anchor_fake", anchor_fake)):
+    a = _float(a, name)
+    if a.shape.rank != 0:
+      raise ValueError(f"{name} must be a scalar (an EMA of D's mean score); got shape "
+                       f"{a.shape}.")
+    anchors.append(tf.cast(a, d_real.dtype))
+  return lecam_lib.lecam_penalty(d_real, d_fake, *anchors)
 
 
 def ssim_distance_penalty(real, fake, d_real, d_fake, **settings):

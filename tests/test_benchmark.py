@@ -49,6 +49,11 @@ def test_benchmark_writes_every_figure(tmp_path):
   for name in ("wgan_gp", "ssim", "niqe"):
     assert lazy[f"{name}_k4_over_k1"] == (lazy[f"{name}_k4_iteration_s"]
                                           / lazy[f"{name}_k1_iteration_s"]) > 0
+  regs = result["regularizers"]  # Iteration time of each regulariser over WGAN-GP's.
+  for name in ("r3", "wgan_gp_lecam", "wgan_gp_da", "r3_niqe"):
+    assert regs[f"{name}_over_wgan_gp"] == (regs[f"{name}_iteration_s"]
+                                            / regs["wgan_gp_iteration_s"]) > 0
+  assert regs["r3_niqe_over_r3"] == regs["r3_niqe_iteration_s"] / regs["r3_iteration_s"]
   # The peer section (torch is a test dependency): the race alone, with the load averages.
   peer = result["peer"]
   assert set(peer["torch"]) == {"eager", "channels_last"}

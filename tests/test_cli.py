@@ -137,7 +137,11 @@ def _checkpoint_tensors(path):
 
 
 @pytest.mark.slow
-def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("extra", [
+    (), ("--loss=rpgan", "--gp_weight=0", "--r1_weight=0.1", "--r2_weight=0.1",
+         "--lecam_weight=0.1", "--augment=color,translation,cutout")],
+    ids=["wgan_gp", "r1_lecam_augment"])
+def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp_path, extra):
   import random
   import signal
   import time
@@ -151,7 +155,7 @@ def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp
   argv = lambda d: [sys.executable, os.path.join(REPO, "bin", "train"),
                     "--flagfile=configs/smoke.cfg", f"--model_dir={d}", f"--max_steps={max_steps}",
                     "--num_examples=64", "--width=16", "--save_every=3", "--log_every=1",
-                    "--sample_every=5", "--histogram_every=5", "--deterministic"]
+                    "--sample_every=5", "--histogram_every=5", "--deterministic", *extra]
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   reference = subprocess.Popen(argv(straight), cwd=REPO, stderr=subprocess.PIPE, text=True)
   victim = subprocess.Popen(argv(killed), cwd=REPO, stderr=subprocess.PIPE, text=True)
@@ -204,3 +208,34 @@ def test_the_xla_fast_path_reruns_bit_identically_with_deterministic(tmp_path):
   assert a == b and sorted(a["train/d_loss"]) == [1, 2, 3]
   with open(os.path.join(dirs[0], "config.json")) as f:
     assert json.load(f)["jit_compile"] is True
+
+
+@pytest.mark.slow
+def test_the_r3_niqe_config_trains_with_bin_train_and_fit(tmp_path):
+  """configs/cifar10_r3_niqe.cfg (RpGAN + R1 + R2 + NIQE at R1's points) on the embedded images
+  (smaller, to keep CI short), and the same objective through QAGAN.fit: finite losses."""
+  import json
+  model_dir = str(tmp_path / "r3")
+  proc = run("train", "--flagfile=configs/cifar10_r3_niqe.cfg", "--dataset=embedded",
+             "--max_steps=3", "--width=16", "--batch_size=16", "--log_every=1",
+             f"--model_dir={model_dir}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(model_dir, "config.json")) as f:
+    config = json.load(f)
+  assert (config["loss"], config["r1_weight"], config["qa_points"]) == ("rpgan", 0.05, "real")
+  values = scalar_values(model_dir, "train/")
+  for tag in ("train/d_loss", "train/g_loss", "train/r1", "train/r2", "train/niqe_penalty"):
+    assert len(values[tag]) == 3 and all(np.isfinite(v) for _, v in values[tag]), tag
+  from tests.gan.models import LATENT, _images, user_models
+  import keras
+  import tensorflow as tf
+  from qagan_tf.gan import QAGAN
+  g, d = user_models()
+  gan = QAGAN(g, d, LATENT, loss="rpgan", gp_weight=0.0, r1_weight=0.05, r2_weight=0.05,
+              penalty="niqe", qa_weight=0.1, qa_points="real", disc_iters=2,
+              augment="color,translation,cutout", lecam_weight=0.1)
+  gan.compile(keras.optimizers.Adam(2e-4, 0.0, 0.9), keras.optimizers.Adam(2e-4, 0.0, 0.9))
+  history = gan.fit(tf.data.Dataset.from_tensor_slices(_images()).batch(16, drop_remainder=True),
+                    epochs=1, steps_per_epoch=3, verbose=0).history
+  for key in ("d_loss", "g_loss", "r1", "r2", "niqe_penalty", "lecam"):
+    assert np.isfinite(history[key][0]), key

@@ -14,8 +14,11 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from qagan_tf import augment as augment_lib
+
 # Stream ids folded into the seed so that each random quantity has its own stream.
-_SHUFFLE, _FLIP, _DEQUANT, _Z_DISC, _EPS, _Z_GEN = range(6)
+_SHUFFLE, _FLIP, _DEQUANT, _Z_DISC, _EPS, _Z_GEN, _AUG_REAL, _AUG_FAKE, _AUG_GEN, _AUG_GEN_REAL = (
+    range(10))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +29,7 @@ class InputSpec:
   z_dim: int
   g_batch_multiplier: int = 2  # The generator update uses this many times batch_size codes.
   seed: int = 0
+  augment: bool = False  # Also the uniforms of DiffAugment's random choices (augment.apply).
 
 
 def _seed(seed, stream, counter):
@@ -86,11 +90,11 @@ def iteration_inputs(images, spec, iteration, replica, num_replicas):
     per_batch.append(tf.where(flip[:, None, None, None] < 0.5, x, x[:, :, ::-1, :]))
   return {"real": tf.stack(per_batch),
           **iteration_latents(spec.seed, iteration, k, gb, spec.z_dim, spec.g_batch_multiplier,
-                              replica, num_replicas)}
+                              replica, num_replicas, spec.augment)}
 
 
 def iteration_latents(seed, iteration, disc_iters, global_batch, z_dim, g_batch_multiplier=2,
-                      replica=0, num_replicas=1):
+                      replica=0, num_replicas=1, augment=False):
   """The latents and interpolation weights of one training iteration, for one replica: the one
   place they are drawn (bin/train's pipeline and Keras' QAGAN both call it).
 
@@ -106,10 +110,15 @@ def iteration_latents(seed, iteration, disc_iters, global_batch, z_dim, g_batch_
     z_dim: the latent size.
     g_batch_multiplier: the G update draws this many times global_batch latents.
     replica, num_replicas: this replica's index and the number in sync.
+    augment: also draw DiffAugment's uniforms (`augment.apply`), each from a stream of its own
+      (the other values are the same with or without them).
 
   Returns:
     {"z": float32 (disc_iters, B, z_dim), "eps": (disc_iters, B) in [0, 1), "z_gen":
-    (g_batch_multiplier * B, z_dim)}, B = global_batch // num_replicas.
+    (g_batch_multiplier * B, z_dim)}, B = global_batch // num_replicas; with augment also
+    "u_real", "u_fake" (disc_iters, B, augment.UNIFORMS) for the D updates' real and fake
+    images and "u_gen", "u_gen_real" (g_batch_multiplier * B, augment.UNIFORMS) for the G
+    update's.
   """
   k, m = disc_iters, g_batch_multiplier
   iteration = tf.cast(iteration, tf.int64)
@@ -120,7 +129,16 @@ def iteration_latents(seed, iteration, disc_iters, global_batch, z_dim, g_batch_
   z = tf.reshape(z, tf.stack([k, gb, z_dim]))[:, lo:lo + b]
   eps = tf.random.stateless_uniform(tf.stack([k, gb]), _seed(seed, _EPS, iteration))
   z_gen = tf.random.stateless_normal(tf.stack([m * gb, z_dim]), _seed(seed, _Z_GEN, iteration))
-  return {"z": z, "eps": eps[:, lo:lo + b], "z_gen": z_gen[m * lo:m * (lo + b)]}
+  out = {"z": z, "eps": eps[:, lo:lo + b], "z_gen": z_gen[m * lo:m * (lo + b)]}
+  if augment:
+    u = augment_lib.UNIFORMS
+    for name, stream in (("u_real", _AUG_REAL), ("u_fake", _AUG_FAKE)):
+      out[name] = tf.random.stateless_uniform(tf.stack([k, gb, u]),
+                                              _seed(seed, stream, iteration))[:, lo:lo + b]
+    for name, stream in (("u_gen", _AUG_GEN), ("u_gen_real", _AUG_GEN_REAL)):
+      out[name] = tf.random.stateless_uniform(tf.stack([m * gb, u]),
+                                              _seed(seed, stream, iteration))[m * lo:m * (lo + b)]
+  return out
 
 
 def make_dataset(images, spec, start_iteration=0, input_context=None):

@@ -9,6 +9,8 @@ import keras
 import tensorflow as tf
 
 from qagan_tf.data import pipeline
+from qagan_tf import augment as augment_lib
+from qagan_tf.objectives import lecam
 from qagan_tf.objectives import losses
 from qagan_tf.objectives import penalties
 from qagan_tf.objectives import penalty_api
@@ -33,13 +35,17 @@ class _EmaWeights(keras.layers.Layer):
 
 
 class _TrainingState(keras.layers.Layer):
-  """The iteration counter (the latents' and the lazy schedule's) and, under a float16 policy,
-  the dynamic loss scales, as weights Keras saves and restores."""
+  """The iteration counter (the latents' and the lazy schedule's), LeCam's anchors and, under a
+  float16 policy, the dynamic loss scales, as weights Keras saves and restores."""
 
   def __init__(self, loss_scaled, name="training_state"):
     super().__init__(name=name)
     self.step = self.add_weight(shape=(), dtype="int64", trainable=False, initializer="zeros",
                                 name="step")
+    self.lecam = lecam.Anchors(*[self.add_weight(
+        shape=(), dtype="float32", trainable=False, initializer="zeros",
+        aggregation="only_first_replica", name=f"lecam_anchor_{side}")
+                                 for side in ("real", "fake")])
     self.loss_scales = None
     if loss_scaled:
       def scale(side):
@@ -91,6 +97,13 @@ class QAGAN(keras.Model):
     gp_every, qa_every: lazy regularisation (StyleGAN2 §B): the 1-GP / the QA penalty on every
       k-th critic update only (counted over the fit, as bin/train's --gp_every/--qa_every),
       its weight multiplied by k.
+    r1_weight, r2_weight, r1_every: the zero-centred R1 (at real images) and R2 (at fakes)
+      penalties gamma/2 ||grad_x D(x)||^2 and their lazy interval (loss="rpgan" with both:
+      R3GAN's objective).
+    lecam_weight, lecam_decay: LeCam regularisation and its anchors' EMA decay.
+    augment: DiffAugment of every input of D: "none" or e.g. "color,translation,cutout".
+    qa_points: where a gradient penalty reads D's input gradient: "interpolates" (the paper's),
+      "real" (R1's: reuses its gradient) or "fake".
 
   Raises:
     ValueError: an unknown loss, penalty or setting (listing the valid ones), or a registry
@@ -100,15 +113,17 @@ class QAGAN(keras.Model):
   def __init__(self, generator, discriminator, latent_dim, loss="wasserstein", penalty="niqe",
                gp_weight=1.0, qa_weight=0.1, drift_weight=0.0, disc_iters=5, ema_decay=None,
                penalty_settings=None, g_batch_multiplier=1, seed=0, gp_every=1, qa_every=1,
+               r1_weight=0.0, r2_weight=0.0, r1_every=1, lecam_weight=0.0,
+               lecam_decay=lecam.DEFAULT_DECAY, augment="none", qa_points="interpolates",
                **kwargs):
     super().__init__(**kwargs)
     self.generator, self.discriminator = generator, discriminator
     self.latent_dim, self.disc_iters = int(latent_dim), int(disc_iters)
     self.g_batch_multiplier, self.seed = int(g_batch_multiplier), int(seed)
     if min(self.disc_iters, self.g_batch_multiplier, self.latent_dim, int(gp_every),
-           int(qa_every)) < 1:
-      raise ValueError("latent_dim, disc_iters, g_batch_multiplier, gp_every and qa_every must "
-                       "be >= 1.")
+           int(qa_every), int(r1_every)) < 1:
+      raise ValueError("latent_dim, disc_iters, g_batch_multiplier, gp_every, qa_every and "
+                       "r1_every must be >= 1.")
     self.penalty_name = penalty if isinstance(penalty, str) else "qa_penalty"
     if callable(penalty) and not isinstance(penalty, str):
       if penalty_settings:
@@ -120,8 +135,11 @@ class QAGAN(keras.Model):
       self.entry = penalties.get_entry(penalty)
       self.penalty_settings = self._settings(penalty, penalty_settings or {})
       quality_penalty = None
-    self.objective = Objective(losses.get_loss(loss), float(gp_weight), float(drift_weight),
-                               float(qa_weight), quality_penalty, int(gp_every), int(qa_every))
+    self.objective = Objective(
+        losses.get_loss(loss), float(gp_weight), float(drift_weight), float(qa_weight),
+        quality_penalty, int(gp_every), int(qa_every), float(r1_weight), float(r2_weight),
+        int(r1_every), float(lecam_weight), float(lecam_decay),
+        augment_lib.parse_policy(augment), qa_points)
     self.ema_decay = ema_decay
     self.ema = self.state = None
     self.update_options = step_lib.UpdateOptions()
@@ -165,7 +183,7 @@ class QAGAN(keras.Model):
     replicas = ctx.num_replicas_in_sync if ctx is not None else (
         tf.distribute.get_strategy().num_replicas_in_sync)
     self.update_options = step_lib.UpdateOptions.make(bool(jit_compile), replicas,
-                                                      self.state.loss_scales)
+                                                      self.state.loss_scales, self.state.lecam)
     self._build_penalty(images.shape[1:], bool(jit_compile))
     self._metric_trackers()  # Variables are made here, in the strategy's scope, not in a step.
     self.built = True
@@ -222,7 +240,7 @@ class QAGAN(keras.Model):
     replica = ctx.replica_id_in_sync_group if ctx is not None else 0
     return {"real": real, **pipeline.iteration_latents(
         self.seed, self.state.step, k, b * replicas, self.latent_dim, self.g_batch_multiplier,
-        replica, replicas)}
+        replica, replicas, augment=bool(self.objective.augment))}
 
   def train_step(self, data):
     inputs = self._inputs(data)
@@ -232,7 +250,7 @@ class QAGAN(keras.Model):
         self.generator, self.discriminator, self.d_optimizer, self.g_optimizer, self.objective,
         inputs, step=self.state.step, global_batch_size=tf.shape(inputs["real"])[1] * replicas,
         g_global_batch_size=tf.shape(inputs["z_gen"])[0] * replicas,
-        options=self.update_options)
+        g_batch_multiplier=self.g_batch_multiplier, options=self.update_options)
     self.state.step.assign_add(1)
     if self.ema is not None:
       step_lib.ema_update(self.ema.averages, self.generator.variables, self.ema_decay)

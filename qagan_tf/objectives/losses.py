@@ -21,8 +21,9 @@ def wasserstein_discriminator_loss(d_real, d_fake):
   return d_fake - d_real
 
 
-def wasserstein_generator_loss(d_fake):
-  """Per-example generator loss -D(G(z)); float (B,) -> float (B,)."""
+def wasserstein_generator_loss(d_real, d_fake):
+  """Per-example generator loss -D(G(z)); float (B,) -> float (B,) (d_real unused: None)."""
+  del d_real
   return -d_fake
 
 
@@ -36,9 +37,21 @@ def nonsaturating_discriminator_loss(d_real, d_fake):
   return tf.nn.softplus(-d_real) + tf.nn.softplus(d_fake)
 
 
-def nonsaturating_generator_loss(d_fake):
+def nonsaturating_generator_loss(d_real, d_fake):
   """Per-example non-saturating generator loss softplus(-D(G(z))) = -log sigmoid(D(G(z)))."""
+  del d_real
   return tf.nn.softplus(-d_fake)
+
+
+def rpgan_discriminator_loss(d_real, d_fake):
+  """Per-example relativistic pairing loss softplus(D(G(z_i)) - D(x_i)) (Jolicoeur-Martineau
+  2018; R3GAN, Huang et al. 2024): the i-th fake paired with the i-th real."""
+  return tf.nn.softplus(d_fake - d_real)
+
+
+def rpgan_generator_loss(d_real, d_fake):
+  """Per-example relativistic pairing loss of G: softplus(D(x_i) - D(G(z_i)))."""
+  return tf.nn.softplus(d_real - d_fake)
 
 
 def wasserstein_estimate(d_real, d_fake):
@@ -50,13 +63,16 @@ def wasserstein_estimate(d_real, d_fake):
 class Loss:
   """One adversarial loss.
 
-  discriminator(d_real, d_fake) and generator(d_fake) give per-example losses (float (B,));
-  metrics maps a logged name (train/NAME) to a per-example statistic f(d_real, d_fake).
+  discriminator(d_real, d_fake) and generator(d_real, d_fake) give per-example losses (float
+  (B,)); the generator's d_real is None unless `generator_needs_real` (a relativistic loss: the
+  G update then scores real images too, paired with its fakes). metrics maps a logged name
+  (train/NAME) to a per-example statistic f(d_real, d_fake).
   """
   name: str
   discriminator: Callable
   generator: Callable
   metrics: tuple = (("wasserstein", wasserstein_estimate),)
+  generator_needs_real: bool = False
 
   @property
   def metric_names(self):
@@ -68,6 +84,8 @@ LOSSES = {
     "hinge": Loss("hinge", hinge_discriminator_loss, wasserstein_generator_loss),
     "nonsaturating": Loss("nonsaturating", nonsaturating_discriminator_loss,
                           nonsaturating_generator_loss),
+    "rpgan": Loss("rpgan", rpgan_discriminator_loss, rpgan_generator_loss,
+                  generator_needs_real=True),
 }
 
 
@@ -85,6 +103,12 @@ def get_loss(name):
 def drift_penalty(d_real):
   """Per-example drift term D(x)^2 (Progressive GAN; keeps critic scores near 0); (B,) -> (B,)."""
   return tf.square(d_real)
+
+
+def squared_norm(x):
+  """||x||^2 per example over all but the first axis: R1's and R2's ||grad_x D(x)||^2 (smooth at
+  0, unlike the norm); (B, ...) -> (B,)."""
+  return tf.reduce_sum(tf.square(x), axis=tf.range(1, tf.rank(x)))
 
 
 def safe_norm(x, axis):

@@ -109,14 +109,14 @@ def jit_compile_rule(config):
   if config.max_steps < SHORT_RUN_STEPS:
     return False, (f"a short run (--max_steps < {SHORT_RUN_STEPS}): compiling would cost more "
                    "than it saves")
-  return device_jit_rule(lazy=config.gp_every > 1 or config.qa_every > 1)
+  return device_jit_rule(lazy=config.gp_every > 1 or config.qa_every > 1 or config.r1_every > 1)
 
 
 def device_jit_rule(lazy=False):
   """(on, reason): `jit_compile_rule` for a run of unknown length (Keras' QAGAN.compile's
   jit_compile="auto"): lazy regularisation, then the device class."""
   if lazy:
-    return False, "lazy regularisation (--gp_every/--qa_every > 1) ran slower compiled"
+    return False, "lazy regularisation (--gp_every/--qa_every/--r1_every > 1) ran slower compiled"
   if tf.config.list_physical_devices("GPU"):
     return True, "a GPU, where XLA measured 1.54x faster (one H100)"
   cpu = _cpu_flags()

@@ -16,6 +16,7 @@ from qagan_tf import config as config_lib
 from qagan_tf import data as data_lib
 from qagan_tf import evaluation
 from qagan_tf import sampling
+from qagan_tf.objectives import lecam
 from qagan_tf.objectives import penalties
 from qagan_tf.objectives.objective import Objective
 from qagan_tf.train import builders
@@ -70,6 +71,8 @@ class Trainer:
       # the checkpoint layout does not depend on the precision).
       self.d_loss_scale = step_lib.LossScale(name="d_loss_scale")
       self.g_loss_scale = step_lib.LossScale(name="g_loss_scale")
+      # LeCam's anchors (checkpointed always, as the loss scales).
+      self.lecam_anchors = lecam.Anchors()
       # Steps in which a NaN/Inf loss or gradient dropped an update (see --on_nonfinite).
       self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                          name="nonfinite_steps")
@@ -83,7 +86,8 @@ class Trainer:
                  loss_scales={"d": self.d_loss_scale.scale,
                               "d_good": self.d_loss_scale.good_steps,
                               "g": self.g_loss_scale.scale,
-                              "g_good": self.g_loss_scale.good_steps})
+                              "g_good": self.g_loss_scale.good_steps},
+                 lecam={"real": self.lecam_anchors.real, "fake": self.lecam_anchors.fake})
     # What older checkpoints lack is optional on restore (compat.OPTIONAL_CHECKPOINT_PARTS).
     optional = {k: v for k, v in parts.items() if k in compat.OPTIONAL_CHECKPOINT_PARTS}
     self.checkpoints = checkpoints_lib.Checkpoints(
@@ -97,7 +101,8 @@ class Trainer:
     # XLA for the loss+gradient computations (updates outside); float16's loss scales.
     self.update_options = step_lib.UpdateOptions.make(
         c.jit_compile, replicas, (self.d_loss_scale, self.g_loss_scale)
-        if c.mixed_precision == "float16" else None, log=logging.info)
+        if c.mixed_precision == "float16" else None, lecam=self.lecam_anchors,
+        log=logging.info)
     self.metric_sums = None
     self.evaluator = evaluation.TrainingEvaluator(c) if c.eval_every else None
     self._iteration_fn = self._iterations_fn = None
@@ -182,7 +187,8 @@ class Trainer:
   def input_spec(self):
     c = self.config
     return data_lib.InputSpec(batch_size=c.batch_size, disc_iters=c.disc_iters, z_dim=c.z_dim,
-                              g_batch_multiplier=c.g_batch_multiplier, seed=c.seed)
+                              g_batch_multiplier=c.g_batch_multiplier, seed=c.seed,
+                              augment=bool(self.objective.augment))
 
   def restore(self):
     """Restores the latest checkpoint, if any; returns the step (see `Checkpoints.restore`)."""
@@ -199,7 +205,8 @@ class Trainer:
     return step_lib.iteration(
         self.generator, self.discriminator, self.d_optimizer, self.g_optimizer, self.objective,
         inputs, step=self.step, global_batch_size=c.batch_size,
-        g_global_batch_size=c.batch_size * c.g_batch_multiplier, options=self.update_options)
+        g_global_batch_size=c.batch_size * c.g_batch_multiplier,
+        g_batch_multiplier=c.g_batch_multiplier, options=self.update_options)
 
   def _build_iteration_fns(self):
     """(one(inputs) -> collector result, several(iterator, count)), both tf.functions."""

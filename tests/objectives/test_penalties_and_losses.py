@@ -13,16 +13,18 @@ def test_wasserstein_losses_and_drift():
   d_real = tf.constant([1.0, -2.0, 0.5])
   d_fake = tf.constant([0.0, 3.0, -1.0])
   np.testing.assert_allclose(losses.wasserstein_discriminator_loss(d_real, d_fake), [-1, 5, -1.5])
-  np.testing.assert_allclose(losses.wasserstein_generator_loss(d_fake), [0, -3, 1])
+  np.testing.assert_allclose(losses.wasserstein_generator_loss(None, d_fake), [0, -3, 1])
   np.testing.assert_allclose(losses.drift_penalty(d_real), [1, 4, 0.25])
 
 
 # name -> (D loss, G loss) in NumPy, from the papers' definitions.
 NUMPY_LOSSES = {
-    "wasserstein": (lambda r, f: f - r, lambda f: -f),
-    "hinge": (lambda r, f: np.maximum(0, 1 - r) + np.maximum(0, 1 + f), lambda f: -f),
+    "wasserstein": (lambda r, f: f - r, lambda r, f: -f),
+    "hinge": (lambda r, f: np.maximum(0, 1 - r) + np.maximum(0, 1 + f), lambda r, f: -f),
     "nonsaturating": (lambda r, f: -np.log(1 / (1 + np.exp(-r))) - np.log(1 - 1 / (1 + np.exp(-f))),
-                      lambda f: -np.log(1 / (1 + np.exp(-f)))),
+                      lambda r, f: -np.log(1 / (1 + np.exp(-f)))),
+    # RpGAN (R3GAN eq. 2): D minimises log(1 + e^(D(fake) - D(real))), G the reverse pairing.
+    "rpgan": (lambda r, f: np.log1p(np.exp(f - r)), lambda r, f: np.log1p(np.exp(r - f))),
 }
 
 
@@ -36,14 +38,15 @@ def test_every_registered_loss_matches_numpy(name):
   d_np, g_np = NUMPY_LOSSES[name]
   np.testing.assert_allclose(loss.discriminator(tf.constant(d_real), tf.constant(d_fake)),
                              d_np(d_real, d_fake), rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(loss.generator(tf.constant(d_fake)), g_np(d_fake), rtol=1e-5,
-                             atol=1e-7)
+  d_real_g = tf.constant(d_real) if loss.generator_needs_real else None
+  np.testing.assert_allclose(loss.generator(d_real_g, tf.constant(d_fake)), g_np(d_real, d_fake),
+                             rtol=1e-5, atol=1e-7)
   for metric, fn in loss.metrics:
     assert np.all(np.isfinite(fn(tf.constant(d_real), tf.constant(d_fake)).numpy())), metric
 
 
 def test_unknown_loss_lists_the_valid_ones():
-  with pytest.raises(ValueError, match="valid losses: wasserstein, hinge, nonsaturating"):
+  with pytest.raises(ValueError, match="valid losses: wasserstein, hinge, nonsaturating, rpgan"):
     losses.get_loss("lsgan")
 
 
