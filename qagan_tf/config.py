@@ -8,6 +8,7 @@ taken from the penalty registry, so a new penalty brings its settings without to
 
 import dataclasses
 import json
+import numbers
 import os
 
 from qagan_tf import augment as augment_lib
@@ -25,6 +26,36 @@ D_NORMS = ("none", "spectral")
 LR_DECAYS = ("linear", "constant")
 PRECISIONS = ("none", "bfloat16", "float16")
 NONFINITE_POLICIES = ("stop", "skip")
+
+
+# The value rules of the settings, one source for bin/train's config and Keras' QAGAN: name ->
+# (test, what the message says the value must be).
+_POSITIVE = (lambda v: v >= 1, "a positive integer")
+_COUNT = (lambda v: v >= 0, ">= 0 (0: the default)")
+_WEIGHT = (lambda v: v >= 0, ">= 0")
+_DECAY = (lambda v: 0 <= v < 1, "in [0, 1)")
+RANGES = {
+    **{name: _POSITIVE for name in (
+        "width", "z_dim", "batch_size", "g_batch_multiplier", "max_steps", "steps_per_call",
+        "disc_iters", "gp_every", "qa_every", "r1_every", "save_every", "keep_checkpoints",
+        "log_every", "sample_every", "histogram_every", "num_sample_images")},
+    **{name: _COUNT for name in ("g_width", "d_width", "num_examples")},
+    **{name: _WEIGHT for name in ("gp_weight", "qa_weight", "drift_weight", "lr", "r1_weight",
+                                  "r2_weight", "lecam_weight")},
+    **{name: _DECAY for name in ("beta1", "beta2", "ema_decay", "lecam_decay")},
+}
+
+
+def check_values(values, spell=lambda name: name):
+  """Raises ValueError for the first of `values` ({setting name: value}) that breaks its rule in
+  RANGES ("gp_weight=-1.0 must be >= 0."; the name as `spell` writes it); NaN breaks every rule,
+  and a bool or text where a number belongs is refused too."""
+  for name, value in values.items():
+    test, must = RANGES[name]
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (number and test(value)):
+      raise ValueError(f"{spell(name)}={value!r} must be {must}." if not number else
+                       f"{spell(name)}={value} must be {must}.")
 
 
 def _default_groups():
@@ -173,23 +204,7 @@ class TrainConfig:
       ValueError: naming the offending field and the fix.
     """
     check_choices(self)
-    positive = ("width", "z_dim", "batch_size", "g_batch_multiplier", "max_steps",
-                "steps_per_call", "disc_iters", "gp_every", "qa_every", "r1_every", "save_every",
-                "keep_checkpoints", "log_every", "sample_every", "histogram_every",
-                "num_sample_images")
-    for name in positive:
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name}={getattr(self, name)} must be a positive integer.")
-    for name in ("g_width", "d_width", "num_examples"):
-      if getattr(self, name) < 0:
-        raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0: the default).")
-    for name in ("gp_weight", "qa_weight", "drift_weight", "lr", "r1_weight", "r2_weight",
-                 "lecam_weight"):
-      if not getattr(self, name) >= 0:
-        raise ValueError(f"{name}={getattr(self, name)} must be >= 0.")
-    for name in ("beta1", "beta2", "ema_decay", "lecam_decay"):
-      if not 0 <= getattr(self, name) < 1:
-        raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1).")
+    check_values({name: getattr(self, name) for name in RANGES})
     try:
       augment_lib.parse_policy(self.augment)
     except ValueError as e:

@@ -4,12 +4,17 @@ the same updates, lazy schedule, loss scaling and XLA choice; only the inputs, t
 home and the metric trackers are Keras'."""
 
 import dataclasses
+import json
+import numbers
+import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from qagan_tf.data import pipeline
 from qagan_tf import augment as augment_lib
+from qagan_tf import config as config_lib
+from qagan_tf.data import pipeline
 from qagan_tf.objectives import lecam
 from qagan_tf.objectives import losses
 from qagan_tf.objectives import penalties
@@ -34,12 +39,18 @@ class _EmaWeights(keras.layers.Layer):
     self.built = True  # Its weights exist: nothing for Keras to build symbolically.
 
 
+_TEST_LATENT_STREAM = 20191211  # The fixed latents of test_step's fakes.
+
+
 class _TrainingState(keras.layers.Layer):
   """The iteration counter (the latents' and the lazy schedule's), LeCam's anchors and, under a
-  float16 policy, the dynamic loss scales, as weights Keras saves and restores."""
+  float16 policy, the dynamic loss scales, as weights Keras saves and restores; beside them in
+  the file (not a weight), the JSON of `QAGAN.fingerprint`, so that loading the weights of
+  other settings or models is refused."""
 
-  def __init__(self, loss_scaled, name="training_state"):
+  def __init__(self, loss_scaled, fingerprint="", name="training_state"):
     super().__init__(name=name)
+    self.fingerprint_json, self.loaded_fingerprint = fingerprint, ""
     self.step = self.add_weight(shape=(), dtype="int64", trainable=False, initializer="zeros",
                                 name="step")
     self.lecam = lecam.Anchors(*[self.add_weight(
@@ -57,12 +68,28 @@ class _TrainingState(keras.layers.Layer):
       self.loss_scales = (scale("d"), scale("g"))
     self.built = True
 
+  def save_own_variables(self, store):
+    super().save_own_variables(store)
+    store["fingerprint"] = np.frombuffer(self.fingerprint_json.encode(), np.uint8)
+
+  def load_own_variables(self, store):
+    variables = self._trainable_variables + self._non_trainable_variables
+    keys = [k for k in store.keys() if k != "fingerprint"]
+    if len(keys) != len(variables):
+      raise ValueError(f"the training state holds {len(keys)} values, this one "
+                       f"{len(variables)} (float16 loss scales on one side only?)")
+    for i, v in enumerate(variables):
+      v.assign(store[f"{i}"])
+    self.loaded_fingerprint = (bytes(np.asarray(store["fingerprint"], np.uint8)).decode(
+        errors="replace") if "fingerprint" in store.keys() else "")
+
 
 def _float16(model):
   policy = getattr(model, "dtype_policy", None)
   return getattr(policy, "compute_dtype", None) == "float16"
 
 
+@keras.saving.register_keras_serializable(package="qagan_tf", name="QAGAN")
 class QAGAN(keras.Model):
   """A GAN of a user's `generator` and `discriminator` trained with a QAGAN objective.
 
@@ -117,33 +144,54 @@ class QAGAN(keras.Model):
                lecam_decay=lecam.DEFAULT_DECAY, augment="none", qa_points="interpolates",
                **kwargs):
     super().__init__(**kwargs)
+    for name, model in (("generator", generator), ("discriminator", discriminator)):
+      if not callable(model) or not hasattr(model, "trainable_variables"):
+        raise ValueError(f"{name} must be a keras.Model (or layer); got "
+                         f"{type(model).__name__}.")
+    # bin/train's rules and messages for every value they share (config.RANGES).
+    config_lib.check_values({
+        "z_dim": latent_dim, "disc_iters": disc_iters, "g_batch_multiplier": g_batch_multiplier,
+        "gp_every": gp_every, "qa_every": qa_every, "r1_every": r1_every,
+        "gp_weight": gp_weight, "qa_weight": qa_weight, "drift_weight": drift_weight,
+        "r1_weight": r1_weight, "r2_weight": r2_weight, "lecam_weight": lecam_weight,
+        "lecam_decay": lecam_decay, **({} if ema_decay is None else {"ema_decay": ema_decay})},
+        spell=lambda name: "latent_dim" if name == "z_dim" else name)
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+      raise ValueError(f"seed={seed!r} must be an integer.")
     self.generator, self.discriminator = generator, discriminator
     self.latent_dim, self.disc_iters = int(latent_dim), int(disc_iters)
     self.g_batch_multiplier, self.seed = int(g_batch_multiplier), int(seed)
-    if min(self.disc_iters, self.g_batch_multiplier, self.latent_dim, int(gp_every),
-           int(qa_every), int(r1_every)) < 1:
-      raise ValueError("latent_dim, disc_iters, g_batch_multiplier, gp_every, qa_every and "
-                       "r1_every must be >= 1.")
     self.penalty_name = penalty if isinstance(penalty, str) else "qa_penalty"
     if callable(penalty) and not isinstance(penalty, str):
       if penalty_settings:
         raise ValueError("penalty_settings apply to a named penalty; a function penalty takes "
                          "its settings itself (e.g. functools.partial).")
       self.entry, self.penalty_settings = None, None
+      self.penalty_fn = penalty
       quality_penalty = penalty_api.callable_penalty(penalty)
     else:
+      if not isinstance(penalty, str):
+        raise ValueError(f"penalty must be a name ({', '.join(penalties.PENALTIES)}) or a "
+                         f"function (input_gradients, real, fake, d_real, d_fake) -> (B,); got "
+                         f"{type(penalty).__name__}.")
       self.entry = penalties.get_entry(penalty)
+      self.penalty_fn = None
       self.penalty_settings = self._settings(penalty, penalty_settings or {})
       quality_penalty = None
+    try:
+      augment_policy = augment_lib.parse_policy(augment)
+    except ValueError as e:
+      raise ValueError(f"augment: {e}") from None
     self.objective = Objective(
         losses.get_loss(loss), float(gp_weight), float(drift_weight), float(qa_weight),
         quality_penalty, int(gp_every), int(qa_every), float(r1_weight), float(r2_weight),
-        int(r1_every), float(lecam_weight), float(lecam_decay),
-        augment_lib.parse_policy(augment), qa_points)
-    self.ema_decay = ema_decay
+        int(r1_every), float(lecam_weight), float(lecam_decay), augment_policy, qa_points)
+    self.ema_decay = None if ema_decay is None else float(ema_decay)
     self.ema = self.state = None
     self.update_options = step_lib.UpdateOptions()
-    self._trackers = None
+    self.jit_compile_choice = False
+    self._trackers = self._test_trackers = None
+    self._image_shape = None
 
   def _settings(self, penalty, given):
     settings_cls = self.entry.settings
@@ -167,18 +215,35 @@ class QAGAN(keras.Model):
     regularisation and on AVX-512 CPUs). Keras' own whole-step compilation is not used.
     Under a mixed_float16 policy (of G or D) both updates use dynamic loss scaling.
     """
+    for name, opt in (("d_optimizer", d_optimizer), ("g_optimizer", g_optimizer)):
+      if not isinstance(opt, keras.optimizers.Optimizer):
+        raise ValueError(f"{name} must be a keras.optimizers.Optimizer (e.g. keras.optimizers."
+                         f"Adam(2e-4, beta_1=0.0, beta_2=0.9)); got {type(opt).__name__}.")
+    if jit_compile not in (True, False, "auto"):
+      raise ValueError(f"jit_compile={jit_compile!r}: use True, False or 'auto'.")
+    self.jit_compile_choice = jit_compile
     if jit_compile == "auto":
       jit_compile, _ = distribution.device_jit_rule(lazy=self.objective.lazy)
     super().compile(jit_compile=False, **kwargs)
     self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
     images = self.generator(tf.zeros([1, self.latent_dim]))
-    self.discriminator(images)
+    if images.shape.rank != 4 or images.shape[-1] not in (1, 3):
+      raise ValueError(f"the generator must map latents (B, {self.latent_dim}) to images (B, H, "
+                       f"W, 1 or 3); it gave shape {images.shape}.")
+    scores = self.discriminator(images)
+    if scores.shape.rank not in (1, 2) or scores.shape[0] != 1 or (
+        scores.shape.rank == 2 and scores.shape[1] != 1):
+      raise ValueError(f"the discriminator must map images (B, H, W, C) to scores (B,) or (B, "
+                       f"1); for one image it gave shape {scores.shape}.")
+    self._image_shape = tuple(int(d) for d in images.shape[1:])
     self.d_optimizer.build(self.discriminator.trainable_variables)
     self.g_optimizer.build(self.generator.trainable_variables)
     if self.ema_decay is not None and self.ema is None:
       self.ema = _EmaWeights(self.generator.variables)
     if self.state is None:
-      self.state = _TrainingState(_float16(self.generator) or _float16(self.discriminator))
+      self.state = _TrainingState(_float16(self.generator) or _float16(self.discriminator),
+                                  json.dumps(self.fingerprint(), sort_keys=True))
+    self.state.fingerprint_json = json.dumps(self.fingerprint(), sort_keys=True)
     ctx = tf.distribute.get_replica_context()
     replicas = ctx.num_replicas_in_sync if ctx is not None else (
         tf.distribute.get_strategy().num_replicas_in_sync)
@@ -187,6 +252,202 @@ class QAGAN(keras.Model):
     self._build_penalty(images.shape[1:], bool(jit_compile))
     self._metric_trackers()  # Variables are made here, in the strategy's scope, not in a step.
     self.built = True
+
+  # --- Keras conventions: fit's input, evaluate, saving and loading -------------------------
+
+  def fingerprint(self):
+    """What these weights belong to: the settings that shape training and a summary of G's and
+    D's variables. Saved with the weights; `load_weights` refuses weights of another one."""
+    def models(model):
+      variables = model.weights
+      return (f"{type(model).__name__}: {len(variables)} weights, "
+              f"{int(sum(np.prod(v.shape) for v in variables))} values")
+    config = {k: v for k, v in self._settings_config().items()
+              if k not in ("generator", "discriminator", "name", "trainable", "dtype")}
+    config.update(generator=models(self.generator), discriminator=models(self.discriminator))
+    if self.penalty_fn is not None:
+      config["penalty"] = getattr(self.penalty_fn, "__name__", "a function")
+    return config
+
+  def _settings_config(self):
+    o = self.objective
+    settings = (None if self.penalty_settings is None
+                else dataclasses.asdict(self.penalty_settings))
+    return {"latent_dim": self.latent_dim, "loss": o.loss.name,
+            "penalty": self.penalty_name if self.penalty_fn is None else None,
+            "gp_weight": o.gp_weight, "qa_weight": o.qa_weight, "drift_weight": o.drift_weight,
+            "disc_iters": self.disc_iters, "ema_decay": self.ema_decay,
+            "penalty_settings": settings, "g_batch_multiplier": self.g_batch_multiplier,
+            "seed": self.seed, "gp_every": o.gp_every, "qa_every": o.qa_every,
+            "r1_weight": o.r1_weight, "r2_weight": o.r2_weight, "r1_every": o.r1_every,
+            "lecam_weight": o.lecam_weight, "lecam_decay": o.lecam_decay,
+            "augment": ",".join(o.augment) or "none", "qa_points": o.qa_points}
+
+  def get_config(self):
+    """The constructor's arguments, G and D serialised by Keras (a function penalty cannot be:
+    `save` says so before writing anything)."""
+    if self.penalty_fn is not None:
+      raise NotImplementedError(
+          "a QAGAN with a function penalty cannot be serialised (the function is not a Keras "
+          "object); save its weights (save_weights / ModelCheckpoint(..., save_weights_only="
+          "True)) or register the penalty by name (docs/extending.md).")
+    config = super().get_config()
+    config.update(self._settings_config())
+    config.update(generator=keras.saving.serialize_keras_object(self.generator),
+                  discriminator=keras.saving.serialize_keras_object(self.discriminator))
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    for name in ("generator", "discriminator"):
+      config[name] = keras.saving.deserialize_keras_object(config[name])
+    return cls(**config)
+
+  def get_compile_config(self):
+    if self.state is None:
+      return None
+    return {"d_optimizer": keras.saving.serialize_keras_object(self.d_optimizer),
+            "g_optimizer": keras.saving.serialize_keras_object(self.g_optimizer),
+            "jit_compile": self.jit_compile_choice}
+
+  def compile_from_config(self, config):
+    """Compiles as `compile` did when the model was saved: both optimizers (their variables are
+    loaded next), the EMA and the training state."""
+    self.compile(keras.saving.deserialize_keras_object(config["d_optimizer"]),
+                 keras.saving.deserialize_keras_object(config["g_optimizer"]),
+                 jit_compile=config.get("jit_compile", "auto"))
+
+  def save(self, filepath, overwrite=True, **kwargs):
+    """`keras.Model.save`, atomic: the model is serialised first (a user's G or D that Keras
+    cannot serialise, or a function penalty, is one ValueError and no file), then written to a
+    temporary file beside `filepath` and renamed into place."""
+    filepath = os.fspath(filepath)
+    if not filepath.endswith(".keras"):
+      raise ValueError(f"QAGAN.save({filepath!r}): the file must end in .keras (or use "
+                       "save_weights(...'.weights.h5') for the weights alone).")
+    try:
+      json.dumps(keras.saving.serialize_keras_object(self))
+    except (NotImplementedError, TypeError, ValueError) as e:
+      raise ValueError(f"QAGAN.save({filepath!r}): this model cannot be serialised: "
+                       f"{str(e).splitlines()[0]} Give G and D get_config() (Keras "
+                       "functional, Sequential or serialisable subclasses), or save the weights "
+                       "alone with save_weights(...'.weights.h5'). Nothing was written.") from None
+    if not overwrite and os.path.exists(filepath):
+      raise FileExistsError(f"QAGAN.save({filepath!r}): the file exists and overwrite=False.")
+    directory, base = os.path.split(os.path.abspath(filepath))
+    tmp = os.path.join(directory, f".{base}.{os.getpid()}.tmp.keras")
+    try:
+      super().save(tmp, overwrite=True, **kwargs)
+      os.replace(tmp, filepath)
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+
+  def load_weights(self, filepath, *args, **kwargs):
+    """`keras.Model.load_weights`, refused (with every weight as it was) when the file holds the
+    weights of another QAGAN: other models, or settings that shape training (the fingerprint
+    names the difference). This is what `BackupAndRestore` calls."""
+    if self.state is None:
+      raise ValueError("QAGAN.load_weights: compile the model first (compile builds the "
+                       "optimizers, the EMA and the training state the file also holds).")
+    mine = self.fingerprint()
+    state = (list(self.variables) + list(self.d_optimizer.variables)
+             + list(self.g_optimizer.variables))
+    saved = [v.numpy() for v in state]
+
+    def restore():
+      for v, value in zip(state, saved):
+        v.assign(value)
+    self.state.loaded_fingerprint = ""
+    try:
+      super().load_weights(filepath, *args, **kwargs)
+      failure = None
+    except (ValueError, KeyError, OSError) as e:
+      failure = str(e).splitlines()[0]
+    stored, self.state.loaded_fingerprint = self.state.loaded_fingerprint, ""
+    diff = []
+    if stored:
+      theirs = json.loads(stored)
+      diff = [f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here"
+              for k in sorted(set(theirs) | set(mine)) if theirs.get(k) != mine.get(k)]
+    if diff:
+      restore()
+      raise ValueError(f"{filepath} holds the weights of a QAGAN with other settings or models "
+                       f"({'; '.join(diff)}). Nothing was changed: build and compile the QAGAN "
+                       "as it was saved, or start in a new backup directory.")
+    if failure is not None:
+      restore()
+      raise ValueError(f"{filepath} does not hold this QAGAN's weights ({failure}); this "
+                       f"model's generator: {mine['generator']}, discriminator: "
+                       f"{mine['discriminator']}. Nothing was changed.")
+
+  def fit(self, x=None, y=None, batch_size=None, *args, validation_data=None, **kwargs):
+    """`keras.Model.fit`, with the first batch checked first (for a tf.data.Dataset, NumPy or
+    tensor images alike, and on a model already fit): images (B, H, W, C) of the generator's
+    shape, float in [-1, 1], and a batch that splits into disc_iters critic batches of >= 1
+    image. Each problem is one ValueError naming the input and the fix, before any training."""
+    self._check_input(x, batch_size, "x")
+    if validation_data is not None:
+      self._check_input(validation_data, kwargs.get("validation_batch_size") or batch_size,
+                        "validation_data", split=False)
+    return super().fit(x, y, batch_size, *args, validation_data=validation_data, **kwargs)
+
+  def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+    """`keras.Model.evaluate` on held-out real images (see `test_step`), checked as `fit`'s."""
+    self._check_input(x, batch_size, "x", split=False)
+    return super().evaluate(x, y, batch_size, *args, **kwargs)
+
+  def _check_input(self, data, batch_size, where, split=True):
+    if self._image_shape is None:
+      raise ValueError("QAGAN: call compile(d_optimizer, g_optimizer) before fit or evaluate.")
+    if isinstance(data, (tuple, list)) and data:
+      data = data[0]
+    if isinstance(data, tf.data.Dataset):
+      spec = data.element_spec
+      if isinstance(spec, (tuple, list)):
+        spec = spec[0]
+      if isinstance(spec, dict):  # bin/train's per-iteration inputs (exact reproduction).
+        return
+      first = next(iter(data.take(1)))
+      first = first[0] if isinstance(first, (tuple, list)) else first
+      self._check_batch(first, where, split, f"the first batch of {where}")
+    elif isinstance(data, (np.ndarray, tf.Tensor)) or hasattr(data, "__array__"):
+      array = np.asarray(data) if not isinstance(data, tf.Tensor) else data
+      size = batch_size or 32
+      self._check_batch(array[:size], where, split, where)
+      n = int(array.shape[0]) if len(array.shape) else 0
+      if split and n % size and (n % size) % self.disc_iters:
+        raise ValueError(
+            f"{where} has {n} images: its last batch of {n % size} does not split into "
+            f"disc_iters={self.disc_iters} equal critic batches; use a batch_size that divides "
+            f"{n}, or drop the last {n % size} images.")
+
+  def _check_batch(self, batch, where, split, what):
+    batch = tf.convert_to_tensor(batch)
+    expected = self._image_shape
+    if batch.shape.rank != 4 or tuple(batch.shape[1:]) != expected:
+      layout = (" (NCHW? the critic takes NHWC)" if batch.shape.rank == 4
+                and batch.shape[1] == expected[-1] else "")
+      raise ValueError(f"{what}: images of shape {batch.shape}{layout}, but the generator makes "
+                       f"(B, {', '.join(map(str, expected))}) and the critic sees both; give "
+                       f"real images of that shape.")
+    if not batch.dtype.is_floating:
+      raise ValueError(f"{what}: {batch.dtype.name} images; the critic compares them with the "
+                       f"generator's floats in [-1, 1]: scale to [-1, 1] first (x / 127.5 - 1 "
+                       f"for uint8).")
+    if batch.shape.num_elements():
+      lo, hi = float(tf.reduce_min(batch)), float(tf.reduce_max(batch))
+      if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"{what}: the images hold NaN or Inf.")
+      if lo < -1.0 - 1e-3 or hi > 1.0 + 1e-3:
+        raise ValueError(f"{what}: values in [{lo:.3g}, {hi:.3g}]; the generator makes images "
+                         f"in [-1, 1]: scale to [-1, 1] (x / 127.5 - 1 for [0, 255]).")
+    n, k = int(batch.shape[0]), self.disc_iters
+    if split and (n % k or n // k < 1):
+      raise ValueError(f"{what}: a batch of {n} images does not split into disc_iters={k} equal "
+                       f"critic batches of at least 1 image; use a batch size that is a "
+                       f"multiple of {k}.")
 
   def call(self, z, training=False):
     """The generator's images for latents z (B, latent_dim)."""
@@ -207,11 +468,34 @@ class QAGAN(keras.Model):
     if self._trackers is None:
       names = tuple(self.objective.metric_names) + ("skipped_updates",)
       self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
+      self._test_trackers = {n: keras.metrics.Mean(name=f"test_{n}")
+                             for n in ("d_loss", "wasserstein")}
     return self._trackers
 
   @property
   def metrics(self):
-    return list(self._trackers.values()) if self._trackers else []
+    if not self._trackers:
+      return []
+    return list(self._trackers.values()) + list(self._test_trackers.values())
+
+  def test_step(self, data):
+    """`evaluate` and `validation_data`: the critic's adversarial loss and Wasserstein estimate
+    (mean D(x) - D(G(z))) on held-out real images against the generator's images of fixed
+    latents, the D-overfitting signal (a critic that scores held-out images lower than training
+    images is memorising them). No penalty, no update: no weight changes."""
+    if isinstance(data, (tuple, list)):
+      data = data[0]
+    real = tf.cast(data, tf.float32)
+    z = tf.random.stateless_normal(tf.stack([tf.shape(real)[0], self.latent_dim]),
+                                   [self.seed, _TEST_LATENT_STREAM])
+    fake = tf.cast(self.generator(z, training=False), tf.float32)
+    d_real = losses.critic_scores(self.discriminator, real)
+    d_fake = losses.critic_scores(self.discriminator, fake)
+    values = {"d_loss": tf.reduce_mean(self.objective.loss.discriminator(d_real, d_fake)),
+              "wasserstein": tf.reduce_mean(losses.wasserstein_estimate(d_real, d_fake))}
+    for name, value in values.items():
+      self._test_trackers[name].update_state(value)
+    return {name: tracker.result() for name, tracker in self._test_trackers.items()}
 
   def _inputs(self, data):
     """Per-update inputs: a batch of images split into disc_iters real batches (image j goes to
