@@ -61,6 +61,25 @@ for _name, _field in config_lib.setting_fields().items():
   _define(_name, _field)
 
 
+def _drop_unused_penalty_settings(values, flag_values, inherited):
+  """Settings of a penalty the run does not use take their defaults (they would shape nothing,
+  and config.json does not record them); one warning names those that were given."""
+  from qagan_tf.objectives import penalties
+  defaults = config_lib.flat_defaults()
+  given = []
+  for group in penalties.CONFIG_GROUPS:
+    if group == values.get("penalty"):
+      continue
+    for name in [n for n in values if n.startswith(group + "_")]:
+      if flag_values[name].present and values[name] != defaults[name]:
+        given.append(f"--{name}={values[name]}")
+      values[name] = defaults[name]
+      inherited.pop(name, None)
+  if given:
+    logging.warning("%s: setting(s) of a penalty this run does not use (--penalty=%s); ignored "
+                    "and not recorded in config.json.", ", ".join(given), values.get("penalty"))
+
+
 def config_from_flags(flag_values=flags.FLAGS, saved=None):
   """The `TrainConfig` the parsed flags describe (validated).
 
@@ -77,6 +96,7 @@ def config_from_flags(flag_values=flags.FLAGS, saved=None):
     for name, value in saved.to_dict().items():
       if name in values and not flag_values[name].present and values[name] != value:
         values[name] = inherited[name] = value
+  _drop_unused_penalty_settings(values, flag_values, inherited)
   for name in RESOLVED_AT_START:
     if name in inherited:  # Not a changed default: the run's own resolution of auto.
       value = inherited.pop(name)

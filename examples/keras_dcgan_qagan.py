@@ -89,12 +89,24 @@ def main():
   history = gan.fit(
       dataset(batch_size=64 * 5),  # 5 critic updates of 64 images per step.
       epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+      validation_data=held_out(),  # val_d_loss, val_wasserstein: D overfitting shows here.
       callbacks=[FIDCallback(stats, every_n_epochs=args.fid_every, num_samples=args.fid_samples),
                  SampleGrid(os.path.join(args.log_dir, "samples"), log_dir=args.log_dir),
                  keras.callbacks.TensorBoard(args.log_dir),
                  keras.callbacks.BackupAndRestore(os.path.join(args.log_dir, "backup"))])
   # [end]
+  # [save and load]
+  gan.save(os.path.join(args.log_dir, "qagan.keras"))  # G, D, EMA, both optimizers, settings.
+  gan = keras.models.load_model(os.path.join(args.log_dir, "qagan.keras"))
+  print(gan.evaluate(held_out(), return_dict=True, verbose=0))  # The critic on held-out images.
+  # [end]
   print({k: [round(float(v), 4) for v in values] for k, values in history.history.items()})
+
+
+def held_out(count=256):
+  """Embedded crops never trained on (another seed), in [-1, 1], batches of 64."""
+  images = sources.embedded_images(32, count, seed=7).astype("float32") / 127.5 - 1.0
+  return tf.data.Dataset.from_tensor_slices(images).batch(64)
 
 
 def reference_statistics(count=1024):

@@ -345,11 +345,18 @@ def check_config_change(old, new, allow_change=False):
   return changes
 
 
+def recorded(config):
+  """What config.json records of `config`: every setting but those of penalties the run does
+  not use (they shape nothing; a resumed run reads their defaults)."""
+  unused = [g + "_" for g in penalties.CONFIG_GROUPS if g != config.penalty]
+  return {k: v for k, v in config.to_dict().items() if not k.startswith(tuple(unused))}
+
+
 def save_config(config, model_dir):
   """Writes model_dir/config.json atomically (write to a temporary file, then rename)."""
   from qagan_tf.utils import files
   path = os.path.join(model_dir, CONFIG_FILENAME)
-  files.atomic_write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+  files.atomic_write_text(path, json.dumps(recorded(config), indent=2, sort_keys=True) + "\n")
   return path
 
 

@@ -67,7 +67,8 @@ def evaluate_generator(generator, extractor, reference, num_samples, seed=0, bat
     log(f"{label}: computing FID (2048x2048 matrix square root, float64)"
         + (", IS" if out["logits"] is not None else "")
         + (", KID (100 subsets), precision/recall, density/coverage" if with_activations
-           else "") + (f" and NIQE of {niqe_samples} samples" if niqe_samples else "") + " ...")
+           else "") + (f" and NIQE of {min(niqe_samples, num_samples)} samples" if niqe_samples
+                       else "") + " ...")
   inputs = table.Inputs(out, reference, np.concatenate(kept) if kept else None, seed=seed,
                         splits=splits, is_logits=is_logits,
                         softmax_biases=extractor.softmax_biases if is_logits == "openai"

@@ -63,6 +63,18 @@ def _scores(x, name, batch):
   return x
 
 
+def _pair(real, fake):
+  """real and fake images, checked, of one shape (the i-th real is paired with the i-th fake)."""
+  real, fake = _images(real, "real"), _images(fake, "fake")
+  if real.shape[1:] != fake.shape[1:] or (None not in (real.shape[0], fake.shape[0])
+                                          and real.shape[0] != fake.shape[0]):
+    raise ValueError(f"real and fake must be batches of the same shape (the i-th real is paired "
+                     f"with the i-th fake); got {real.shape} and {fake.shape}.")
+  if real.dtype != fake.dtype:
+    fake = tf.cast(fake, real.dtype)
+  return real, fake
+
+
 def gradient_penalty(discriminator, real, fake, eps=None, target=1.0):
   """WGAN-GP's gradient penalty at the interpolates, per example, and D's input gradients there.
 
@@ -79,15 +91,17 @@ def gradient_penalty(discriminator, real, fake, eps=None, target=1.0):
     (per_example float32 (B,), input_gradients (B, H, W, C)): pass the gradients on to
     `niqe_penalty`.
   """
-  real, fake = _images(real, "real"), _images(fake, "fake")
-  if real.shape[1:] != fake.shape[1:]:
-    raise ValueError(f"real and fake must have the same image shape; got {real.shape} and "
-                     f"{fake.shape}.")
+  real, fake = _pair(real, fake)
   if eps is None:
     eps = tf.random.uniform(tf.shape(real)[:1], dtype=real.dtype)
   eps = _float(eps, "eps")
-  if eps.shape.rank != 1:
-    raise ValueError(f"eps must be (B,) interpolation weights in [0, 1]; got shape {eps.shape}.")
+  if eps.shape.rank != 1 or (eps.shape[0] is not None and real.shape[0] is not None
+                             and eps.shape[0] != real.shape[0]):
+    raise ValueError(f"eps must be (B,) interpolation weights in [0, 1], one per image of the "
+                     f"batch of {real.shape[0]}; got shape {eps.shape}.")
+  if tf.executing_eagerly() and eps.shape.num_elements():
+    if float(tf.reduce_min(eps)) < 0 or float(tf.reduce_max(eps)) > 1:
+      raise ValueError("eps must be interpolation weights in [0, 1].")
   grads = losses.input_gradients(discriminator, losses.interpolates(real, fake, eps))
   return losses.gradient_penalty(grads, target), grads
 
@@ -157,7 +171,13 @@ def ssim_distance_penalty(real, fake, d_real, d_fake, **settings):
     float (B,).
   """
   config = fields.from_keywords(ssim_lib.SsimConfig, settings, "SSIM penalty setting(s)")
-  real, fake = _images(real, "real"), _images(fake, "fake")
+  real, fake = _pair(real, fake)
+  if config.grayscale and real.shape[-1] not in (1, 3):
+    raise ValueError(f"real and fake must be RGB or grayscale images (C = 3 or 1) for the luma "
+                     f"SSIM (grayscale=True); got C = {real.shape[-1]}.")
+  if config.window_size > min(real.shape[1], real.shape[2]):
+    raise ValueError(f"window_size={config.window_size} does not fit images of "
+                     f"{real.shape[1]}x{real.shape[2]}.")
   batch = real.shape[0]
   penalty, _, _ = ssim_lib.ssim_penalty_terms(real, fake, _scores(d_real, "d_real", batch),
                                               _scores(d_fake, "d_fake", batch), config)
@@ -200,8 +220,24 @@ def niqe(images, model=None, block_size=96):
 
   Returns:
     float64 numpy (N,) (lower is more natural).
+
+  Raises:
+    ValueError: images of another dtype or range, or a flat (constant) image, for which NIQE
+      is undefined (named by its index).
   """
   images = np.asarray(images)
+  if images.dtype != np.uint8 and not (np.issubdtype(images.dtype, np.floating)
+                                       and images.size and 0 <= images.min()
+                                       and images.max() <= 255):
+    raise ValueError(f"images must be uint8 (or floats in [0, 255]); got {images.dtype}"
+                     + (f" in [{images.min():.3g}, {images.max():.3g}]" if images.size else "")
+                     + " (from [-1, 1]: (x + 1) * 127.5).")
   batch = images if (images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3))
                      ) else images[None]
-  return np.array([niqe_metric.niqe(image, model, block_size) for image in batch])
+  out = []
+  for i, image in enumerate(batch):
+    try:
+      out.append(niqe_metric.niqe(image, model, block_size))
+    except ValueError as e:
+      raise ValueError(f"image {i}: {e}") from None
+  return np.array(out)

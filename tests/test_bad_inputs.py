@@ -75,6 +75,17 @@ def _mixed_folder(w):
   _png(os.path.join(w, "mixed", "b.png"), 48)
 
 
+def _prior_of_10_features(w):
+  import scipy.io
+  scipy.io.savemat(f"{w}/p10.mat", {"mu_prisparam": np.zeros((1, 10)),
+                                    "cov_prisparam": np.eye(10)})
+
+
+def _flat_png(w):
+  from PIL import Image
+  Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(f"{w}/flat.png")
+
+
 def _corrupt_folder(w):
   _png(os.path.join(w, "corruptimg", "a.png"))
   with open(os.path.join(w, "corruptimg", "b.png"), "wb") as f:
@@ -224,6 +235,30 @@ CASES = [
     Case("train_missing_flagfile", "train",
          lambda w: [f"--flagfile={w}/nope.cfg", f"--model_dir={w}/t11"],
          ("nope.cfg", "no such file", "configs/"), absent=("t11",)),
+    # Round 3 (issue 37): the command line's remaining edges.
+    Case("train_batch_beyond_the_machines_memory", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t13", "--batch_size=100000"],
+         ("--batch_size=100000 needs about", "GiB", "usable here", "use --batch_size="),
+         absent=("t13",)),
+    Case("train_flagfile_line_without_dashes", "train",
+         lambda w: [f"--flagfile={w}/nodash.cfg", f"--model_dir={w}/t14"],
+         ("nodash.cfg, line 2", "'batch_size=8' is not a flag", "--batch_size=8"),
+         setup=lambda w: open(f"{w}/nodash.cfg", "w").write("--dataset=embedded\nbatch_size=8\n"),
+         absent=("t14",)),
+    Case("train_npz_that_is_a_text_file", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t15", f"--dataset=npz:{w}/text.npz"],
+         ("text.npz", "not an .npz file", "np.savez"),
+         setup=lambda w: open(f"{w}/text.npz", "w").write("not an archive\n"), absent=("t15",)),
+    Case("train_tfds_offline", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t16", "--dataset=cifar10",
+                               f"--data_dir={w}/no_tfds"],
+         ("dataset=cifar10", "cannot be reached", "--data_dir", "--nodownload"),
+         absent=("t16",)),
+    Case("train_prior_mat_of_10_features", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t17", "--penalty=niqe",
+                               f"--niqe_prior={w}/p10.mat"],
+         ("p10.mat", "has 10 features", "18 per scale", "bin/fit_niqe_prior"),
+         setup=_prior_of_10_features, absent=("t17",)),
     Case("train_folder_that_is_a_file", "train",
          lambda w: TINY_RUN + [f"--model_dir={w}/t12",
                                f"--dataset=folder:{w}/existing_stats.npz"],
@@ -289,7 +324,12 @@ CASES = [
                     f"--output_dir={w}/existing_stats.npz"],
          ("--output_dir=", "is a file", "give a directory"), setup=_existing_outputs,
          kept=("existing_stats.npz",)),
+    Case("evaluate_stats_that_is_a_folder", "evaluate",
+         lambda w: [f"--model_dir={w}/run", f"--stats={w}/empty"],
+         ("empty", "is a folder, not a file", "bin/compute_stats")),
     # bin/fid
+    Case("fid_one_argument", "fid", lambda w: [f"{w}/four.npz"],
+         ("give exactly two inputs, got 1", "bin/fid A B")),
     Case("fid_one_image", "fid", lambda w: [f"{w}/one.npz", f"{w}/four.npz"],
          ("one.npz", "at least 2"),
          setup=lambda w: (_npz(f"{w}/one.npz", images=_images(1)),
@@ -334,6 +374,16 @@ CASES = [
          ("prior_not_pd.npz", "positive definite")),
     Case("niqe_unreadable_image", "niqe", lambda w: [f"{w}/corruptimg/b.png"],
          ("b.png", "cannot")),
+    Case("niqe_folder", "niqe", lambda w: [f"{w}/empty"],
+         ("empty", "is a folder, not a file", "image files")),
+    Case("niqe_penalty_prior_as_model", "niqe", lambda w: ["--model=cifar_grad", f"{w}/big.png"],
+         ("cifar_grad", "prior of the NIQE penalty", "accepted names: natural"),
+         setup=lambda w: _png(f"{w}/big.png", 96)),
+    Case("niqe_flat_image", "niqe", lambda w: [f"{w}/flat.png"],
+         ("flat.png", "flat", "undefined"), setup=_flat_png),
+    Case("fit_niqe_prior_without_source", "fit_niqe_prior",
+         lambda w: ["--dataset=embedded", f"--output={w}/p4.npz"],
+         ("--source is required", "one of sobel_magnitude"), absent=("p4.npz",)),
     # bin/fit_niqe_prior
     Case("fit_niqe_prior_without_model_dir", "fit_niqe_prior",
          lambda w: ["--source=discriminator", "--dataset=embedded", f"--output={w}/p1.npz"],
@@ -398,7 +448,8 @@ def _run(case, work):
       signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death, like ENOSPC.
       resource.setrlimit(resource.RLIMIT_FSIZE, (case.file_size_limit, case.file_size_limit))
   env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=reference.reference_path(
-      "inception/fid_inception_2015_12_05_pool3.npz"), QAGAN_CACHE_DIR=os.path.join(work, "c"))
+      "inception/fid_inception_2015_12_05_pool3.npz"), QAGAN_CACHE_DIR=os.path.join(work, "c"),
+             QAGAN_TFDS_HOST="offline.invalid:443")  # A name that never resolves: offline.
   return subprocess.run([sys.executable, os.path.join(REPO, "bin", case.script),
                          *case.args(work)], cwd=REPO, capture_output=True, text=True,
                         timeout=600, preexec_fn=limits, env=env)
@@ -494,6 +545,10 @@ def test_a_run_without_its_checkpoint_index_resumes_from_the_newest_checkpoint(c
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "no index file `checkpoint`" in proc.stderr and "ckpt-4 (step 4)" in proc.stderr
   assert "resuming at step 4" in proc.stderr and "Finished: step 6 of 6" in proc.stderr
+  # The last line says where the outputs are.
+  last = proc.stderr.strip().splitlines()[-1]
+  assert f"samples in {run_dir}/samples" in last and f"{run_dir}/ckpt-6" in last, last
+  assert f"tensorboard --logdir={run_dir}" in last, last
   assert "Sharding callback duration" not in proc.stderr  # TF's saver timing, once per save.
   assert "First call done in" in proc.stderr and "rate and ETA from the next line" in proc.stderr
   new_events = [f for f in set(os.listdir(run_dir)) - before if f.startswith("events.")]

@@ -37,7 +37,7 @@ def test_the_docs_snippets_are_the_examples_code():
   found = {}
   for name in ("keras_dcgan_qagan.py", "custom_loop.py"):
     found.update(snippets(os.path.join(EXAMPLES, name)))
-  assert set(found) == {"fit", "fit under MirroredStrategy", "custom loop"}
+  assert set(found) == {"fit", "fit under MirroredStrategy", "custom loop", "save and load"}
   for name, code in found.items():
     assert code in docs, f"docs/library.md lacks the example's {name!r} code"
 
@@ -48,9 +48,13 @@ def test_the_keras_fit_example_trains_with_fid_samples_and_tensorboard(tmp_path)
   out = _run([os.path.join(EXAMPLES, "keras_dcgan_qagan.py"), "--epochs=1",
               "--steps_per_epoch=1", "--fid_every=1", "--fid_samples=32",
               "--reference_images=32", f"--log_dir={log_dir}"]).stdout
-  history = eval(out.strip().splitlines()[-1])  # noqa: S307 - our own example's dict.
-  for key in ("d_loss", "g_loss", "gp", "niqe_penalty", "fid"):
+  lines = out.strip().splitlines()
+  history = eval(lines[-1])  # noqa: S307 - our own example's dict.
+  for key in ("d_loss", "g_loss", "gp", "niqe_penalty", "fid", "val_d_loss", "val_wasserstein"):
     assert key in history, key
+  evaluated = eval(lines[-2])  # noqa: S307 - the reloaded model's evaluate().
+  assert set(evaluated) == {"d_loss", "wasserstein"}
+  assert (log_dir / "qagan.keras").stat().st_size > 10_000
   assert (log_dir / "samples" / "epoch_0001.png").exists()
   from tests.events import scalar_values
   assert scalar_values(str(log_dir / "train"), "epoch_fid")

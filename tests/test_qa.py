@@ -160,5 +160,41 @@ def test_the_functions_work_under_mixed_precision_and_in_a_replica():
   local = strategy.experimental_local_results(out)
   np.testing.assert_allclose(local[0].numpy(), qa.gradient_penalty(
       d, real, real[::-1], tf.fill([4], 0.5))[0].numpy(), rtol=1e-5)
-  assert qa.__all__ == ["gradient_penalty", "ssim_distance_penalty", "niqe_penalty",
-                        "load_prior", "fit_prior", "niqe"]
+  assert qa.__all__ == ["gradient_penalty", "r1_penalty", "r2_penalty", "lecam_penalty",
+                        "ssim_distance_penalty", "niqe_penalty", "load_prior", "fit_prior",
+                        "niqe"]
+
+
+def test_every_qa_function_names_a_bad_argument_before_tf_does():
+  """Round 3's cases: mismatched batches, a critic that ignores its input or gives several
+  scores, wrong channels, and NIQE of a flat image or of [-1, 1] floats: one ValueError naming
+  the argument, eagerly and (shapes) inside tf.function too."""
+  import keras
+  real, fake4 = tf.zeros([8, 32, 32, 3]), tf.zeros([4, 32, 32, 3])
+  critic = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                             keras.layers.Dense(1)])
+  ten = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                          keras.layers.Dense(10)])
+  blind = lambda x: tf.zeros([tf.shape(x)[0]]) + tf.reduce_mean(tf.ones([3]))  # noqa: E731
+  cases = [
+      (lambda: qa.gradient_penalty(critic, real, fake4), "same shape .*\\(8, 32, 32, 3\\) and "
+       "\\(4, 32, 32, 3\\)"),
+      (lambda: qa.gradient_penalty(blind, real, real), "do not depend on its input"),
+      (lambda: qa.gradient_penalty(ten, real, real), "one score per image.*\\(8, 10\\)"),
+      (lambda: qa.gradient_penalty(critic, real, real, eps=tf.zeros([4])), "one per image of "
+       "the batch of 8"),
+      (lambda: qa.r1_penalty(blind, real), "do not depend on its input"),
+      (lambda: qa.ssim_distance_penalty(real, fake4, tf.zeros([8]), tf.zeros([4])),
+       "same shape"),
+      (lambda: qa.ssim_distance_penalty(tf.zeros([2, 32, 32, 2]), tf.zeros([2, 32, 32, 2]),
+                                        tf.zeros([2]), tf.zeros([2])), "C = 3 or 1"),
+      (lambda: qa.niqe(np.full((96, 96, 3), 128, np.uint8)), "image 0: the image is flat"),
+      (lambda: qa.niqe(np.zeros((96, 96, 3), np.float32) - 0.5), "uint8 .or floats in "
+       "\\[0, 255\\]"),
+  ]
+  for fn, match in cases:
+    with pytest.raises(ValueError, match=match):
+      fn()
+  traced = tf.function(lambda r, f: qa.gradient_penalty(critic, r, f))
+  with pytest.raises(ValueError, match="same shape"):
+    traced(real, fake4)

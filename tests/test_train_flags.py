@@ -64,3 +64,30 @@ def test_a_resumed_run_keeps_its_recorded_choice(parse, monkeypatch):
     assert train_flags.config_from_flags(parse(), saved=saved).jit_compile is recorded
   saved = config_lib.TrainConfig.create(jit_compile=False)
   assert train_flags.config_from_flags(parse("--jit_compile"), saved=saved).jit_compile is True
+
+
+def test_niqe_xla_auto_is_resolved_at_start_recorded_and_kept_on_resume(parse):
+  config = train_flags.config_from_flags(parse("--penalty=niqe"))
+  assert config.niqe.xla == "off"  # No GPU here.
+  assert config_lib.recorded(config)["niqe_xla"] == "off"
+  saved = config_lib.TrainConfig.create(penalty="niqe", niqe_xla="on")
+  assert train_flags.config_from_flags(parse("--penalty=niqe"), saved=saved).niqe.xla == "on"
+
+
+def test_settings_of_a_penalty_not_in_use_are_warned_about_and_not_recorded(parse, caplog):
+  import logging
+  with caplog.at_level(logging.WARNING):
+    config = train_flags.config_from_flags(parse("--penalty=wgan_gp", "--niqe_prior=stl_grad",
+                                                 "--ssim_window_size=7"))
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert len(warnings) == 1, warnings
+  assert "--niqe_prior=stl_grad" in warnings[0] and "--ssim_window_size=7" in warnings[0]
+  assert "not recorded in config.json" in warnings[0]
+  assert config.niqe.prior == "cifar_grad" and config.ssim.window_size == 8  # The defaults.
+  record = config_lib.recorded(config)
+  assert not any(k.startswith(("niqe_", "ssim_")) for k in record)
+  assert record["penalty"] == "wgan_gp" and "gp_weight" in record
+  niqe = train_flags.config_from_flags(parse("--penalty=niqe", "--niqe_prior=stl_grad",
+                                             "--resolution=48"))
+  assert niqe.niqe.prior == "stl_grad" and config_lib.recorded(niqe)["niqe_prior"] == "stl_grad"
+  assert not any(k.startswith("ssim_") for k in config_lib.recorded(niqe))

@@ -9,6 +9,8 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from qagan_tf.utils import files
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 # Resizing by more than this factor (either way) is logged: usually a wrong --resolution.
 RESIZE_WARNING_FACTOR = 2.0
@@ -219,8 +221,11 @@ def _resize(image, resolution):
 def _load_npz(path, resolution):
   where = f"npz:{path}"
   if not os.path.isfile(path):
-    raise DataError(f"{where}: no such file; give the path of an .npz with uint8 NHWC images "
-                    "under the key 'images'.")
+    raise DataError(f"{where}: {files.not_a_file(path)}; give the path of an .npz with uint8 "
+                    "NHWC images under the key 'images'.")
+  if not zipfile.is_zipfile(path):
+    raise DataError(f"{where}: not an .npz file (an .npz is a zip archive of arrays); save the "
+                    "images with np.savez(path, images=uint8_nhwc_array).")
   try:
     with np.load(path, allow_pickle=False) as data:
       if "images" not in data.files:
@@ -345,12 +350,56 @@ def _tfds_image_fn(name, resolution):
   return entry.split, (lambda im: im) if resolution == native else resize
 
 
+# Where TFDS downloads the supported datasets from (its GCS mirror first); $QAGAN_TFDS_HOST
+# (host:port) replaces it (tests: a name that never resolves, as offline).
+DOWNLOAD_HOSTS = (("storage.googleapis.com", 443),)
+
+
+def _download_hosts():
+  override = os.environ.get("QAGAN_TFDS_HOST")
+  if override:
+    host, _, port = override.rpartition(":")
+    return ((host, int(port)),)
+  return DOWNLOAD_HOSTS
+
+
+def _check_reachable_before_download(name, data_dir, timeout=3.0):
+  """Raises DataError within seconds when a dataset is not prepared here and its download host
+  cannot be reached: offline, TFDS retries DNS for minutes before it gives up."""
+  import socket
+  import tensorflow_datasets as tfds
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # TFDS warns of half-made folders: not our error.
+  try:
+    if tfds.builder(name, data_dir=data_dir).is_prepared():
+      return
+  except Exception:  # noqa: BLE001 - an unknown builder state: let tfds.load say what it is.
+    return
+  finally:
+    logging.set_verbosity(verbosity)
+  hosts = _download_hosts()
+  for host, port in hosts:
+    try:
+      socket.create_connection((host, port), timeout=timeout).close()
+      return
+    except OSError as e:
+      reason = str(e) or type(e).__name__
+  where = data_dir or "~/tensorflow_datasets"
+  raise DataError(
+      f"dataset={name} is not in {where} and its download host {hosts[0][0]} cannot be "
+      f"reached ({reason}): prepare it where the network is (tfds build {name}) and pass "
+      f"--data_dir=THAT_FOLDER, or use --dataset=embedded, folder:PATH or npz:PATH; "
+      f"--nodownload fails at once instead of trying.")
+
+
 def _load_tfds(name, resolution, data_dir, num_examples, download):
   import tensorflow as tf
   import tensorflow_datasets as tfds
   split, fn = _tfds_image_fn(name, resolution)
   if num_examples:
     split = f"{split}[:{num_examples}]"
+  if download:
+    _check_reachable_before_download(name, data_dir)
   try:
     ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False,
                    download=download)

@@ -236,6 +236,8 @@ class QAGAN(keras.Model):
       raise ValueError(f"the discriminator must map images (B, H, W, C) to scores (B,) or (B, "
                        f"1); for one image it gave shape {scores.shape}.")
     self._image_shape = tuple(int(d) for d in images.shape[1:])
+    if self.objective.needs_input_gradient:  # A critic that ignores its input: said now.
+      losses.input_gradients(self.discriminator, tf.cast(images, tf.float32))
     self.d_optimizer.build(self.discriminator.trainable_variables)
     self.g_optimizer.build(self.generator.trainable_variables)
     if self.ema_decay is not None and self.ema is None:

@@ -60,7 +60,8 @@ def read_arrays(path):
     ModelError: for a missing or unreadable file.
   """
   if not os.path.isfile(path):
-    raise ModelError(f"NIQE model {path}: no such file.")
+    from qagan_tf.utils import files
+    raise ModelError(f"NIQE model {path}: {files.not_a_file(path)}.")
   try:
     if path.lower().endswith(".mat"):
       import scipy.io

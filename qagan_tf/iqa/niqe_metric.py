@@ -52,8 +52,15 @@ def niqe(image, model=None, block_size=96):
                      f"{image.shape}.")
   if not np.all(np.isfinite(gray)):
     raise ValueError("The image contains NaN or Inf values.")
+  if gray.max() == gray.min():
+    raise ValueError(f"the image is flat (every pixel {gray.flat[0]:.6g}): it has no local "
+                     "contrast, and NIQE, a distance between contrast statistics, is undefined "
+                     "for it.")
   feats = niqe_features(gray[None], block_size, 2, method="grid", eps=0.0)[0].numpy()
   mu_t, cov_t = _nan_mvg(feats)
+  if not np.all(np.isfinite(mu_t)):
+    raise ValueError("no block of the image has local contrast (each is flat): NIQE is "
+                     "undefined for it.")
   d = model.mu - mu_t
   return float(np.sqrt(d @ np.linalg.pinv((model.cov + cov_t) / 2.0) @ d))
 

@@ -65,12 +65,14 @@ def resolve_path(path=None):
   """
   if path:
     if not os.path.isfile(path):
-      raise WeightsError(f"Inception weights {path}: no such file.")
+      raise WeightsError(f"Inception weights {path}: {files.not_a_file(path)}; give the weights "
+                         "file (bin/fetch_inception writes it).")
     return path
   env = os.environ.get(ENV_WEIGHTS)
   if env:
     if not os.path.isfile(env):
-      raise WeightsError(f"${ENV_WEIGHTS}={env}: no such file.")
+      raise WeightsError(f"${ENV_WEIGHTS}={env}: {files.not_a_file(env)}; set it to the weights "
+                         "file (bin/fetch_inception writes it).")
     return env
   for name in (CACHE_NAME, GRAPH_MEMBER):
     candidate = os.path.join(cache_dir(), name)

@@ -76,7 +76,8 @@ def reference_warnings(stats, name, resolution=None, dataset=None, weights_sha25
 
 def _read_npz(path):
   if not files.isfile(path):
-    raise StatisticsError(f"{path}: no such file.")
+    raise StatisticsError(f"{path}: {files.not_a_file(path)}; give a statistics .npz "
+                          "(bin/compute_stats writes one).")
   return npz.read_arrays(path, StatisticsError, "")
 
 

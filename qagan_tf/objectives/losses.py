@@ -137,9 +137,18 @@ def interpolates(real, fake, eps):
 
 def critic_scores(discriminator, images):
   """D's scores as float32 (B,): a critic that returns (B, 1), or 16-bit scores under a mixed
-  policy, gives the same as one that returns float32 (B,)."""
-  scores = tf.cast(discriminator(images), tf.float32)
-  return tf.reshape(scores, [-1])
+  policy, gives the same as one that returns float32 (B,).
+
+  Raises:
+    ValueError: (at trace time) a critic whose output is not one score per image.
+  """
+  scores = tf.convert_to_tensor(discriminator(images))
+  batch = images.shape[0]
+  if scores.shape.rank not in (1, 2) or (scores.shape.rank == 2 and scores.shape[1] not in (
+      1, None)) or (batch is not None and scores.shape[0] not in (batch, None)):
+    raise ValueError(f"the critic must give one score per image, (B,) or (B, 1); for images "
+                     f"{images.shape} it gave shape {scores.shape}.")
+  return tf.reshape(tf.cast(scores, tf.float32), [-1])
 
 
 def input_gradients(discriminator, x_hat):
@@ -151,4 +160,9 @@ def input_gradients(discriminator, x_hat):
   # Not loss-scaled: the loss (with the 1-GP and the quality penalty built on the gradient) then
   # does not depend on a float16 loss scale, so a non-finite loss is a real NaN/Inf, never an
   # overflow (d_hat is O(1); its 16-bit gradients do not underflow).
-  return inner.gradient(d_hat, x_hat)
+  grad = inner.gradient(d_hat, x_hat)
+  if grad is None:
+    raise ValueError("the critic's scores do not depend on its input images (their gradient "
+                     "with respect to the images is None): a gradient penalty needs a critic "
+                     "that computes its score from the image it is given.")
+  return grad

@@ -23,6 +23,7 @@ from qagan_tf.train import builders
 from qagan_tf.train import checkpoints as checkpoints_lib
 from qagan_tf.train import collector as collector_lib
 from qagan_tf.train import distribution
+from qagan_tf.train import memory
 from qagan_tf.train import run_control
 from qagan_tf.train import step as step_lib
 from qagan_tf.train import summaries
@@ -136,6 +137,7 @@ class Trainer:
       ValueError, OSError (runlock.RunDirectoryInUse, a checkpoint error), data.DataError.
     """
     files.check_writable_directory(os.path.join(model_dir, config_lib.CONFIG_FILENAME))
+    memory.check_fits(config)  # Before anything is built or written.
     if saved is not None:
       for key, before, after in config_lib.check_config_change(saved, config,
                                                                allow_config_change):
@@ -370,6 +372,10 @@ class Trainer:
                  "Finished:" if step >= c.max_steps else "Stopped at", step, c.max_steps,
                  format_duration(total), format_duration(compile_seconds),
                  format_duration(evaluating))
+    if self.is_chief:
+      logging.info("Outputs: samples in %s, checkpoint %s; tensorboard --logdir=%s",
+                   os.path.join(self.model_dir, "samples"), self.checkpoints.latest,
+                   self.model_dir)
     return step
 
   def _steps_to_next_event(self, step, end):

@@ -3,6 +3,7 @@ typed on the command line win over every --flagfile wherever they stand (with a 
 C++ start-up chatter is off unless --verbose, and Ctrl-C ends in one line with status 130."""
 
 import os
+import re
 import sys
 
 # Set before TensorFlow is imported (each script imports this module first): no CUDA/absl
@@ -71,6 +72,8 @@ def order_flags(argv, flag_values, fail):
     if arg.startswith(("--flagfile=", "-flagfile=")):
       path = arg.split("=", 1)[1]
       if not os.path.isfile(path):
+        if os.path.isdir(path):
+          fail(f"--flagfile={path} is a folder; give the path of a flag file (.cfg) in it.")
         configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                os.pardir, "configs")
         hint = ""
@@ -83,6 +86,7 @@ def order_flags(argv, flag_values, fail):
       typed.append(arg)
   del OVERRIDES[:]
   for flagfile in flagfiles:
+    _check_flagfile_lines(flagfile.split("=", 1)[1], fail)
     try:
       expanded = flag_values.read_flags_from_files([flagfile], force_gnu=False)
     except Exception as e:  # absl raises its own Error types for unreadable/nested files.
@@ -97,6 +101,21 @@ def order_flags(argv, flag_values, fail):
       if name in from_file and name != "verbose" and _value(arg) != from_file[name]:
         OVERRIDES.append((name, _value(arg), from_file[name], flagfile.split("=", 1)[1]))
   return argv[:1] + flagfiles + typed
+
+
+def _check_flagfile_lines(path, fail):
+  """Ends the script naming the file and line of a flagfile line that is not a flag: absl would
+  take `batch_size=8` (without --) for a positional argument and print the whole help."""
+  try:
+    with open(path) as f:
+      lines = f.read().splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    fail(f"--flagfile={path}: cannot be read ({e}).")
+  for number, line in enumerate(lines, 1):
+    text = line.strip()
+    if text and not text.startswith(("#", "//", "-")):
+      fail(f"{path}, line {number}: {text!r} is not a flag; write it as --{text} (every line of "
+           "a flag file is --name=value, or a # comment).")
 
 
 def describe_overrides():
@@ -115,6 +134,13 @@ def _parse_flags(argv):
   except flags.Error as e:
     flagfiles = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--flagfile=")]
     where = f" (on the command line or in {', '.join(flagfiles)})" if flagfiles else ""
+    missing = re.search(r"--(\w+) must have a value other than None", str(e))
+    if missing and missing.group(1) in flags.FLAGS:
+      flag = flags.FLAGS[missing.group(1)]
+      values = getattr(flag.parser, "enum_values", None)
+      about = re.sub(r"^<[^>]*>: ", "", flag.help).rstrip(".")
+      fail(f"--{flag.name} is required" + (f": one of {', '.join(values)}" if values else "")
+           + f" ({about}).")
     fail(f"{str(e).strip().rstrip('.')}{where}. Run {name} --helpfull for the valid flags.")
 
 

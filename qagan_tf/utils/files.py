@@ -44,6 +44,16 @@ def isfile(path):
   return os.path.isfile(path)
 
 
+def not_a_file(path):
+  """Why `path` is not a readable file, as the end of an error sentence: "no such file", "is a
+  folder, not a file", or "cannot be read"."""
+  if isdir(path):
+    return "is a folder, not a file"
+  if not exists(path):
+    return "no such file"
+  return "cannot be read"
+
+
 def glob(pattern):
   if is_remote(pattern):
     import tensorflow as tf

@@ -195,6 +195,12 @@ def load_prior(name_or_path):
         "existing .npz/.mat file.")
   arrays = niqe_model_lib.read_arrays(path)  # Read once: the model and its metadata.
   model = niqe_model_lib.model_from_arrays(arrays, path, require_positive_definite=True)
+  features = model.mu.shape[0]
+  if not features or features % naturalness.FEATURES_PER_SCALE:
+    raise niqe_model_lib.ModelError(
+        f"NIQE prior {path}: its mean has {features} features; a NIQE prior has "
+        f"{naturalness.FEATURES_PER_SCALE} per scale (36 for the usual 2): fit one with "
+        "bin/fit_niqe_prior.")
   if METADATA_KEY in arrays:
     spec = PriorSpec.from_json(str(arrays[METADATA_KEY]), path)
   elif "settings" in arrays:
