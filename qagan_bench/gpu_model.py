@@ -67,6 +67,28 @@ def graph_bytes(graph):
   return total
 
 
+def output_bytes(graph):
+  """Bytes of every tensor the ops of a traced graph produce (static shapes; constants and
+  bookkeeping excluded), nested function bodies included: a GPU's peak memory if no buffer were
+  ever reused, an upper bound for the memory model."""
+  total, seen = 0, set()
+
+  def walk(g):
+    nonlocal total
+    for op in g.get_operations():
+      if op.type in ("Const", "NoOp", "Placeholder", "VarHandleOp", "Identity"):
+        continue
+      total += sum(_tensor_bytes(t) for t in op.outputs)
+    for name, fn in getattr(g, "_functions", {}).items():
+      if name not in seen:
+        seen.add(name)
+        inner = getattr(fn, "graph", None)
+        if inner is not None:
+          walk(inner)
+  walk(graph)
+  return total
+
+
 def hlo_kernels(hlo_text):
   """Kernels of an optimized HLO module: the instructions of its ENTRY computation that run
   (fusions, convolutions, custom calls, ...), by opcode. XLA's CPU backend fuses differently

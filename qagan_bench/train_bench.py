@@ -208,12 +208,41 @@ def torch_peer(config, images, repeats=5, log=print, variants=PEER_VARIANTS, set
       result["default_over_torch_float32_best"] = float32[best32] / ours_s["default"]
       log(f"ours (default) over torch's fastest float32 ({best32}): "
           f"{result['default_over_torch_float32_best']:.2f}x")
+  # Equal precision, bfloat16: our fastest bfloat16 variant against PyTorch's fastest bf16
+  # setting, where the CPU computes bf16 natively (else null, with the reason).
+  result["cpu_flags"] = cpu_precision_flags()
+  ours16 = {v: t for v, t in ours_s.items() if VARIANTS[v][0].get("mixed_precision")
+            == "bfloat16"}
+  torch16 = {s: t for s, t in torch_s.items() if peer_lib.SETTINGS[s][1]}
+  if not result["cpu_flags"].get("native_bf16"):
+    result["bfloat16_over_torch_bfloat16_best"] = None
+    result["bfloat16_note"] = ("no native bf16 on this CPU (no avx512_bf16 or amx_bf16): bf16 is "
+                               "emulated on both sides and is no precision to race at")
+  elif ours16 and torch16:
+    best16, best_t16 = min(ours16, key=ours16.get), min(torch16, key=torch16.get)
+    result.update(ours_bfloat16_setting=best16, torch_bfloat16_setting=best_t16,
+                  bfloat16_over_torch_bfloat16_best=torch16[best_t16] / ours16[best16])
+    log(f"ours bfloat16 ({best16}) over torch's fastest bf16 ({best_t16}): "
+        f"{result['bfloat16_over_torch_bfloat16_best']:.2f}x")
+  else:
+    result["bfloat16_over_torch_bfloat16_best"] = None
+    result["bfloat16_note"] = "no bfloat16 variant or setting was raced (see --peer_variants)"
   for name, value in [*(("ours " + k, v) for k, v in ours_s.items()),
                       *(("torch " + k, v) for k, v in torch_s.items())]:
     log(f"peer {name}: {value * 1e3:.1f} ms/iteration")
   log(f"ours ({best_ours}) over torch ({best_torch}): {result['ours_over_torch_speed']:.2f}x "
       "(> 1: we are faster)")
   return result
+
+
+def cpu_precision_flags():
+  """The CPU flags that decide bfloat16's worth here (Linux /proc/cpuinfo): avx512f,
+  avx512_bf16, amx_bf16, avx2, and native_bf16 (either bf16 instruction set)."""
+  from qagan_tf.train import distribution
+  present = distribution._cpu_flags()  # noqa: SLF001 - the one reader of /proc/cpuinfo.
+  out = {f: f in present for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")}
+  out["native_bf16"] = out["avx512_bf16"] or out["amx_bf16"]
+  return out
 
 
 def lazy_cycle(every, disc_iters):

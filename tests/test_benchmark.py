@@ -61,6 +61,9 @@ def test_benchmark_writes_every_figure(tmp_path):
   assert peer["ours_over_torch_speed"] == peer["torch_iteration_s"] / peer["ours_iteration_s"]
   assert peer["default_over_torch_best"] == peer["torch_iteration_s"] / peer["ours"]["default"]
   assert peer["torch_iteration_s"] == min(peer["torch"].values()) > 0
+  # Equal precision: no bf16 setting was raced here, so no bf16 figure, with the reason.
+  assert set(peer["cpu_flags"]) >= {"avx512_bf16", "amx_bf16", "native_bf16"}
+  assert peer["bfloat16_over_torch_bfloat16_best"] is None and peer["bfloat16_note"]
   assert peer["ours_iteration_s"] == min(peer["ours"].values())
   assert len(peer["load_average"]["start"]) == 3 and len(peer["load_average"]["end"]) == 3
   profile = peer["op_profile"]  # Per-op tables of both sides' D and G steps.
@@ -254,3 +257,45 @@ def test_the_commit_race_times_both_checkouts_block_by_block(tmp_path):
   assert race["baseline"]["checkout"] == str(other) and race["ours"]["checkout"] == REPO
   assert race["baseline_over_ours"] == pytest.approx(
       race["baseline"]["ms_per_iteration"] / race["ours"]["ms_per_iteration"])
+
+
+def test_the_memory_section_refuses_an_unknown_penalty(tmp_path):
+  out = str(tmp_path / "m.json")
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "bin", "benchmark"),
+                         "--sections=memory", "--memory_penalties=wgan_gp,nique",
+                         f"--output={out}"], cwd=REPO, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 1 and "unknown memory penalty nique" in proc.stderr
+  assert "choose from wgan_gp,ssim,niqe" in proc.stderr and not os.path.exists(out)
+
+
+def test_the_memory_section_has_every_cell_measured_or_predicted(monkeypatch):
+  """Every penalty x resolution x precision cell is in the JSON, measured where the memory
+  model says it fits and predicted (and marked) where not; each penalty's ratio to wgan_gp.
+  Here the machine is made small so that the 96 px cells are predicted, and the measured cells
+  are a stand-in process (the real ones take minutes: bin/benchmark --sections=memory)."""
+  from qagan_bench import memory_bench
+  calls = []
+
+  class Done:
+    returncode, stderr = 0, ""
+
+    def __init__(self, mib):
+      self.stdout = json.dumps({"built_bytes": 700 * 2**20, "peak_bytes": (700 + mib) * 2**20,
+                                "iteration_bytes": mib * 2**20}) + "\n"
+
+  def fake_run(argv, **kwargs):
+    values = json.loads(argv[3])
+    calls.append(values)
+    return Done(100.0 * (2.0 if values["penalty"] == "niqe" else 1.0))
+  monkeypatch.setattr(memory_bench.subprocess, "run", fake_run)
+  result = memory_bench.run(total_bytes=8 * 2**30, log=lambda m: None, gpu_model=False)
+  assert len(result["cells"]) == 3 * 3 * 2
+  for name, cell in result["cells"].items():
+    measured = not name.split("/")[1] == "96px"
+    assert cell["measured"] is measured, name
+    assert cell["iteration_mib"] > 0 and cell["predicted_mib"] > 0
+  assert len(calls) == 3 * 2 * 2 and all(c["batch_size"] == 64 and c["width"] == 128
+                                         for c in calls)
+  assert result["ratios"]["niqe_over_wgan_gp/32px/float32"] == 2.0
+  assert len(result["ratios"]) == 2 * 3 * 2

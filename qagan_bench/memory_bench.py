@@ -1,0 +1,140 @@
+"""Peak memory of one training iteration per penalty, resolution and precision:
+`bin/benchmark --sections=memory`.
+
+Each cell runs in a process of its own (a fresh allocator): it builds bin/train's Trainer at the
+paper's configs (width 128, batch 64; 32 px with the CIFAR-10 prior, 48 px with STL-10's, 96 px
+with one 96-px block), records the peak RSS once the models, optimizers and data are built, runs
+two iterations (one D update each: the peak is the same at every update) and records the peak
+again. The cell's figure is the difference: what one iteration adds. A cell the memory model
+(`qagan_tf.train.memory`) says would not fit here is not run: it is predicted, and marked so.
+
+The GPU column is a model, not a measurement: the bytes of every tensor the traced D update
+produces (forward, backward and the double backward, no buffer reused: an upper bound) plus the
+weights and Adam's two slots.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+PENALTIES = ("wgan_gp", "ssim", "niqe")
+PRECISIONS = ("float32", "bfloat16")
+# name -> (resolution, the paper config's prior and its settings for the NIQE cells).
+RESOLUTIONS = {
+    "32px": (32, {"niqe_prior": "cifar_grad"}),
+    "48px": (48, {"niqe_prior": "stl_grad"}),
+    "96px": (96, {"niqe_prior": "stl_grad", "niqe_block_size": 96, "niqe_scales": 2,
+                  "niqe_allow_prior_mismatch": True}),
+}
+WIDTH, BATCH = 128, 64
+
+_CELL = r'''
+import json, resource, sys, tempfile
+values = json.loads(sys.argv[1])
+import tensorflow as tf
+from qagan_tf import config as config_lib
+from qagan_tf.data import sources
+from qagan_tf.train import distribution, trainer as trainer_lib
+config = config_lib.TrainConfig.create(**values).validate()
+images = sources.embedded_images(config.resolution, 256, 0)
+out = {}
+with tempfile.TemporaryDirectory() as tmp:
+  trainer = trainer_lib.Trainer(config, tmp, distribution.make_strategy("default"),
+                                images=images)
+  iterator = iter(trainer.distributed_dataset(0))
+  next(iterator)
+  built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  for _ in range(2):
+    trainer.train_step(iterator)
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  out.update(built_bytes=built, peak_bytes=peak, iteration_bytes=peak - built)
+  if len(sys.argv) > 2:  # The GPU model's tensor bytes of one traced D update.
+    sys.path.insert(0, sys.argv[2])
+    from qagan_bench import gpu_model
+    from qagan_tf.train import step as step_lib
+    inputs = next(iterator)
+    real, z, eps = inputs["real"][0], inputs["z"][0], inputs["eps"][0]
+    fn = tf.function(lambda: step_lib.discriminator_update(
+        trainer.generator, trainer.discriminator, trainer.d_optimizer, real, z, eps,
+        trainer.objective, global_batch_size=config.batch_size,
+        lecam=trainer.lecam_anchors).values["d_loss"])
+    graph = fn.get_concrete_function().graph
+    weights = sum(int(v.shape.num_elements()) * v.dtype.size for v in
+                  trainer.generator.variables + trainer.discriminator.variables)
+    out["gpu_model_bytes"] = gpu_model.output_bytes(graph) + 3 * weights
+print(json.dumps(out))
+'''
+
+
+def cells():
+  """[(penalty, resolution name, precision)] in table order."""
+  return [(p, r, q) for r in RESOLUTIONS for p in PENALTIES for q in PRECISIONS]
+
+
+def check_penalty_names(names):
+  unknown = [n for n in names if n not in PENALTIES]
+  if unknown:
+    raise ValueError(f"unknown memory penalty {','.join(unknown)}; choose from "
+                     f"{','.join(PENALTIES)}.")
+
+
+def _values(penalty, resolution, precision):
+  res, niqe = RESOLUTIONS[resolution]
+  values = dict(dataset="embedded", resolution=res, width=WIDTH, batch_size=BATCH,
+                disc_iters=1, penalty=penalty, gp_weight=1.0, qa_weight=0.1,
+                mixed_precision="none" if precision == "float32" else precision,
+                jit_compile=False)
+  if penalty == "niqe":
+    values.update(niqe)
+  return values
+
+
+def run(penalties=PENALTIES, log=print, timeout=1800, total_bytes=None, gpu_model=True):
+  """Every cell of `penalties` x RESOLUTIONS x PRECISIONS, each in its own process.
+
+  Returns:
+    {"cells": {"<penalty>/<res>/<precision>": {"measured": bool, "iteration_mib", ...}},
+     "ratios": {"<penalty>_over_wgan_gp/<res>/<precision>": ...}, "machine_mib", "method"}.
+  """
+  check_penalty_names(penalties)
+  from qagan_tf import config as config_lib
+  from qagan_tf.train import memory
+  total = total_bytes or memory.machine_bytes()
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = {"cells": {}, "ratios": {}, "machine_mib": total / 2**20 if total else None,
+         "width": WIDTH, "batch": BATCH, "method": __doc__.split("\n\n")[1].replace("\n", " ")}
+  for penalty, resolution, precision in cells():
+    if penalty not in penalties:
+      continue
+    values = _values(penalty, resolution, precision)
+    config = config_lib.TrainConfig.create(**values).validate()
+    predicted = memory.iteration_bytes(config)
+    name = f"{penalty}/{resolution}/{precision}"
+    cell = {"predicted_mib": predicted / 2**20}
+    if total and predicted > memory.USABLE_FRACTION * total:
+      cell.update(measured=False, iteration_mib=cell["predicted_mib"],
+                  note="predicted: would not fit in this machine's memory")
+    else:
+      argv = [sys.executable, "-c", _CELL, json.dumps(values)] + ([here] if gpu_model else [])
+      proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=here,
+                            env=dict(os.environ, PYTHONPATH=here, TF_CPP_MIN_LOG_LEVEL="2"))
+      if proc.returncode:
+        raise ValueError(f"memory cell {name} failed:\n{proc.stderr[-2000:]}")
+      result = json.loads(proc.stdout.strip().splitlines()[-1])
+      cell.update(measured=True, iteration_mib=result["iteration_bytes"] / 2**20,
+                  built_mib=result["built_bytes"] / 2**20,
+                  peak_mib=result["peak_bytes"] / 2**20)
+      if "gpu_model_bytes" in result:
+        cell["gpu_model_mib"] = result["gpu_model_bytes"] / 2**20
+    out["cells"][name] = cell
+    log(f"memory {name}: {cell['iteration_mib']:.0f} MiB per iteration "
+        f"({'measured' if cell['measured'] else 'predicted'}; model {cell['predicted_mib']:.0f})"
+        + (f", GPU model {cell['gpu_model_mib']:.0f} MiB" if "gpu_model_mib" in cell else ""))
+  for name, cell in out["cells"].items():
+    penalty, resolution, precision = name.split("/")
+    base = out["cells"].get(f"wgan_gp/{resolution}/{precision}")
+    if penalty != "wgan_gp" and base:
+      out["ratios"][f"{penalty}_over_wgan_gp/{resolution}/{precision}"] = (
+          cell["iteration_mib"] / base["iteration_mib"])
+  return out
