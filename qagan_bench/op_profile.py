@@ -50,14 +50,18 @@ def torch_op_times(fn, runs=3):
   return _table(times, counts, runs, wall)
 
 
-def run(config, runs=3, log=print):
-  """The tables of our plain (non-XLA) WGAN-GP D step and G step and the PyTorch peer's eager
-  ones, from the same Keras weights and the same batch size."""
+def run(config, runs=3, log=print, precision="float32"):
+  """The tables of our plain (non-XLA) WGAN-GP D step and G step and the PyTorch peer's, from
+  the same Keras weights and the same batch size: float32 (ours; PyTorch eager), or bfloat16
+  (ours under --mixed_precision=bfloat16; PyTorch's channels-last bf16 autocast, its fastest
+  bf16 setting), so that the two sides' gains from bf16 have a measured cause."""
   from qagan_bench import torch_peer as peer_lib
   from qagan_tf.train import distribution
   from qagan_tf.train import step as step_lib
   from qagan_tf.train import trainer as trainer_lib
-  config = config.replace(penalty="wgan_gp", eval_every=0, jit_compile=False)
+  config = config.replace(penalty="wgan_gp", eval_every=0, jit_compile=False,
+                          mixed_precision="bfloat16" if precision == "bfloat16" else "none")
+  setting = "channels_last_bf16_autocast" if precision == "bfloat16" else "eager"
   peer_lib.check_architecture(config)
   g, d = peer_lib.keras_models(config, seed=config.seed)
   with tempfile.TemporaryDirectory() as tmp:
@@ -84,17 +88,18 @@ def run(config, runs=3, log=print):
       fn().numpy()
     ours = {"d_step": tf_op_times(lambda: d_step().numpy(), runs),
             "g_step": tf_op_times(lambda: g_step().numpy(), runs)}
-  peer = peer_lib.Trainer(g, d, config, "eager", seed=config.seed)
+  peer = peer_lib.Trainer(g, d, config, setting, seed=config.seed)
   for _ in range(2):
     peer.d_step().item()
     peer.g_step().item()
   theirs = {"d_step": torch_op_times(lambda: peer.d_step().item(), runs),
             "g_step": torch_op_times(lambda: peer.g_step().item(), runs)}
-  for side, tables in (("ours", ours), ("torch eager", theirs)):
+  for side, tables in (("ours", ours), (f"torch {setting}", theirs)):
     for step, t in tables.items():
       top = ", ".join(f"{op} {row['ms']:.1f}" for op, row in list(t["ops"].items())[:5])
       log(f"op profile {side} {step}: {t['executed_ops']:.0f} ops, {t['op_ms']:.1f} ms in ops "
           f"of {t['wall_ms']:.1f} ms wall; top (ms): {top}")
-  return {"ours": ours, "torch_eager": theirs, "runs": runs,
+  return {"ours": ours, "torch_eager" if setting == "eager" else "torch": theirs,
+          "torch_setting": setting, "precision": precision, "runs": runs,
           "note": "ours: TF executor kernel times on the compute threads; torch: self CPU time "
                   "per aten op. Wall ms includes each side's Python and dispatch."}
