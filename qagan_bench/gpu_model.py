@@ -45,48 +45,36 @@ def _tensor_bytes(tensor):
   return int(np.prod(shape.as_list())) * tensor.dtype.size
 
 
+def _ops(graph):
+  """Every op of a traced graph that does work (constants and bookkeeping excluded), nested
+  function bodies included, each once."""
+  seen = set()
+
+  def walk(g):
+    for op in g.get_operations():
+      if op.type not in ("Const", "NoOp", "Placeholder", "VarHandleOp", "Identity"):
+        yield op
+    for name, fn in getattr(g, "_functions", {}).items():
+      inner = getattr(fn, "graph", None)
+      if name not in seen and inner is not None:
+        seen.add(name)
+        yield from walk(inner)
+  return walk(graph)
+
+
 def graph_bytes(graph):
   """Bytes every op of a traced graph reads and writes (inputs plus outputs with static shapes;
   constants and bookkeeping excluded), nested function bodies included."""
-  total, seen = 0, set()
-
-  def walk(g):
-    nonlocal total
-    for op in g.get_operations():
-      if op.type in ("Const", "NoOp", "Placeholder", "VarHandleOp", "Identity"):
-        continue
-      total += sum(_tensor_bytes(t) for t in op.inputs) + sum(_tensor_bytes(t)
-                                                              for t in op.outputs)
-    for name, fn in getattr(g, "_functions", {}).items():
-      if name not in seen:
-        seen.add(name)
-        inner = getattr(fn, "graph", None)
-        if inner is not None:
-          walk(inner)
-  walk(graph)
-  return total
+  return sum(sum(_tensor_bytes(t) for t in op.inputs) + sum(_tensor_bytes(t)
+                                                            for t in op.outputs)
+             for op in _ops(graph))
 
 
 def output_bytes(graph):
   """Bytes of every tensor the ops of a traced graph produce (static shapes; constants and
   bookkeeping excluded), nested function bodies included: a GPU's peak memory if no buffer were
   ever reused, an upper bound for the memory model."""
-  total, seen = 0, set()
-
-  def walk(g):
-    nonlocal total
-    for op in g.get_operations():
-      if op.type in ("Const", "NoOp", "Placeholder", "VarHandleOp", "Identity"):
-        continue
-      total += sum(_tensor_bytes(t) for t in op.outputs)
-    for name, fn in getattr(g, "_functions", {}).items():
-      if name not in seen:
-        seen.add(name)
-        inner = getattr(fn, "graph", None)
-        if inner is not None:
-          walk(inner)
-  walk(graph)
-  return total
+  return sum(sum(_tensor_bytes(t) for t in op.outputs) for op in _ops(graph))
 
 
 def hlo_kernels(hlo_text):
