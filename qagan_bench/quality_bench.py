@@ -171,7 +171,7 @@ class Scorer:
     """
     from qagan_tf import sampling
     from qagan_tf.iqa import niqe_metric
-    ref, num = self.reference, num_samples or self.num_samples
+    num = num_samples or self.num_samples
     images = sampling.generate(generator, num, seed=_SAMPLE_SEED)
     pool3 = self.extractor(images)["pool3"]
     out = self._distances(pool3)

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from qagan_bench import paired_stats
 from qagan_bench import quality_bench

@@ -15,6 +15,8 @@ import tensorflow as tf
 from qagan_tf import augment as augment_lib
 from qagan_tf import config as config_lib
 from qagan_tf.data import pipeline
+from qagan_tf.gan import inputs as inputs_lib
+from qagan_tf.gan import state as state_lib
 from qagan_tf.objectives import lecam
 from qagan_tf.objectives import losses
 from qagan_tf.objectives import penalties
@@ -25,68 +27,7 @@ from qagan_tf.train import step as step_lib
 from qagan_tf.utils import fields
 
 
-class _EmaWeights(keras.layers.Layer):
-  """The generator's exponential moving average, as weights Keras saves and restores (with
-  `save_weights`, `ModelCheckpoint` and `BackupAndRestore`)."""
-
-  def __init__(self, variables, name="ema"):
-    super().__init__(name=name)
-    self.averages = [self.add_weight(shape=v.shape, dtype=v.dtype, trainable=False,
-                                     initializer="zeros", name=f"ema_{i}")
-                     for i, v in enumerate(variables)]
-    for average, v in zip(self.averages, variables):
-      average.assign(v)
-    self.built = True  # Its weights exist: nothing for Keras to build symbolically.
-
-
 _TEST_LATENT_STREAM = 20191211  # The fixed latents of test_step's fakes.
-
-
-class _TrainingState(keras.layers.Layer):
-  """The iteration counter (the latents' and the lazy schedule's), LeCam's anchors and, under a
-  float16 policy, the dynamic loss scales, as weights Keras saves and restores; beside them in
-  the file (not a weight), the JSON of `QAGAN.fingerprint`, so that loading the weights of
-  other settings or models is refused."""
-
-  def __init__(self, loss_scaled, fingerprint="", name="training_state"):
-    super().__init__(name=name)
-    self.fingerprint_json, self.loaded_fingerprint = fingerprint, ""
-    self.step = self.add_weight(shape=(), dtype="int64", trainable=False, initializer="zeros",
-                                name="step")
-    self.lecam = lecam.Anchors(*[self.add_weight(
-        shape=(), dtype="float32", trainable=False, initializer="zeros",
-        aggregation="only_first_replica", name=f"lecam_anchor_{side}")
-                                 for side in ("real", "fake")])
-    self.loss_scales = None
-    if loss_scaled:
-      def scale(side):
-        value = self.add_weight(shape=(), dtype="float32", trainable=False, name=f"{side}_scale",
-                                initializer=keras.initializers.Constant(2.0**15))
-        good = self.add_weight(shape=(), dtype="int64", trainable=False, initializer="zeros",
-                               name=f"{side}_good_steps")
-        return step_lib.LossScale(scale=value, good_steps=good)
-      self.loss_scales = (scale("d"), scale("g"))
-    self.built = True
-
-  def save_own_variables(self, store):
-    super().save_own_variables(store)
-    store["fingerprint"] = np.frombuffer(self.fingerprint_json.encode(), np.uint8)
-
-  def load_own_variables(self, store):
-    variables = self._trainable_variables + self._non_trainable_variables
-    keys = [k for k in store.keys() if k != "fingerprint"]
-    if len(keys) != len(variables):
-      raise ValueError(f"the training state holds {len(keys)} values, this one "
-                       f"{len(variables)} (float16 loss scales on one side only?)")
-    for i, v in enumerate(variables):
-      v.assign(store[f"{i}"])
-    self.loaded_fingerprint = (bytes(np.asarray(store["fingerprint"], np.uint8)).decode(
-        errors="replace") if "fingerprint" in store.keys() else "")
-
-
-def _float16(model):
-  policy = getattr(model, "dtype_policy", None)
-  return getattr(policy, "compute_dtype", None) == "float16"
 
 
 @keras.saving.register_keras_serializable(package="qagan_tf", name="QAGAN")
@@ -191,7 +132,7 @@ class QAGAN(keras.Model):
     self.update_options = step_lib.UpdateOptions()
     self.jit_compile_choice = False
     self._trackers = self._test_trackers = None
-    self._image_shape = None
+    self.image_shape = None
 
   def _settings(self, penalty, given):
     settings_cls = self.entry.settings
@@ -235,15 +176,15 @@ class QAGAN(keras.Model):
         scores.shape.rank == 2 and scores.shape[1] != 1):
       raise ValueError(f"the discriminator must map images (B, H, W, C) to scores (B,) or (B, "
                        f"1); for one image it gave shape {scores.shape}.")
-    self._image_shape = tuple(int(d) for d in images.shape[1:])
+    self.image_shape = tuple(int(d) for d in images.shape[1:])
     if self.objective.needs_input_gradient:  # A critic that ignores its input: said now.
       losses.input_gradients(self.discriminator, tf.cast(images, tf.float32))
     self.d_optimizer.build(self.discriminator.trainable_variables)
     self.g_optimizer.build(self.generator.trainable_variables)
     if self.ema_decay is not None and self.ema is None:
-      self.ema = _EmaWeights(self.generator.variables)
+      self.ema = state_lib.EmaWeights(self.generator.variables)
     if self.state is None:
-      self.state = _TrainingState(_float16(self.generator) or _float16(self.discriminator),
+      self.state = state_lib.TrainingState(state_lib.float16(self.generator) or state_lib.float16(self.discriminator),
                                   json.dumps(self.fingerprint(), sort_keys=True))
     self.state.fingerprint_json = json.dumps(self.fingerprint(), sort_keys=True)
     ctx = tf.distribute.get_replica_context()
@@ -389,67 +330,16 @@ class QAGAN(keras.Model):
     tensor images alike, and on a model already fit): images (B, H, W, C) of the generator's
     shape, float in [-1, 1], and a batch that splits into disc_iters critic batches of >= 1
     image. Each problem is one ValueError naming the input and the fix, before any training."""
-    self._check_input(x, batch_size, "x")
+    inputs_lib.check_input(self, x, batch_size, "x")
     if validation_data is not None:
-      self._check_input(validation_data, kwargs.get("validation_batch_size") or batch_size,
+      inputs_lib.check_input(self, validation_data, kwargs.get("validation_batch_size") or batch_size,
                         "validation_data", split=False)
     return super().fit(x, y, batch_size, *args, validation_data=validation_data, **kwargs)
 
   def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
     """`keras.Model.evaluate` on held-out real images (see `test_step`), checked as `fit`'s."""
-    self._check_input(x, batch_size, "x", split=False)
+    inputs_lib.check_input(self, x, batch_size, "x", split=False)
     return super().evaluate(x, y, batch_size, *args, **kwargs)
-
-  def _check_input(self, data, batch_size, where, split=True):
-    if self._image_shape is None:
-      raise ValueError("QAGAN: call compile(d_optimizer, g_optimizer) before fit or evaluate.")
-    if isinstance(data, (tuple, list)) and data:
-      data = data[0]
-    if isinstance(data, tf.data.Dataset):
-      spec = data.element_spec
-      if isinstance(spec, (tuple, list)):
-        spec = spec[0]
-      if isinstance(spec, dict):  # bin/train's per-iteration inputs (exact reproduction).
-        return
-      first = next(iter(data.take(1)))
-      first = first[0] if isinstance(first, (tuple, list)) else first
-      self._check_batch(first, where, split, f"the first batch of {where}")
-    elif isinstance(data, (np.ndarray, tf.Tensor)) or hasattr(data, "__array__"):
-      array = np.asarray(data) if not isinstance(data, tf.Tensor) else data
-      size = batch_size or 32
-      self._check_batch(array[:size], where, split, where)
-      n = int(array.shape[0]) if len(array.shape) else 0
-      if split and n % size and (n % size) % self.disc_iters:
-        raise ValueError(
-            f"{where} has {n} images: its last batch of {n % size} does not split into "
-            f"disc_iters={self.disc_iters} equal critic batches; use a batch_size that divides "
-            f"{n}, or drop the last {n % size} images.")
-
-  def _check_batch(self, batch, where, split, what):
-    batch = tf.convert_to_tensor(batch)
-    expected = self._image_shape
-    if batch.shape.rank != 4 or tuple(batch.shape[1:]) != expected:
-      layout = (" (NCHW? the critic takes NHWC)" if batch.shape.rank == 4
-                and batch.shape[1] == expected[-1] else "")
-      raise ValueError(f"{what}: images of shape {batch.shape}{layout}, but the generator makes "
-                       f"(B, {', '.join(map(str, expected))}) and the critic sees both; give "
-                       f"real images of that shape.")
-    if not batch.dtype.is_floating:
-      raise ValueError(f"{what}: {batch.dtype.name} images; the critic compares them with the "
-                       f"generator's floats in [-1, 1]: scale to [-1, 1] first (x / 127.5 - 1 "
-                       f"for uint8).")
-    if batch.shape.num_elements():
-      lo, hi = float(tf.reduce_min(batch)), float(tf.reduce_max(batch))
-      if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"{what}: the images hold NaN or Inf.")
-      if lo < -1.0 - 1e-3 or hi > 1.0 + 1e-3:
-        raise ValueError(f"{what}: values in [{lo:.3g}, {hi:.3g}]; the generator makes images "
-                         f"in [-1, 1]: scale to [-1, 1] (x / 127.5 - 1 for [0, 255]).")
-    n, k = int(batch.shape[0]), self.disc_iters
-    if split and (n % k or n // k < 1):
-      raise ValueError(f"{what}: a batch of {n} images does not split into disc_iters={k} equal "
-                       f"critic batches of at least 1 image; use a batch size that is a "
-                       f"multiple of {k}.")
 
   def call(self, z, training=False):
     """The generator's images for latents z (B, latent_dim)."""
@@ -548,21 +438,4 @@ class QAGAN(keras.Model):
   def ema_weights(self):
     """A context manager that puts the EMA weights into the generator (samples, FID) and the
     trained ones back afterwards; without an EMA, the generator as it is."""
-    return _Swap(self)
-
-
-class _Swap:
-  def __init__(self, model):
-    self.model, self.saved = model, None
-
-  def __enter__(self):
-    if self.model.ema is not None:
-      self.saved = [v.numpy() for v in self.model.generator.variables]
-      for v, average in zip(self.model.generator.variables, self.model.ema.averages):
-        v.assign(average)
-    return self.model.generator
-
-  def __exit__(self, *exc):
-    if self.saved is not None:
-      for v, value in zip(self.model.generator.variables, self.saved):
-        v.assign(value)
+    return state_lib.EmaSwap(self)
