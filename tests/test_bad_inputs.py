@@ -217,7 +217,7 @@ CASES = [
          file_size_limit=200_000),
     Case("train_unknown_penalty", "train",
          lambda w: TINY_RUN + [f"--model_dir={w}/t7", "--penalty=ssmi"],
-         ("Unknown penalty 'ssmi'", "valid penalties"), absent=("t7",)),
+         ("--penalty=ssmi", "one of <wgan_gp|none|ssim|niqe>"), absent=("t7",)),
     Case("train_missing_npz", "train",
          lambda w: TINY_RUN + [f"--model_dir={w}/t8", "--dataset=npz:/nonexistent.npz"],
          ("npz:/nonexistent.npz: no such file",), absent=("t8",)),

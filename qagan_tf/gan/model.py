@@ -424,7 +424,8 @@ class QAGAN(keras.Model):
     replicas = ctx.num_replicas_in_sync if ctx is not None else 1
     result = step_lib.iteration(
         self.generator, self.discriminator, self.d_optimizer, self.g_optimizer, self.objective,
-        inputs, step=self.state.step, global_batch_size=tf.shape(inputs["real"])[1] * replicas,
+        inputs, step=self.state.step, disc_iters=self.disc_iters,
+        global_batch_size=tf.shape(inputs["real"])[1] * replicas,
         g_global_batch_size=tf.shape(inputs["z_gen"])[0] * replicas,
         g_batch_multiplier=self.g_batch_multiplier, options=self.update_options)
     self.state.step.assign_add(1)

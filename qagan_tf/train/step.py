@@ -429,16 +429,15 @@ class UpdateOptions:
     return cls(d_fn, g_fn, d_scale, g_scale, lecam)
 
 
-def generator_reals(real, multiplier):
+def generator_reals(real, multiplier, disc_iters):
   """The real images the G update pairs with its multiplier * B fakes (a relativistic loss):
   the iteration's D batches 0, 1, ... in turn (k, B, ...) -> (multiplier * B, ...)."""
-  k = real.shape[0]
-  picked = [real[j % k] for j in range(multiplier)]
+  picked = [real[j % disc_iters] for j in range(multiplier)]
   return picked[0] if multiplier == 1 else tf.concat(picked, axis=0)
 
 
 def iteration(generator, discriminator, d_optimizer, g_optimizer, objective, inputs, *, step,
-              global_batch_size, g_global_batch_size, g_batch_multiplier=1,
+              disc_iters, global_batch_size, g_global_batch_size, g_batch_multiplier=1,
               options=UpdateOptions()):
   """One training iteration on one replica: disc_iters critic updates, each on its own real
   batch, latents and interpolation weights and with its lazy schedule, then one generator
@@ -448,11 +447,13 @@ def iteration(generator, discriminator, d_optimizer, g_optimizer, objective, inp
     generator, discriminator, d_optimizer, g_optimizer: the models and their Keras optimizers.
     objective: the `Objective`.
     inputs: this replica's {"real": (k, B, H, W, C), "z": (k, B, z_dim), "eps": (k, B),
-      "z_gen": (B', z_dim)} (k = disc_iters, static), as `data.iteration_latents` draws them;
+      "z_gen": (B', z_dim)} (k = disc_iters), as `data.iteration_latents` draws them;
       with `objective.augment` also the augmentations' uniforms "u_real", "u_fake" (k, B, U)
       and "u_gen", "u_gen_real" (B', U).
     step: int64 scalar, the generator iteration (0-based): D update i of it is number
       step * k + i, the lazy schedule's counter.
+    disc_iters: k, the D updates of the iteration (a Python int: they are unrolled; the inputs'
+      shapes need not be static, as under a multi-worker strategy).
     global_batch_size, g_global_batch_size: the D and G batches summed over replicas.
     g_batch_multiplier: the G batch over the D batch (a relativistic loss pairs its fakes with
       that many of the iteration's real batches, `generator_reals`).
@@ -461,9 +462,7 @@ def iteration(generator, discriminator, d_optimizer, g_optimizer, objective, inp
   Returns:
     the `collector.Collector` result: {name: (sum, count)}, this replica's shares.
   """
-  k = inputs["real"].shape[0]
-  if k is None:
-    raise ValueError("the number of D updates (inputs['real'].shape[0]) must be static.")
+  k = int(disc_iters)
   if objective.augment and "u_real" not in inputs:
     raise ValueError("an augmented objective needs the iteration's augmentation uniforms "
                      "(iteration_latents(..., augment=True)).")
@@ -482,7 +481,7 @@ def iteration(generator, discriminator, d_optimizer, g_optimizer, objective, inp
       generator, discriminator, g_optimizer, inputs["z_gen"], objective.loss,
       global_batch_size=g_global_batch_size, gradients_fn=options.g_gradients,
       loss_scale=options.g_loss_scale,
-      real=generator_reals(inputs["real"], m) if m else None,
+      real=generator_reals(inputs["real"], m, k) if m else None,
       augment_policy=objective.augment,
       uniforms=(inputs["u_gen"], inputs["u_gen_real"]) if augmented else None))
   return collector.result()

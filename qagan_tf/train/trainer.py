@@ -206,7 +206,7 @@ class Trainer:
     c = self.config
     return step_lib.iteration(
         self.generator, self.discriminator, self.d_optimizer, self.g_optimizer, self.objective,
-        inputs, step=self.step, global_batch_size=c.batch_size,
+        inputs, step=self.step, disc_iters=c.disc_iters, global_batch_size=c.batch_size,
         g_global_batch_size=c.batch_size * c.g_batch_multiplier,
         g_batch_multiplier=c.g_batch_multiplier, options=self.update_options)
 

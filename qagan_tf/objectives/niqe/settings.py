@@ -131,7 +131,7 @@ def resolve_xla(mode, jit_compile=False, with_reason=False):
     chosen, reason = "off", "--jit_compile compiles the whole D computation"
   else:
     import tensorflow as tf
-    gpu = bool(tf.config.list_logical_devices("GPU"))
+    gpu = bool(tf.config.list_physical_devices("GPU"))  # Not logical: keeps TF uninitialised.
     chosen, reason = ("on", "a GPU") if gpu else ("off", "no GPU: not faster on CPUs")
   return (chosen, reason) if with_reason else chosen
 
