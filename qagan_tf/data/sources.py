@@ -224,8 +224,8 @@ def _load_npz(path, resolution):
     raise DataError(f"{where}: {files.not_a_file(path)}; give the path of an .npz with uint8 "
                     "NHWC images under the key 'images'.")
   if not zipfile.is_zipfile(path):
-    raise DataError(f"{where}: not an .npz file (an .npz is a zip archive of arrays); save the "
-                    "images with np.savez(path, images=uint8_nhwc_array).")
+    raise DataError(f"{where}: cannot be read: not an .npz file (an .npz is a zip archive of "
+                    "arrays); save the images with np.savez(path, images=uint8_nhwc_array).")
   try:
     with np.load(path, allow_pickle=False) as data:
       if "images" not in data.files:
@@ -398,11 +398,16 @@ def _load_tfds(name, resolution, data_dir, num_examples, download):
   split, fn = _tfds_image_fn(name, resolution)
   if num_examples:
     split = f"{split}[:{num_examples}]"
-  if download:
-    _check_reachable_before_download(name, data_dir)
   try:
-    ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False,
-                   download=download)
+    try:  # What is here already (or what a test mocks) needs no network.
+      ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False, download=False)
+    except Exception:  # noqa: BLE001 - not prepared here: download it, if we may and can.
+      if not download:
+        raise
+      _check_reachable_before_download(name, data_dir)
+      ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False, download=True)
+  except DataError:
+    raise
   except Exception as e:  # TFDS raises many types (download errors, missing files, ...).
     raise DataError(
         f"dataset={name}: TFDS could not load split {split!r} ({type(e).__name__}: {e}). "
