@@ -35,7 +35,8 @@ def niqe(image, model=None, block_size=96):
     float, the NIQE score (lower is more natural).
 
   Raises:
-    ValueError: wrong rank/channels, non-finite values, or an image smaller than one block.
+    ValueError: wrong rank/channels, non-finite values, an image smaller than one block, or a
+      flat image (NIQE is undefined without local contrast).
   """
   from qagan_tf.iqa import model as model_lib
   model = model or model_lib.natural_model()
@@ -52,11 +53,11 @@ def niqe(image, model=None, block_size=96):
                      f"{image.shape}.")
   if not np.all(np.isfinite(gray)):
     raise ValueError("The image contains NaN or Inf values.")
+  feats = niqe_features(gray[None], block_size, 2, method="grid", eps=0.0)[0].numpy()
   if gray.max() == gray.min():
     raise ValueError(f"the image is flat (every pixel {gray.flat[0]:.6g}): it has no local "
                      "contrast, and NIQE, a distance between contrast statistics, is undefined "
                      "for it.")
-  feats = niqe_features(gray[None], block_size, 2, method="grid", eps=0.0)[0].numpy()
   mu_t, cov_t = _nan_mvg(feats)
   if not np.all(np.isfinite(mu_t)):
     raise ValueError("no block of the image has local contrast (each is flat): NIQE is "
