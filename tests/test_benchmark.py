@@ -122,7 +122,10 @@ def test_missing_inception_weights_stop_the_benchmark_before_anything_is_timed(t
       [sys.executable, os.path.join(REPO, "bin", "benchmark"), "--flagfile=configs/smoke.cfg",
        f"--output={out}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0
-  assert "missing.npz: no such file. (or leave the inception section out" in proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if "bin/benchmark: error: " in line]
+  assert len(errors) == 1, proc.stderr[-2000:]
+  assert "missing.npz: no such file" in errors[0] and "bin/fetch_inception" in errors[0]
+  assert "(or leave the inception section out: --sections=train)" in errors[0]
   assert "matmul peak" not in proc.stdout and not os.path.exists(out)
 
 

@@ -1,5 +1,6 @@
 """Image sources: each returns the whole training set as uint8 NHWC numpy at the model resolution."""
 
+import contextlib
 import dataclasses
 import os
 import warnings
@@ -363,20 +364,28 @@ def _download_hosts():
   return DOWNLOAD_HOSTS
 
 
+@contextlib.contextmanager
+def _tfds_quiet():
+  """TFDS warns of half-made folders while it looks for a prepared dataset: not our error."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
+
+
 def _check_reachable_before_download(name, data_dir, timeout=3.0):
   """Raises DataError within seconds when a dataset is not prepared here and its download host
   cannot be reached: offline, TFDS retries DNS for minutes before it gives up."""
   import socket
   import tensorflow_datasets as tfds
-  verbosity = logging.get_verbosity()
-  logging.set_verbosity(logging.ERROR)  # TFDS warns of half-made folders: not our error.
   try:
-    if tfds.builder(name, data_dir=data_dir).is_prepared():
-      return
+    with _tfds_quiet():
+      if tfds.builder(name, data_dir=data_dir).is_prepared():
+        return
   except Exception:  # noqa: BLE001 - an unknown builder state: let tfds.load say what it is.
     return
-  finally:
-    logging.set_verbosity(verbosity)
   hosts = _download_hosts()
   for host, port in hosts:
     try:
@@ -400,7 +409,9 @@ def _load_tfds(name, resolution, data_dir, num_examples, download):
     split = f"{split}[:{num_examples}]"
   try:
     try:  # What is here already (or what a test mocks) needs no network.
-      ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False, download=False)
+      with _tfds_quiet():
+        ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False,
+                       download=False)
     except Exception:  # noqa: BLE001 - not prepared here: download it, if we may and can.
       if not download:
         raise
