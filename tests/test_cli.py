@@ -139,7 +139,8 @@ def _checkpoint_tensors(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [
     (), ("--loss=rpgan", "--gp_weight=0", "--r1_weight=0.1", "--r2_weight=0.1",
-         "--lecam_weight=0.1", "--augment=color,translation,cutout")],
+         "--lecam_weight=0.1", "--augment=color,translation,cutout", "--r1_every=2",
+         "--disc_iters=2")],  # Lazy R1 across the kill too; 2 D updates keep it cheap.
     ids=["wgan_gp", "r1_lecam_augment"])
 def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp_path, extra):
   import random
