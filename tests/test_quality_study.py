@@ -113,3 +113,46 @@ def test_the_mechanism_probe_observes_without_changing_training(tmp_path):
   # The 1-GP is the mean of (||g|| - 1)^2, so it is at least (mean ||g|| - 1)^2 (Jensen).
   for values in seen:
     assert values["gp"] >= (values["grad_norm"] - 1.0) ** 2 - 1e-9
+
+
+def test_the_committed_study_recomputes_from_its_run_files():
+  """benchmarks/quality_cpu.json's comparisons, recomputed from benchmarks/quality_cpu.runs/ with
+  NumPy and SciPy alone (not our helpers), agree to 1e-6; every run is of one commit, and the
+  issue's pairs are there."""
+  import glob
+  import json
+  import os
+  from scipy import stats
+  root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+  with open(os.path.join(root, "quality_cpu.json")) as f:
+    study = json.load(f)
+  runs = {}
+  for path in glob.glob(os.path.join(root, "quality_cpu.runs", "*.json")):
+    with open(path) as f:
+      stored = json.load(f)
+    if "variant" in stored:  # The initial-seed files score the untrained generators.
+      runs.setdefault(stored["variant"], {})[stored["seed"]] = stored
+  commits = {r["commit"] for by_seed in runs.values() for r in by_seed.values()}
+  assert commits == {study["measured_commit"]}
+  for variant in ("wgan_gp", "wgan_gp_gp1", "ssim", "niqe", "niqe_w1"):
+    assert len(runs[variant]) >= 5, variant
+    assert study["quality"][variant]["final_samples"] >= 1024
+  entries = study["comparisons"] + study.get("mechanism_comparisons", [])
+  pairs = {(e["variant"], e["control"], e["metric"]) for e in entries}
+  for variant, control in (("ssim", "wgan_gp_gp1"), ("niqe", "wgan_gp_gp1"),
+                           ("niqe_w1", "wgan_gp_gp1"), ("wgan_gp_gp1", "wgan_gp")):
+    for metric in ("final_fid", "gradient_niqe"):
+      assert (variant, control, metric) in pairs
+  for e in entries:
+    mine, theirs = runs[e["variant"]], runs[e["control"]]
+    seeds = sorted(set(mine) & set(theirs))
+    d = np.array([mine[s]["result"][e["metric"]] - theirs[s]["result"][e["metric"]]
+                  for s in seeds])
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    assert e["n"] == len(d) and e["seeds"] == seeds
+    np.testing.assert_allclose(e["mean_difference"], d.mean(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(e["std"], d.std(ddof=1), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(e["ci95"], [d.mean() - half, d.mean() + half], rtol=0, atol=1e-6)
+    expected = ("lower" if d.mean() + half < 0 else "higher" if d.mean() - half > 0
+                else "no detectable difference")
+    assert e["verdict"] == expected, e
