@@ -112,7 +112,7 @@ def check_variant_names(names):
 def code_commit(root=None):
   """The git commit of the code that runs (this checkout of qagan_tf), "<sha>-dirty" when its
   training code (qagan_tf/, bin/, configs/) has uncommitted changes, or "unknown" outside git."""
-  root = root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # Beside bin/.
   try:
     sha = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
                          text=True, timeout=30, check=True).stdout.strip()

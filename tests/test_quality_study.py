@@ -156,3 +156,18 @@ def test_the_committed_study_recomputes_from_its_run_files():
     expected = ("lower" if d.mean() + half < 0 else "higher" if d.mean() - half > 0
                 else "no detectable difference")
     assert e["verdict"] == expected, e
+
+
+def test_a_run_records_the_commit_of_the_checkout_it_runs_from():
+  """Without a root, the commit is this checkout's (qagan_bench/ sits beside qagan_tf/): a study
+  must never record "unknown" from inside git, or its one-commit rule could not hold."""
+  import os
+  import subprocess
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  assert quality_bench.code_commit() == quality_bench.code_commit(repo)
+  inside = subprocess.run(["git", "-C", repo, "rev-parse", "--show-toplevel"],
+                          capture_output=True, text=True).returncode == 0
+  if inside:
+    assert quality_bench.code_commit().split("-")[0] == subprocess.run(
+        ["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True,
+        check=True).stdout.strip()
