@@ -9,8 +9,9 @@ GPUs) computes the same normalisation. bin/benchmark's `train` section measures 
 
 The fused path runs when all of these hold; otherwise Keras' own code runs unchanged:
 - training, with the layer trainable, no mask;
-- a 4-D input normalised over its last axis; 16-bit inputs (mixed precision) are normalised in
-  float32 and the result cast back to the layer's compute dtype, as Keras' own path does;
+- a 4-D input normalised over its last axis; 16-bit inputs (mixed precision) enter the kernel
+  as they are, and it computes the statistics and the normalisation in float32 and rounds the
+  result to 16 bits, as Keras' own path does with casts;
 - one replica in sync (several replicas must all-reduce their statistics);
 - not a GPU under op determinism (the fused gradient to `offset` is not deterministic on GPUs).
 
@@ -65,9 +66,13 @@ class BatchNormalization(keras.layers.BatchNormalization):
     inputs = tf.convert_to_tensor(inputs)
     if not self._fusable(inputs, training, mask):
       return super().call(inputs, training=training, mask=mask)
+    # 16-bit inputs go in as they are: the kernel takes float32 scale and offset, accumulates
+    # its statistics in float32 and rounds only its output (and, backward, its input gradient)
+    # to 16 bits, which is what casting to float32 and back computes, without the two casts of
+    # the activation each way (and with them out of the way, the remapper fuses the ReLU after).
     outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-        tf.cast(inputs, tf.float32), self.gamma, self.beta, epsilon=self.epsilon,
-        data_format="NHWC", is_training=True)
+        inputs, self.gamma, self.beta, epsilon=self.epsilon, data_format="NHWC",
+        is_training=True)
     count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)
     # The kernel returns the unbiased variance; Keras averages the biased one.
     variance = variance * tf.math.divide_no_nan(count - 1.0, count)
