@@ -64,6 +64,9 @@ VARIANTS = {
     "r3_niqe": dict(R3, penalty="niqe", qa_weight=0.1, qa_points="real"),
     "r3_ssim": dict(R3, penalty="ssim", qa_weight=0.1),
     "wgan_gp_lecam": dict(penalty="wgan_gp", gp_weight=10.0, qa_weight=0.0, lecam_weight=0.1),
+    # QAGAN-NIQE with G and D in bfloat16 (Keras' mixed policy; the penalties, their reductions
+    # and the weights stay float32): the precision study (benchmarks/precision_cpu.*).
+    "niqe_bf16": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, mixed_precision="bfloat16"),
     # Beyond the paper (its §5): SNGAN (hinge loss, spectral norm in D, no GP) with and without
     # the QA penalties (configs/cifar10_sngan*.cfg).
     "sngan": dict(loss="hinge", d_norm="spectral", penalty="none", gp_weight=0.0,
@@ -86,11 +89,13 @@ CONTROLS = {
     "ssim_k4": "wgan_gp_gp1_k4", "niqe_k4": "wgan_gp_gp1_k4",
     "sngan_ssim": "sngan", "sngan_niqe": "sngan",
     "wgan_gp_da": "wgan_gp", "niqe_da": "niqe", "wgan_gp_lecam": "wgan_gp",
-    "r3_niqe": "r3", "r3_ssim": "r3",
+    "r3_niqe": "r3", "r3_ssim": "r3", "niqe_bf16": "niqe",
 }
 # The regularisers study (benchmarks/regularisers_cpu.*): DiffAugment against none, and R3GAN's
 # objective against the same with the NIQE penalty.
 REGULARIZER_VARIANTS = ("wgan_gp", "wgan_gp_da", "r3", "r3_niqe")
+# The precision study (benchmarks/precision_cpu.*): QAGAN-NIQE in bfloat16 against float32.
+PRECISION_VARIANTS = ("niqe", "niqe_bf16")
 # The comparisons' metrics (the `comparisons` list) and the other observed targets (the
 # `mechanism_comparisons` list): each is a per-run final value in result[...].
 METRICS = ("final_fid", "final_kid", "gradient_niqe")

@@ -50,15 +50,20 @@ def test_comparisons_follow_the_controls():
   assert [(e["variant"], e["control"]) for e in out] == [("wgan_gp_gp1", "wgan_gp"),
                                                         ("niqe", "wgan_gp_gp1")]
   assert out[0]["mean_difference"] == -1.5 and out[1]["mean_difference"] == 0.0
-  # Every study variant has a control that is in the study, and differs from it in one setting.
-  for variant in quality_bench.DEFAULT_VARIANTS:
-    control = quality_bench.CONTROLS.get(variant)
-    if control is None:
-      continue
-    assert control in quality_bench.DEFAULT_VARIANTS
-    a, b = quality_bench.VARIANTS[variant], quality_bench.VARIANTS[control]
-    differing = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
-    assert len(differing - {"qa_weight"}) <= 1, (variant, control, differing)
+  # Every variant of the quality and precision studies has a control that is in its study,
+  # and differs from it in one setting.
+  # (The precision study's first variant, niqe, is its control: only niqe_bf16 is checked.)
+  for study, checked in ((quality_bench.DEFAULT_VARIANTS, quality_bench.DEFAULT_VARIANTS),
+                         (quality_bench.PRECISION_VARIANTS, quality_bench.PRECISION_VARIANTS[1:])):
+    for variant in checked:
+      control = quality_bench.CONTROLS.get(variant)
+      if control is None:
+        continue
+      assert control in study
+      a, b = quality_bench.VARIANTS[variant], quality_bench.VARIANTS[control]
+      differing = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+      assert len(differing - {"qa_weight"}) <= 1, (variant, control, differing)
+  assert quality_bench.CONTROLS["niqe_bf16"] == "niqe"
 
 
 def test_runs_of_two_commits_are_refused_with_their_names():
