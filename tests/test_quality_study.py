@@ -120,32 +120,44 @@ def test_the_mechanism_probe_observes_without_changing_training(tmp_path):
     assert values["gp"] >= (values["grad_norm"] - 1.0) ** 2 - 1e-9
 
 
-def test_the_committed_study_recomputes_from_its_run_files():
-  """benchmarks/quality_cpu.json's comparisons, recomputed from benchmarks/quality_cpu.runs/ with
-  NumPy and SciPy alone (not our helpers), agree to 1e-6; every run is of one commit, and the
-  issue's pairs are there."""
+# Each committed study: (name in benchmarks/, its variants, at least this many seeds each, the
+# (variant, control) pairs its comparisons must hold).
+STUDIES = {
+    "quality_cpu": (("wgan_gp", "wgan_gp_gp1", "ssim", "niqe", "niqe_w1"), 5,
+                    (("ssim", "wgan_gp_gp1"), ("niqe", "wgan_gp_gp1"), ("niqe_w1", "wgan_gp_gp1"),
+                     ("wgan_gp_gp1", "wgan_gp"))),
+    "regularisers_cpu": (("wgan_gp", "wgan_gp_da", "r3", "r3_niqe"), 3,
+                         (("wgan_gp_da", "wgan_gp"), ("r3_niqe", "r3"))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_the_committed_study_recomputes_from_its_run_files(name):
+  """benchmarks/<study>.json's comparisons, recomputed from benchmarks/<study>.runs/ with NumPy
+  and SciPy alone (not our helpers), agree to 1e-6; every run is of one commit, and the issue's
+  pairs are there."""
   import glob
   import json
   import os
   from scipy import stats
+  variants, min_seeds, required = STUDIES[name]
   root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-  with open(os.path.join(root, "quality_cpu.json")) as f:
+  with open(os.path.join(root, f"{name}.json")) as f:
     study = json.load(f)
   runs = {}
-  for path in glob.glob(os.path.join(root, "quality_cpu.runs", "*.json")):
+  for path in glob.glob(os.path.join(root, f"{name}.runs", "*.json")):
     with open(path) as f:
       stored = json.load(f)
     if "variant" in stored:  # The initial-seed files score the untrained generators.
       runs.setdefault(stored["variant"], {})[stored["seed"]] = stored
   commits = {r["commit"] for by_seed in runs.values() for r in by_seed.values()}
   assert commits == {study["measured_commit"]}
-  for variant in ("wgan_gp", "wgan_gp_gp1", "ssim", "niqe", "niqe_w1"):
-    assert len(runs[variant]) >= 5, variant
+  for variant in variants:
+    assert len(runs[variant]) >= min_seeds, variant
     assert study["quality"][variant]["final_samples"] >= 1024
   entries = study["comparisons"] + study.get("mechanism_comparisons", [])
   pairs = {(e["variant"], e["control"], e["metric"]) for e in entries}
-  for variant, control in (("ssim", "wgan_gp_gp1"), ("niqe", "wgan_gp_gp1"),
-                           ("niqe_w1", "wgan_gp_gp1"), ("wgan_gp_gp1", "wgan_gp")):
+  for variant, control in required:
     for metric in ("final_fid", "gradient_niqe"):
       assert (variant, control, metric) in pairs
   for e in entries:
