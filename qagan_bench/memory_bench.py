@@ -31,6 +31,7 @@ WIDTH, BATCH = 128, 64
 
 _CELL = r'''
 import json, resource, sys, tempfile
+import numpy as np
 values = json.loads(sys.argv[1])
 import tensorflow as tf
 from qagan_tf import config as config_lib
@@ -60,7 +61,7 @@ with tempfile.TemporaryDirectory() as tmp:
         trainer.objective, global_batch_size=config.batch_size,
         lecam=trainer.lecam_anchors).values["d_loss"])
     graph = fn.get_concrete_function().graph
-    weights = sum(int(v.shape.num_elements()) * v.dtype.size for v in
+    weights = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in
                   trainer.generator.variables + trainer.discriminator.variables)
     out["gpu_model_bytes"] = gpu_model.output_bytes(graph) + 3 * weights
 print(json.dumps(out))
@@ -90,6 +91,18 @@ def _values(penalty, resolution, precision):
   return values
 
 
+def run_cell(values, name, gpu_model=True, timeout=1800):
+  """One cell in a process of its own: {"built_bytes", "peak_bytes", "iteration_bytes"} and,
+  with gpu_model, "gpu_model_bytes". A failure raises ValueError naming the cell."""
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  argv = [sys.executable, "-c", _CELL, json.dumps(values)] + ([here] if gpu_model else [])
+  proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=here,
+                        env=dict(os.environ, PYTHONPATH=here, TF_CPP_MIN_LOG_LEVEL="2"))
+  if proc.returncode:
+    raise ValueError(f"memory cell {name} failed:\n{proc.stderr[-2000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def run(penalties=PENALTIES, log=print, timeout=1800, total_bytes=None, gpu_model=True):
   """Every cell of `penalties` x RESOLUTIONS x PRECISIONS, each in its own process.
 
@@ -101,7 +114,6 @@ def run(penalties=PENALTIES, log=print, timeout=1800, total_bytes=None, gpu_mode
   from qagan_tf import config as config_lib
   from qagan_tf.train import memory
   total = total_bytes or memory.machine_bytes()
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = {"cells": {}, "ratios": {}, "machine_mib": total / 2**20 if total else None,
          "width": WIDTH, "batch": BATCH, "method": __doc__.split("\n\n")[1].replace("\n", " ")}
   for penalty, resolution, precision in cells():
@@ -116,12 +128,7 @@ def run(penalties=PENALTIES, log=print, timeout=1800, total_bytes=None, gpu_mode
       cell.update(measured=False, iteration_mib=cell["predicted_mib"],
                   note="predicted: would not fit in this machine's memory")
     else:
-      argv = [sys.executable, "-c", _CELL, json.dumps(values)] + ([here] if gpu_model else [])
-      proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=here,
-                            env=dict(os.environ, PYTHONPATH=here, TF_CPP_MIN_LOG_LEVEL="2"))
-      if proc.returncode:
-        raise ValueError(f"memory cell {name} failed:\n{proc.stderr[-2000:]}")
-      result = json.loads(proc.stdout.strip().splitlines()[-1])
+      result = run_cell(values, name, gpu_model, timeout)
       cell.update(measured=True, iteration_mib=result["iteration_bytes"] / 2**20,
                   built_mib=result["built_bytes"] / 2**20,
                   peak_mib=result["peak_bytes"] / 2**20)

@@ -302,3 +302,15 @@ def test_the_memory_section_has_every_cell_measured_or_predicted(monkeypatch):
                                          for c in calls)
   assert result["ratios"]["niqe_over_wgan_gp/32px/float32"] == 2.0
   assert len(result["ratios"]) == 2 * 3 * 2
+
+
+def test_one_real_memory_cell_runs_with_its_gpu_model():
+  """The cell's own process, not a stand-in (the section's other test fakes it): a small NIQE
+  cell in bfloat16 measures its iteration and models its GPU bytes (a Keras 3 variable's dtype
+  is a name, which the model once took for a TF dtype and every cell failed)."""
+  from qagan_bench import memory_bench
+  values = dict(memory_bench._values("niqe", "32px", "bfloat16"), width=8, batch_size=4)
+  out = memory_bench.run_cell(values, "niqe/32px/bfloat16 (small)", gpu_model=True, timeout=600)
+  assert out["peak_bytes"] >= out["built_bytes"] > 0
+  assert out["iteration_bytes"] == out["peak_bytes"] - out["built_bytes"]
+  assert out["gpu_model_bytes"] > 0
