@@ -30,7 +30,7 @@ H100 = {"tf32_flops_per_s": 494.7e12, "fp32_flops_per_s": 66.9e12, "bytes_per_s"
 MEASURED_H100_S = {"wgan_gp": 0.01704407500002958, "niqe_before_batching": 0.05713831650001566}
 # Executed ops of the WGAN-GP D step of the code the H100 run measured, counted by this model
 # (`d_step_costs`, at H100_CONFIG) at b548460, the last commit before FusedAdam and the fused
-# batch norm (benchmarks/smoke_cpu.json of 2026-12-01, gpu_model.d_steps.wgan_gp.ops).
+# batch norm (benchmarks/smoke_cpu_epyc_2026-12-01.json, gpu_model.d_steps.wgan_gp.ops).
 MEASURED_CODE_OPS = {"wgan_gp": 1192}
 H100_CONFIG = dict(resolution=32, width=128, batch_size=64, disc_iters=5, gp_weight=10.0)
 # Instructions of an optimized HLO module's entry computation that are no kernel.

@@ -3,9 +3,10 @@
 
 Each cell runs in a process of its own (a fresh allocator): it builds bin/train's Trainer at the
 paper's configs (width 128, batch 64; 32 px with the CIFAR-10 prior, 48 px with STL-10's, 96 px
-with one 96-px block), records the peak RSS once the models, optimizers and data are built, runs
-two iterations (one D update each: the peak is the same at every update) and records the peak
-again. The cell's figure is the difference: what one iteration adds. A cell the memory model
+with one 96-px block), records the resident set once the models, optimizers
+and data are built and resets the kernel's high-water mark to it (Linux), runs two iterations (one
+D update each: the peak is the same at every update) and reads the high-water mark. The cell's
+figure is the difference: what one iteration adds. A cell the memory model
 (`qagan_tf.train.memory`) says would not fit here is not run: it is predicted, and marked so.
 
 The GPU column is a model, not a measurement: the bytes of every tensor the traced D update
@@ -33,6 +34,16 @@ _CELL = r'''
 import json, resource, sys, tempfile
 import numpy as np
 values = json.loads(sys.argv[1])
+
+
+def status_bytes(key):
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith(key + ":"):
+        return int(line.split()[1]) * 1024
+  raise ValueError(f"no {key} in /proc/self/status")
+
+
 import tensorflow as tf
 from qagan_tf import config as config_lib
 from qagan_tf.data import sources
@@ -45,10 +56,15 @@ with tempfile.TemporaryDirectory() as tmp:
                                 images=images)
   iterator = iter(trainer.distributed_dataset(0))
   next(iterator)
-  built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  # The resident set now, and the kernel's high-water mark reset to it (Linux: writing 5 to
+  # clear_refs), so that the peak read after the iterations is theirs, not the build's (the
+  # process-lifetime ru_maxrss of the build hid every iteration: 0 MiB in every cell).
+  with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+  built = status_bytes("VmRSS")
   for _ in range(2):
     trainer.train_step(iterator)
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  peak = status_bytes("VmHWM")
   out.update(built_bytes=built, peak_bytes=peak, iteration_bytes=peak - built)
   if len(sys.argv) > 2:  # The GPU model's tensor bytes of one traced D update.
     sys.path.insert(0, sys.argv[2])

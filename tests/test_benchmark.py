@@ -311,6 +311,6 @@ def test_one_real_memory_cell_runs_with_its_gpu_model():
   from qagan_bench import memory_bench
   values = dict(memory_bench._values("niqe", "32px", "bfloat16"), width=8, batch_size=4)
   out = memory_bench.run_cell(values, "niqe/32px/bfloat16 (small)", gpu_model=True, timeout=600)
-  assert out["peak_bytes"] >= out["built_bytes"] > 0
+  assert out["peak_bytes"] > out["built_bytes"] > 0  # An iteration adds memory (was 0).
   assert out["iteration_bytes"] == out["peak_bytes"] - out["built_bytes"]
   assert out["gpu_model_bytes"] > 0
