@@ -98,7 +98,7 @@ def jit_compile_rule(config):
     training step, 1.54x.
   - a CPU without AVX-512 (AVX2): on. benchmarks/smoke_cpu_avx2_2026-11-24.json (AMD EPYC,
     AVX2): 465 ms against 635 ms per WGAN-GP step, 1.36x (525 against 734 in the PyTorch race).
-  - a CPU with AVX-512: off. benchmarks/smoke_cpu.json (2026-12-01, AMD EPYC with AVX-512):
+  - a CPU with AVX-512: off. benchmarks/smoke_cpu_epyc_2026-12-01.json (AMD EPYC with AVX-512):
     225 ms against 216 ms, 0.96x; the earlier AVX-512 CPU measured 0.99x.
   - lazy regularisation (--gp_every/--qa_every > 1): off. Its tf.cond around the penalties ran
     slower compiled than plain on CPU (docs/performance.md).
