@@ -31,7 +31,7 @@ RESOLUTIONS = {
 WIDTH, BATCH = 128, 64
 
 _CELL = r'''
-import json, resource, sys, tempfile
+import json, sys, tempfile
 import numpy as np
 values = json.loads(sys.argv[1])
 
