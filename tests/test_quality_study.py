@@ -128,6 +128,7 @@ STUDIES = {
                      ("wgan_gp_gp1", "wgan_gp"))),
     "regularisers_cpu": (("wgan_gp", "wgan_gp_da", "r3", "r3_niqe"), 3,
                          (("wgan_gp_da", "wgan_gp"), ("r3_niqe", "r3"))),
+    "precision_cpu": (("niqe", "niqe_bf16"), 3, (("niqe_bf16", "niqe"),)),
 }
 
 
