@@ -149,8 +149,8 @@ def test_a_tiny_quality_benchmark_shows_fid_falling(tmp_path):
   argv = [sys.executable, os.path.join(REPO, "bin", "benchmark"),
           "--flagfile=configs/quality_cpu.cfg", "--sections=quality",
           "--quality_variants=wgan_gp_gp1,niqe", "--quality_seeds=0", "--quality_iterations=20",
-          "--quality_eval_every=10", "--quality_samples=64", "--quality_final_samples=96",
-          "--quality_ema_samples=64", "--quality_heldout=128", "--quality_workers=1",
+          "--quality_eval_every=10", "--quality_samples=32", "--quality_final_samples=48",
+          "--quality_ema_samples=32", "--quality_heldout=64", "--quality_workers=1",
           f"--output={out}"]
   proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -177,7 +177,7 @@ def test_a_tiny_quality_benchmark_shows_fid_falling(tmp_path):
       assert len(q[key]) == 3 and all(np.isfinite(q[key])), (name, key)
     assert q["fid_mean"][-1] < q["fid_mean"][0], (name, q["fid_mean"])  # Learning shows.
     assert q["fid_std"] == [None, None, None]  # One seed: no sample std.
-    assert q["final_samples"] == 96 and q["ema_samples"] == 64
+    assert q["final_samples"] == 48 and q["ema_samples"] == 32
     with open(os.path.join(runs_dir, f"{name}-seed0.json")) as f:
       stored = json.load(f)
     assert stored["variant"] == name and stored["seed"] == 0
