@@ -1,10 +1,12 @@
-"""Paired comparisons with 95% t-intervals (DESIGN §10), and the one-commit rule of a study.
+"""Paired comparisons with t-intervals (DESIGN §10), and the one-commit rule of a study.
 
 A variant and its control are trained from the same seeds; seed s gives both the same initial
 weights and data order. The reported quantity is the per-seed difference, variant minus control:
-its mean, its sample standard deviation (ddof 1) and the 95% t-interval
-mean ± t_{0.975, n-1} * sd / sqrt(n). The verdict is "lower" or "higher" only when the interval
-excludes 0. Anyone with NumPy and SciPy can recompute a comparison from the per-run files.
+its mean, its sample standard deviation (ddof 1) and the two-sided t-interval at level L
+mean ± t_{(1 + L) / 2, n-1} * sd / sqrt(n) (L = 0.95 by default; a pre-registered study with two
+primary endpoints uses 0.975, Bonferroni). The verdict is "lower" or "higher" only when the
+interval excludes 0. Anyone with NumPy and SciPy can recompute a comparison from the per-run
+files.
 """
 
 import math
@@ -16,7 +18,8 @@ TOO_FEW = "too few seeds (n < 2)"
 
 
 def t_interval(values, confidence=0.95):
-  """(mean, sample std (ddof 1), [lo, hi]) of `values`; std and interval are None for n < 2."""
+  """(mean, sample std (ddof 1), [lo, hi]) of `values`, the two-sided t-interval at
+  `confidence`; std and interval are None for n < 2."""
   from scipy import stats
   x = np.asarray(values, np.float64)
   n = len(x)
@@ -30,11 +33,11 @@ def t_interval(values, confidence=0.95):
   return mean, sd, [mean - half, mean + half]
 
 
-def verdict(ci95):
+def verdict(ci):
   """"lower" when the interval is below 0, "higher" when above, else no detectable difference."""
-  if ci95 is None:
+  if ci is None:
     return TOO_FEW
-  lo, hi = ci95
+  lo, hi = ci
   if hi < 0:
     return LOWER
   if lo > 0:
@@ -42,14 +45,16 @@ def verdict(ci95):
   return NO_DIFFERENCE
 
 
-def paired_comparison(variant, control, metric, variant_values, control_values):
+def paired_comparison(variant, control, metric, variant_values, control_values, level=0.95):
   """The comparison entry of `variant` against `control` on `metric`.
 
   Args:
     variant_values, control_values: {seed: value}; only seeds present in both are paired.
+    level: the two-sided interval's confidence level (0.975: two endpoints, Bonferroni).
 
   Returns:
-    {"variant", "control", "metric", "n", "seeds", "mean_difference", "std", "ci95", "verdict"}.
+    {"variant", "control", "metric", "n", "seeds", "mean_difference", "std", "ci" (the
+    interval at `level`), "level", "verdict"}, and "ci95" (the same interval) when level is 0.95.
 
   Raises:
     ValueError: when no seed is shared, or a paired value is not finite.
@@ -61,19 +66,27 @@ def paired_comparison(variant, control, metric, variant_values, control_values):
   if not all(math.isfinite(d) for d in diffs):
     raise ValueError(f"{variant} - {control} on {metric} is not finite for seed(s) "
                      f"{[s for s, d in zip(seeds, diffs) if not math.isfinite(d)]}.")
-  mean, sd, ci = t_interval(diffs)
-  return {"variant": variant, "control": control, "metric": metric, "n": len(seeds),
-          "seeds": seeds, "mean_difference": mean, "std": sd, "ci95": ci,
-          "verdict": verdict(ci)}
+  mean, sd, ci = t_interval(diffs, level)
+  entry = {"variant": variant, "control": control, "metric": metric, "n": len(seeds),
+           "seeds": seeds, "mean_difference": mean, "std": sd, "ci": ci, "level": level,
+           "verdict": verdict(ci)}
+  if level == 0.95:
+    entry["ci95"] = ci  # The key of the studies recorded before levels were named.
+  return entry
+
+
+def interval_of(entry):
+  """An entry's interval: "ci" (named level) or, in files recorded before it, "ci95"."""
+  return entry.get("ci", entry.get("ci95"))
 
 
 def sentence(entry, digits=1):
   """"lowers / raises / does not detectably change", the signed mean and its interval."""
   words = {LOWER: "lowers", HIGHER: "raises", NO_DIFFERENCE: "does not detectably change",
            TOO_FEW: "cannot be judged (one seed) on"}[entry["verdict"]]
-  if entry["ci95"] is None:
+  if interval_of(entry) is None:
     return f"{words} {entry['metric']}: D {entry['mean_difference']:+.{digits}f} (n = 1)"
-  lo, hi = entry["ci95"]
+  lo, hi = interval_of(entry)
   return (f"{words} {entry['metric']}: D {entry['mean_difference']:+.{digits}f} "
           f"[{lo:+.{digits}f}, {hi:+.{digits}f}] (n = {entry['n']})")
 

@@ -116,17 +116,34 @@ def check_variant_names(names):
 
 def code_commit(root=None):
   """The git commit of the code that runs (this checkout of qagan_tf), "<sha>-dirty" when its
-  training code (qagan_tf/, bin/, configs/) has uncommitted changes, or "unknown" outside git."""
+  training or study code (qagan_tf/, qagan_bench/, bin/, configs/) has uncommitted changes, or
+  "unknown" outside git."""
   root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # Beside bin/.
   try:
     sha = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
                          text=True, timeout=30, check=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "qagan_tf",
-                            "bin", "configs"], capture_output=True, text=True, timeout=30,
-                           check=True).stdout.strip()
+                            "qagan_bench", "bin", "configs"], capture_output=True, text=True,
+                           timeout=30, check=True).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     return "unknown"
   return sha + ("-dirty" if dirty else "") if sha else "unknown"
+
+
+def cpu_model():
+  """The CPU's model name and its widest vector extensions, from /proc/cpuinfo (recorded in
+  every run file: a study's wall times are only comparable on one CPU)."""
+  import platform
+  try:
+    with open("/proc/cpuinfo") as f:
+      text = f.read()
+  except OSError:
+    return platform.processor()
+  name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+               if line.startswith("model name")), platform.processor())
+  flags_line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+  simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags_line]
+  return f"{name} ({', '.join(simd) or 'no AVX2'})"
 
 
 def split_images(config, heldout_count):
@@ -187,11 +204,13 @@ class Scorer:
 
   def _distances(self, pool3):
     ref = self.reference
-    mu, sigma = fid_lib.activation_statistics(pool3)
     kid, _ = kid_lib.kernel_inception_distance(
         pool3, ref["activations"], num_subsets=100,
         subset_size=min(1000, len(pool3), len(ref["activations"])))
-    return {"fid": max(fid_lib.frechet_distance(mu, sigma, ref["mu"], ref["sigma"]), 0.0),
+    # FID through the activations' SVD ("gram"): the study's sets are smaller than 2048, and the
+    # exact trace takes milliseconds where TTUR's (2048, 2048) sqrtm takes 9-15 s per score
+    # (fid.trace_sqrt_product_of_activations; the two agree to about 1e-4 FID).
+    return {"fid": fid_lib.fid_from_activations(pool3, ref["activations"], method="gram"),
             "kid": kid}
 
 
@@ -306,7 +325,9 @@ def _worker_run(config, heldout_count, eval_points, log_every, initial, generato
 def _train_and_score(config, images, scorer, eval_points, log_every, initial, log, generator,
                      final=None, probe=True):
   """One run: scores and probe values at each of `eval_points` (iteration 0's scores are
-  `initial` when given), then the final scores (`final`: {"samples", "ema_samples"})."""
+  `initial` when given), then the final scores (`final`: {"samples", "ema_samples", and
+  optionally "full_at": earlier iterations also scored on "samples", as fid_at_<i>/kid_at_<i>}).
+  `train_seconds_at` holds the training seconds spent before each scored iteration."""
   from qagan_tf.train import distribution
   from qagan_tf.train import trainer as trainer_lib
   final = final or {}
@@ -318,6 +339,9 @@ def _train_and_score(config, images, scorer, eval_points, log_every, initial, lo
                              config.niqe.prior) if probe else None
     run = {"iterations": [], "fid": [], "kid": [], "niqe": [], "d_weight_variance": [],
            "loss_iterations": [], "d_loss": [], "g_loss": [], "wasserstein": []}
+    full_at = set(final.get("full_at", ()))
+    if full_at:
+      run["train_seconds_at"] = []
     if observe:
       run["probe"] = {k: [] for k in MechanismProbe.KEYS}
     step, t0, train_s, eval_s = 0, time.time(), 0.0, 0.0
@@ -338,10 +362,14 @@ def _train_and_score(config, images, scorer, eval_points, log_every, initial, lo
       if target == 0 and initial:
         scores = initial
       else:
-        scores = scorer(model, final.get("samples") if last else None)
+        scores = scorer(model, final.get("samples") if last or target in full_at else None)
       if last and final:
         run.update(final_fid=scores["fid"], final_kid=scores["kid"],
                    final_samples=scores["samples"])
+      elif target in full_at:
+        run.update({f"fid_at_{target}": scores["fid"], f"kid_at_{target}": scores["kid"]})
+      if full_at:
+        run["train_seconds_at"].append(train_s)
       run["iterations"].append(target)
       run["fid"].append(scores.get("fid_curve", scores["fid"]))
       run["kid"].append(scores.get("kid_curve", scores["kid"]))
@@ -354,8 +382,9 @@ def _train_and_score(config, images, scorer, eval_points, log_every, initial, lo
       log(f"  iteration {target}: FID {run['fid'][-1]:.1f} KID {run['kid'][-1]:.4f} NIQE "
           f"{scores['niqe']:.2f}" + (f" gradient NIQE {run['probe']['gradient_niqe'][-1]:.2f}"
                                      if observe else "")
-          + (f"; final FID ({scores['samples']} samples) {scores['fid']:.1f}"
-             if last and final else "") + f" (elapsed {time.time() - t0:.0f} s)")
+          + (f"; FID of {scores['samples']} samples {scores['fid']:.1f}"
+             if (last and final) or target in full_at else "")
+          + f" (elapsed {time.time() - t0:.0f} s)")
     if final.get("ema_samples"):
       t = time.time()
       ema = scorer(trainer.ema_generator, final["ema_samples"])
@@ -406,12 +435,13 @@ def _summarise(runs):
   return out
 
 
-def comparisons(values, controls=None, metrics=METRICS):
+def comparisons(values, controls=None, metrics=METRICS, level=0.95):
   """Paired comparisons of every variant with its control, where both were run.
 
   Args:
     values: {variant: {seed: per-run result}} (each with the `metrics` keys).
     controls: {variant: control} (default `CONTROLS`).
+    level: the intervals' two-sided confidence level.
 
   Returns:
     a list of `paired_stats.paired_comparison` entries, variant by variant, metric by metric.
@@ -426,7 +456,57 @@ def comparisons(values, controls=None, metrics=METRICS):
       mine = {s: r[metric] for s, r in runs.items() if metric in r}
       theirs = {s: r[metric] for s, r in values[control].items() if metric in r}
       if set(mine) & set(theirs):
-        out.append(paired_stats.paired_comparison(variant, control, metric, mine, theirs))
+        out.append(paired_stats.paired_comparison(variant, control, metric, mine, theirs,
+                                                  level))
+  return out
+
+
+def exploratory(quality, seeds, controls=None):
+  """What a study shows beyond its comparisons, labelled exploratory (no correction for the
+  many looks): for every variant with its control in `quality` (a study's "quality" dict, whose
+  summaries hold "per_seed", run by run in the order of `seeds`),
+  - "by_iteration": the paired FID difference (curve samples) at every scored iteration, with
+    its 95% t-interval;
+  - "to_threshold": per seed, the first scored iteration at which the run's curve FID is at or
+    below the control's median final curve FID (None: never), for both arms;
+  - "seconds_per_iteration": per seed, each arm's training seconds per generator iteration, and
+    "train_seconds": the training seconds before each scored iteration (when the runs recorded
+    them), so that a speed-up can be read net of a penalty's cost per step.
+  """
+  controls = CONTROLS if controls is None else controls
+  out = []
+  for variant, q in quality.items():
+    control = controls.get(variant)
+    if control not in quality or "per_seed" not in q:
+      continue
+    c = quality[control]
+    mine = {s: r for s, r in zip(seeds, q["per_seed"])}
+    theirs = {s: r for s, r in zip(seeds, c["per_seed"])}
+    iterations = q["iterations"]
+    by_iteration = []
+    for i, it in enumerate(iterations):
+      if it == 0:
+        continue  # Both arms start from the same weights: the difference is 0 by design.
+      entry = paired_stats.paired_comparison(variant, control, f"fid@{it}",
+                                             {s: r["fid"][i] for s, r in mine.items()},
+                                             {s: r["fid"][i] for s, r in theirs.items()})
+      entry["iteration"] = it
+      by_iteration.append(entry)
+    threshold = float(np.median([r["fid"][-1] for r in theirs.values()]))
+
+    def first(run):
+      return next((it for it, f in zip(iterations, run["fid"]) if f <= threshold), None)
+    item = {"variant": variant, "control": control, "seeds": list(seeds),
+            "by_iteration": by_iteration, "threshold_fid": threshold,
+            "to_threshold": {"variant": [first(r) for r in mine.values()],
+                             "control": [first(r) for r in theirs.values()]}}
+    item["seconds_per_iteration"] = {
+        "variant": [r["train_seconds"] / iterations[-1] for r in mine.values()],
+        "control": [r["train_seconds"] / iterations[-1] for r in theirs.values()]}
+    if all("train_seconds_at" in r for r in list(mine.values()) + list(theirs.values())):
+      item["train_seconds"] = {"variant": [r["train_seconds_at"] for r in mine.values()],
+                               "control": [r["train_seconds_at"] for r in theirs.values()]}
+    out.append(item)
   return out
 
 
@@ -467,7 +547,8 @@ class RunStore:
 
 def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2, 3, 4), iterations=800,
         eval_every=200, num_samples=256, heldout_count=1024, generator="raw", workers=1,
-        log=print, runs_dir=None, final_samples=1024, ema_samples=256, commit=None):
+        log=print, runs_dir=None, final_samples=1024, ema_samples=256, commit=None,
+        full_at=(), metrics=METRICS, level=0.95):
   """Trains every variant from every seed and scores it at fixed iterations.
 
   Args:
@@ -490,10 +571,15 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2, 3, 4), ite
     final_samples: raw-generator samples of the final FID and KID (the comparisons' figures).
     ema_samples: samples of the EMA generator's final FID and KID (0: not scored).
     commit: the training code's commit recorded with each new run (default: `code_commit()`).
+    full_at: scored iterations before the last that are also scored on `final_samples` (each
+      run's fid_at_<i> and kid_at_<i>: a pre-registered early endpoint).
+    metrics: the per-run values the `comparisons` pair (final_fid, final_kid, gradient_niqe,
+      fid_at_<i>, kid_at_<i>).
+    level: the comparisons' two-sided confidence level (0.975 for two primary endpoints).
 
   Returns:
     {"quality": {variant: summary}, "comparisons": [...], "mechanism_comparisons": [...],
-     "reference": {...}, "settings": {...}, "measured_commit": commit}.
+     "exploratory": [...], "reference": {...}, "settings": {...}, "measured_commit": commit}.
 
   Raises:
     ValueError: unknown variants, or runs from different commits (`paired_stats`).
@@ -506,6 +592,16 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2, 3, 4), ite
   store = RunStore(runs_dir, log)
   eval_points = sorted(set([0] + list(range(eval_every, iterations, eval_every))
                            + [iterations]))
+  full_at = sorted(set(full_at))
+  stray = [i for i in full_at if i not in eval_points[1:-1]]
+  if stray:
+    raise ValueError(f"--quality_full_at={','.join(map(str, stray))}: not a scored iteration "
+                     f"before the last; choose from {','.join(map(str, eval_points[1:-1]))}.")
+  known = set(METRICS) | {f"{k}_at_{i}" for k in ("fid", "kid") for i in full_at}
+  unknown = [m for m in metrics if m not in known]
+  if unknown:
+    raise ValueError(f"unknown --quality_metrics {','.join(unknown)}; choose from "
+                     f"{','.join(sorted(known))} (fid_at_<i> needs --quality_full_at=<i>).")
   train, heldout = split_images(config, heldout_count)
   log(f"quality: {len(train)} training and {len(heldout)} held-out images; variants "
       f"{', '.join(variants)}; seeds {', '.join(map(str, seeds))}; scores at {eval_points}, "
@@ -514,6 +610,9 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2, 3, 4), ite
   log(f"quality: held-out NIQE {scorer.reference['heldout_niqe']:.2f}")
   log_every = max(1, min(eval_every, 20))
   final = {"samples": final_samples, "ema_samples": ema_samples}
+  if full_at:  # (Absent otherwise: the runs of earlier studies keep their keys.)
+    final["full_at"] = full_at
+  cpu = cpu_model()
   shared = dict(eval_points=eval_points, num_samples=num_samples, heldout=heldout_count,
                 generator=generator, weights=extractor.info.get("sha256", extractor.info["path"]))
   jobs, runs, commits = [], {name: {} for name in variants}, {}
@@ -546,7 +645,8 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2, 3, 4), ite
                                                    for n, s, *_ in jobs}))
 
   def finished(name, seed, key, result):
-    store.put(f"{name}-seed{seed}", key, result, variant=name, seed=seed, commit=commit)
+    store.put(f"{name}-seed{seed}", key, result, variant=name, seed=seed, commit=commit,
+              cpu=cpu)
     runs[name][seed], commits[f"{name}-seed{seed}"] = result, commit
 
   t0 = time.time()
@@ -581,6 +681,7 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2, 3, 4), ite
   quality = {name: _summarise([runs[name][seed] for seed in seeds]) for name in variants}
   probe = MechanismProbe(train, config.z_dim, config.batch_size, config.niqe.prior)
   settings = {"iterations": iterations, "eval_points": eval_points, "num_samples": num_samples,
+              "full_at": full_at, "metrics": list(metrics), "level": level,
               "final_samples": final_samples, "ema_samples": ema_samples,
               "generator": generator, "workers": workers, "minutes": (time.time() - t0) / 60,
               "heldout_count": len(heldout), "training_images": len(train), "seeds": list(seeds),
@@ -591,8 +692,9 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2, 3, 4), ite
                   "dataset", "resolution", "width", "batch_size", "disc_iters", "lr",
                   "lr_decay", "beta1", "beta2", "ema_decay", "niqe_prior", "niqe_pooling",
                   "jit_compile")}}
-  return {"quality": quality, "comparisons": comparisons(runs),
+  return {"quality": quality, "comparisons": comparisons(runs, metrics=metrics, level=level),
           "mechanism_comparisons": comparisons(runs, metrics=MECHANISM_METRICS),
+          "exploratory": exploratory(quality, seeds),
           "reference": {"heldout_niqe": scorer.reference["heldout_niqe"]},
           "settings": settings, "measured_commit": measured}
 
@@ -646,23 +748,62 @@ def markdown(result):
     lines.append(f"| {name} | {cell('final_fid')} | {cell('final_kid', scale=1e3)} | "
                  f"{cell('ema_fid')} | {cell('gradient_niqe', digits=2)} | "
                  f"{cell('ssim_penalty', digits=2)} | {cell('gp', digits=3)} |")
-  entries = result.get("comparisons", []) + result.get("mechanism_comparisons", [])
-  if entries:
-    lines += ["", "Paired differences, variant − control, over the seeds both ran (mean, sample "
-                  "std, 95% t-interval):", "",
-              "| variant | control | metric | n | D | std | 95% interval | verdict |",
-              "|---|---|---|---|---|---|---|---|"]
-    for e in entries:
-      scale, digits = (1e3, 1) if e["metric"] == "final_kid" else (1.0, 2 if e["metric"] in (
-          "gradient_niqe", "ssim_penalty", "gp") else 1)
-      name = "final_kid ×1e3" if e["metric"] == "final_kid" else e["metric"]
-      interval = ("—" if e["ci95"] is None else
-                  f"[{scale * e['ci95'][0]:+.{digits}f}, {scale * e['ci95'][1]:+.{digits}f}]")
-      sd = "—" if e["std"] is None else f"{scale * e['std']:.{digits}f}"
-      lines.append(f"| {e['variant']} | {e['control']} | {name} | {e['n']} | "
-                   f"{scale * e['mean_difference']:+.{digits}f} | {sd} | {interval} | "
-                   f"{e['verdict']} |")
+  primary, mechanism = result.get("comparisons", []), result.get("mechanism_comparisons", [])
+  for entries, title in ((primary, "Paired differences, variant − control, over the seeds both "
+                          "ran (mean, sample std, two-sided t-interval at the level shown)"),
+                         (mechanism, "The penalties' observed targets, paired the same way")):
+    if entries:
+      lines += ["", f"{title}:", "",
+                "| variant | control | metric | n | D | std | interval | level | verdict |",
+                "|---|---|---|---|---|---|---|---|---|"]
+      lines += [_comparison_row(e) for e in entries]
+  explored = result.get("exploratory")
+  if explored is None and "per_seed" in next(iter(q_all.values())):
+    explored = exploratory(q_all, s["seeds"])
+  if explored:
+    lines += ["", "Exploratory (not a pre-registered test; many looks, no correction): the paired "
+                  f"FID difference at every scored iteration ({s['num_samples']} samples), "
+                  "variant − control, 95% t-interval:", "",
+              "| variant | control | " + " | ".join(f"it {i}" for i in iterations[1:]) + " |",
+              "|---|---|" + "---|" * (len(iterations) - 1)]
+    for item in explored:
+      cells = [_difference(e) for e in item["by_iteration"]]
+      lines.append(f"| {item['variant']} | {item['control']} | " + " | ".join(cells) + " |")
+    lines += ["", "Exploratory: the first scored iteration at which a run's FID is at or below "
+                  "its control's median final FID (— never), seed by seed, and the training "
+                  "seconds per generator iteration, mean over seeds (runs shared the machine, so "
+                  "these are rough):", "",
+              "| variant | control | threshold FID | variant's iterations | control's iterations "
+              "| s/iteration, variant / control |", "|---|---|---|---|---|---|"]
+    for item in explored:
+      reach = {arm: ", ".join("—" if i is None else str(i) for i in item["to_threshold"][arm])
+               for arm in ("variant", "control")}
+      per = {arm: np.mean(item["seconds_per_iteration"][arm]) for arm in ("variant", "control")}
+      pace = f"{per['variant']:.3f} / {per['control']:.3f}"
+      lines.append(f"| {item['variant']} | {item['control']} | {item['threshold_fid']:.1f} | "
+                   f"{reach['variant']} | {reach['control']} | {pace} |")
   return "\n".join(lines) + "\n"
+
+
+def _difference(entry, digits=1):
+  ci = paired_stats.interval_of(entry)
+  if ci is None:
+    return f"{entry['mean_difference']:+.{digits}f} (n = 1)"
+  return f"{entry['mean_difference']:+.{digits}f} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+
+
+def _comparison_row(e):
+  """One Markdown row of a comparison entry (KID ×1e3; two decimals for the penalties)."""
+  kid = e["metric"].startswith(("final_kid", "kid_at_"))
+  scale, digits = (1e3, 1) if kid else (1.0, 2 if e["metric"] in (
+      "gradient_niqe", "ssim_penalty", "gp") else 1)
+  name = f"{e['metric']} ×1e3" if kid else e["metric"]
+  ci = paired_stats.interval_of(e)
+  interval = "—" if ci is None else f"[{scale * ci[0]:+.{digits}f}, {scale * ci[1]:+.{digits}f}]"
+  sd = "—" if e["std"] is None else f"{scale * e['std']:.{digits}f}"
+  return (f"| {e['variant']} | {e['control']} | {name} | {e['n']} | "
+          f"{scale * e['mean_difference']:+.{digits}f} | {sd} | {interval} | "
+          f"{e.get('level', 0.95)} | {e['verdict']} |")
 
 
 def plot(result, path):
@@ -672,7 +813,10 @@ def plot(result, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from qagan_tf.utils import files
-  fig, (ax_fid, ax_niqe, ax_loss) = plt.subplots(1, 3, figsize=(15, 4.2))
+  timed = all("train_seconds_at" in r for q in result["quality"].values()
+              for r in q.get("per_seed", [{}]))
+  fig, axes = plt.subplots(1, 4 if timed else 3, figsize=(20 if timed else 15, 4.2))
+  ax_fid, ax_niqe, ax_loss = axes[:3]
   for name, q in result["quality"].items():
     it = np.array(q["iterations"])
     mean = np.array(q["fid_mean"])
@@ -682,6 +826,9 @@ def plot(result, path):
     if "gradient_niqe_mean" in q:
       ax_niqe.plot(it, q["gradient_niqe_mean"], marker="o", color=line.get_color(), label=name)
     ax_loss.plot(q["loss_iterations"], q["d_loss_mean"], color=line.get_color(), label=name)
+    if timed:  # The same curve against training seconds: a speed-up net of the step's cost.
+      seconds = np.mean([r["train_seconds_at"] for r in q["per_seed"]], axis=0)
+      axes[3].plot(seconds, mean, marker="o", color=line.get_color(), label=name)
   s = result["settings"]
   ax_fid.set(xlabel="generator iteration", ylabel=f"FID ({s['num_samples']} samples vs "
              f"{s['heldout_count']} held-out)", title="FID (mean ± sample std over seeds)")
@@ -689,7 +836,10 @@ def plot(result, path):
               title="the NIQE penalty's target (probe, mean over seeds)")
   ax_loss.set(xlabel="generator iteration", ylabel="d_loss (mean over seeds)",
               title="critic loss", yscale="symlog")
-  for ax in (ax_fid, ax_niqe, ax_loss):
+  if timed:
+    axes[3].set(xlabel="training seconds (mean over seeds; runs shared the machine)",
+                ylabel="FID", title="FID against training time")
+  for ax in axes:
     ax.legend(fontsize=8)
   fig.tight_layout()
   files.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))

@@ -23,6 +23,26 @@ def test_t_interval_of_a_known_paired_sample():
   assert paired_stats.t_interval([4.0]) == (4.0, None, None)
 
 
+def test_the_bonferroni_interval_of_a_known_paired_sample():
+  """The pre-registered study's 97.5% interval (two endpoints): t_{0.9875, 4} = 3.4954059
+  (SciPy; printed tables give 3.495) on the differences 1..5, and the entry that carries it."""
+  mean, sd, (lo, hi) = paired_stats.t_interval([1.0, 2.0, 3.0, 4.0, 5.0], 0.975)
+  half = 3.4954059 * math.sqrt(2.5) / math.sqrt(5)
+  assert (lo, hi) == (pytest.approx(3.0 - half, abs=1e-6), pytest.approx(3.0 + half, abs=1e-6))
+  entry = paired_stats.paired_comparison("ssim", "wgan_gp_gp1", "fid_at_200",
+                                         {s: float(s) for s in range(1, 6)},
+                                         dict.fromkeys(range(1, 6), 0.0), level=0.975)
+  assert entry["level"] == 0.975 and entry["ci"] == [pytest.approx(lo), pytest.approx(hi)]
+  assert "ci95" not in entry and entry["verdict"] == "higher"  # 3.0 - 2.47 > 0.
+  assert paired_stats.interval_of(entry) == entry["ci"]
+  wide = paired_stats.paired_comparison("a", "b", "m", {0: 1.0, 1: 3.0, 2: -0.5},
+                                        dict.fromkeys(range(3), 0.0), level=0.975)
+  narrow = paired_stats.paired_comparison("a", "b", "m", {0: 1.0, 1: 3.0, 2: -0.5},
+                                          dict.fromkeys(range(3), 0.0))
+  assert narrow["ci95"] == narrow["ci"] and narrow["level"] == 0.95
+  assert wide["ci"][0] < narrow["ci"][0] < narrow["ci"][1] < wide["ci"][1]
+
+
 def test_paired_comparison_pairs_by_seed_and_gives_the_verdict():
   variant = {0: 10.0, 1: 12.0, 2: 11.0, 3: 99.0}  # Seed 3 has no control: left out.
   control = {0: 13.0, 1: 14.5, 2: 14.0, 4: 0.0}

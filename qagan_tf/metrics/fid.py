@@ -156,8 +156,38 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, method="sqrtm"):
                         - 2.0 * trace_sqrt_product(sigma1, sigma2, method)))
 
 
+def trace_sqrt_product_of_activations(activations1, activations2):
+  """tr(sqrtm(S1 S2)) of the covariances (N - 1) of two sets of activations, exactly, through
+  their centred data: with S1 = X'X / (n1 - 1) and S2 = Y'Y / (n2 - 1), the non-zero
+  eigenvalues of S1 S2 are the squared singular values of X Y' over (n1 - 1)(n2 - 1), so the
+  trace is the nuclear norm of X Y' / sqrt((n1 - 1)(n2 - 1)). An (n1, n2) SVD instead of a
+  (D, D) matrix square root: milliseconds instead of a minute for a few hundred samples, and
+  no ridge for the rank-deficient covariances of fewer samples than dimensions (TTUR's sqrtm
+  of such a product is the same value up to its rounding, about 1e-3 at D = 2048; tested)."""
+  x = np.asarray(activations1, np.float64)
+  y = np.asarray(activations2, np.float64)
+  x = x - x.mean(axis=0)
+  y = y - y.mean(axis=0)
+  singular = np.linalg.svd(x @ y.T, compute_uv=False)
+  return float(np.sum(singular) / np.sqrt((len(x) - 1) * (len(y) - 1)))
+
+
 def fid_from_activations(activations1, activations2, method="sqrtm"):
-  """FID between two sets of (N, D) activations."""
+  """FID between two sets of (N, D) activations.
+
+  Args:
+    method: "sqrtm" (TTUR) or "eigen" (TF-GAN) through the (D, D) covariances, or "gram": the
+      exact trace from the activations themselves (`trace_sqrt_product_of_activations`), for
+      sets of fewer samples than dimensions (the cost grows with N1 N2 D).
+  """
   a1 = _check_activations(activations1, "first activations")
   a2 = _check_activations(activations2, "second activations")
+  if a1.shape[1] != a2.shape[1]:
+    raise StatisticsError(f"The activations have different dimensions ({a1.shape[1]} vs "
+                          f"{a2.shape[1]}); both must come from the same layer (pool_3: 2048).")
+  if method == "gram":  # tr(S) is the centred data's squared norm over N - 1: no (D, D) matrix.
+    x, y = a1.astype(np.float64), a2.astype(np.float64)
+    diff = x.mean(axis=0) - y.mean(axis=0)
+    traces = sum(np.sum((a - a.mean(axis=0)) ** 2) / (len(a) - 1) for a in (x, y))
+    return max(0.0, float(diff @ diff + traces - 2.0 * trace_sqrt_product_of_activations(x, y)))
   return frechet_distance(*activation_statistics(a1), *activation_statistics(a2), method=method)

@@ -33,6 +33,22 @@ def test_fid_equals_the_scipy_sqrtm_reference(seed):
   assert ours > 1.0 and fid.fid_from_activations(a1, a1) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("n1, n2, d", [(300, 250, 64), (40, 70, 256)])
+def test_the_gram_route_equals_the_sqrtm_of_the_covariances(n1, n2, d):
+  """Full-rank (N > D) and rank-deficient (N < D, the quality benchmark's case) covariances:
+  the trace from the activations' SVD is the covariances' sqrtm trace."""
+  a1, a2 = _activations(n1, d, 3), _activations(n2, d, 4, shift=0.3)
+  s1 = np.cov(a1.astype(np.float64), rowvar=False)
+  s2 = np.cov(a2.astype(np.float64), rowvar=False)
+  eigen = np.sum(np.sqrt(np.clip(np.linalg.eigvals(s1 @ s2).real, 0, None)))
+  assert fid.trace_sqrt_product_of_activations(a1, a2) == pytest.approx(eigen, rel=1e-6)
+  ours = fid.fid_from_activations(a1, a2, method="gram")
+  assert ours == pytest.approx(fid.fid_from_activations(a1, a2, method="eigen"), rel=1e-6)
+  assert fid.fid_from_activations(a1, a1, method="gram") == pytest.approx(0.0, abs=1e-6)
+  with pytest.raises(fid.StatisticsError, match="different dimensions"):
+    fid.fid_from_activations(a1, a2[:, :d // 2], method="gram")
+
+
 def test_fid_matches_tf_gan():
   cm = classifier_metrics()
   a1, a2 = _activations(400, 32, 5), _activations(400, 32, 6, shift=0.2)
