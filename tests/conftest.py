@@ -15,3 +15,41 @@ import tensorflow as tf  # noqa: E402
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_memory_after_each_module():
+  """What a test module's traced functions leave in TF's gradient registry is dropped when the
+  module ends (tests.scripts.release_memory): a worker runs many modules in one process."""
+  from tests import scripts
+  registered = scripts.custom_gradients()
+  yield
+  scripts.release_memory(registered)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """A bin/train run made once per test session (scripts.TINY_RUN, 4 steps: ckpt-2 and ckpt-4,
+  samples, histograms, config.json). Tests read it; a test that changes a run copies it."""
+  from tests import scripts
+  run_dir = str(tmp_path_factory.mktemp("tiny_run") / "run")
+  scripts.run("train", *scripts.TINY_RUN, f"--model_dir={run_dir}", "--max_steps=4", check=True)
+  return run_dir
+
+
+# The longest test files (docs/testing.md: their durations), started first.
+LONG_FIRST = ("tests/test_benchmark.py", "tests/metrics/test_cli_eval.py",
+              "tests/test_cli_qagan.py", "tests/test_cli.py", "tests/test_bad_inputs.py",
+              "tests/train/test_trainer.py", "tests/test_examples.py")
+
+
+def pytest_collection_modifyitems(items):
+  """The longest files first (`LONG_FIRST`; a stable sort keeps the rest, and every file's own
+  order). With -n 2 --dist loadfile the workers take whole files in this order: the long ones
+  start at once and the short ones fill in at the end, instead of one worker finishing long
+  before the other."""
+  rank = {name: i for i, name in enumerate(LONG_FIRST)}
+  items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(LONG_FIRST)))
