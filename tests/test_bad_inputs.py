@@ -2,31 +2,29 @@
 each with one clear error line that names the input and the fix, a non-zero exit, no traceback,
 no partial output file, and existing checkpoints and reports untouched.
 
-The commands run concurrently (they mostly wait on TF's import) in one module-scoped fixture;
-each case is then checked as its own test.
+Each case runs the script file itself (`tests.scripts.run`: bin/NAME as __main__, in this
+process, which saves a Python start and a TensorFlow import per case) in one module-scoped
+fixture; each case is then checked as its own test. The process boundary (a real process's
+exit status and stderr) is checked by `test_the_process_boundary_gives_the_same_line`.
 """
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import io
 import os
-import resource
 import shutil
-import signal
-import subprocess
-import sys
 import tarfile
 from typing import Callable
 
 import numpy as np
 import pytest
 
+from qagan_tf.utils import runlock
 from tests import reference
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_RUN = ["--flagfile=configs/smoke.cfg", "--num_examples=64", "--width=16", "--save_every=2",
-            "--sample_every=2", "--histogram_every=2", "--log_every=1"]
+TINY_RUN = scripts.TINY_RUN
 
 
 @dataclasses.dataclass
@@ -141,27 +139,14 @@ def _existing_outputs(w):
     f.write("# Results of an earlier report\n")
 
 
-BUSY = {}  # The trainer that holds w/busy's lock while the catalogue runs.
+BUSY = {}  # The lock this test process holds on w/busy while the catalogue runs.
 
 
-def _busy_trainer(w):
-  """A real bin/train on w/busy, under way (its lock taken) before the catalogue starts."""
-  proc = subprocess.Popen([sys.executable, os.path.join(REPO, "bin", "train"), *TINY_RUN,
-                           f"--model_dir={w}/busy", "--max_steps=100000"], cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  BUSY["proc"] = proc
-  lock = os.path.join(w, "busy", ".lock")
-  for _ in range(1200):
-    if os.path.exists(lock) and os.path.getsize(lock) > 0:
-      # Stopped, it still holds the lock and is alive, but leaves both cores to the catalogue
-      # (training on, it took one of CI's two cores for the catalogue's whole run).
-      proc.send_signal(signal.SIGSTOP)
-      return
-    if proc.poll() is not None:
-      raise AssertionError(f"the first trainer ended with {proc.returncode}")
-    import time
-    time.sleep(0.25)
-  raise AssertionError("the first trainer never took its lock")
+def _busy_run(w):
+  """w/busy locked as a running bin/train locks it (`runlock.acquire`, an flock): a second
+  bin/train must refuse it. (That the lock excludes another process, and is released by the
+  kernel when its holder is killed, is tests/utils/test_runlock.py's.)"""
+  BUSY["lock"] = runlock.acquire(os.path.join(w, "busy"))
 
 
 def _readonly_dir(w):
@@ -229,8 +214,8 @@ CASES = [
          ("batch_size=0 must be a positive integer",), absent=("t9",)),
     Case("train_second_trainer_on_a_busy_run", "train",
          lambda w: TINY_RUN + [f"--model_dir={w}/busy", "--max_steps=100000"],
-         ("busy", "in use by another bin/train", "PID", "choose another --model_dir"),
-         setup=_busy_trainer),
+         ("busy", "in use by another bin/train", f"PID {os.getpid()}",
+          "choose another --model_dir"), setup=_busy_run),
     Case("train_float_npz_in_0_1", "train",
          lambda w: TINY_RUN + [f"--model_dir={w}/t10", f"--dataset=npz:{w}/float01.npz"],
          ("float01.npz", "float32", "[0, 1]", "np.round(np.clip(x, 0, 1) * 255)"),
@@ -445,27 +430,22 @@ def _snapshot(directory):
   return result
 
 
-def _run(case, work):
-  def limits():
-    if case.file_size_limit:
-      signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death, like ENOSPC.
-      resource.setrlimit(resource.RLIMIT_FSIZE, (case.file_size_limit, case.file_size_limit))
-  env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=reference.reference_path(
-      "inception/fid_inception_2015_12_05_pool3.npz"), QAGAN_CACHE_DIR=os.path.join(work, "c"),
-             QAGAN_TFDS_HOST="offline.invalid:443")  # A name that never resolves: offline.
-  return subprocess.run([sys.executable, os.path.join(REPO, "bin", case.script),
-                         *case.args(work)], cwd=REPO, capture_output=True, text=True,
-                        timeout=600, preexec_fn=limits, env=env)
+def _env(work):
+  return {"QAGAN_INCEPTION_WEIGHTS": reference.reference_path(
+      "inception/fid_inception_2015_12_05_pool3.npz"), "QAGAN_CACHE_DIR": os.path.join(work, "c"),
+          "QAGAN_TFDS_HOST": "offline.invalid:443"}  # A name that never resolves: offline.
+
+
+def _run(case, work, **kwargs):
+  return scripts.run(case.script, *case.args(work), env=_env(work),
+                     file_size_limit=case.file_size_limit, **kwargs)
 
 
 @pytest.fixture(scope="module")
-def catalogue(tmp_path_factory):
+def catalogue(tmp_path_factory, tiny_run):
   work = str(tmp_path_factory.mktemp("bad_inputs"))
   run_dir = os.path.join(work, "run")
-  trained = subprocess.run([sys.executable, os.path.join(REPO, "bin", "train"), *TINY_RUN,
-                            f"--model_dir={run_dir}", "--max_steps=4"], cwd=REPO,
-                           capture_output=True, text=True, timeout=600)
-  assert trained.returncode == 0, trained.stderr[-3000:]
+  shutil.copytree(tiny_run, run_dir)
   os.makedirs(os.path.join(run_dir, "eval"))
   with open(os.path.join(run_dir, "eval", "report.json"), "w") as f:
     f.write('{"an": "earlier report"}\n')
@@ -475,13 +455,9 @@ def catalogue(tmp_path_factory):
   before = [_snapshot(d) for d in runs]
   kept = {p: _sha256(os.path.join(work, p)) for c in CASES for p in c.kept}
   try:
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-      results = dict(zip([c.name for c in CASES], pool.map(lambda c: _run(c, work), CASES)))
-    busy_alive = BUSY["proc"].poll() is None  # The first trainer is still there.
+    results = {c.name: _run(c, work) for c in CASES}
   finally:
-    BUSY["proc"].kill()
-    BUSY["proc"].wait()
-  assert busy_alive
+    BUSY.pop("lock").release()
   kept_after = {p: _sha256(os.path.join(work, p)) for p in kept}
   return work, results, before, [_snapshot(d) for d in runs], kept, kept_after
 
@@ -516,6 +492,22 @@ def test_bad_input_gets_one_clear_error(catalogue, case):
     assert len(lines) == 1, shown
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["train_unknown_penalty", "sample_bad_suffix",
+                                  "compute_stats_bad_suffix", "niqe_folder"])
+def test_the_process_boundary_gives_the_same_line(catalogue, name):
+  """A few cases again as real processes: the same one error line on the process's stderr,
+  the same exit status as the shell sees it, and nothing else on stderr but bin/train's log."""
+  work, results = catalogue[:2]
+  case = next(c for c in CASES if c.name == name)
+  proc = _run(case, work, subprocess=True)
+  errors = lambda text: [line for line in text.splitlines()  # noqa: E731
+                         if f"bin/{case.script}: error: " in line]
+  assert proc.returncode == results[name].returncode == 1, proc.stderr[-2000:]
+  assert errors(proc.stderr) == errors(results[name].stderr) and len(errors(proc.stderr)) == 1
+  assert "Traceback" not in proc.stderr
+
+
 def test_the_catalogue_is_big_and_covers_every_script():
   assert len(CASES) >= 25
   assert {c.script for c in CASES} >= {"train", "sample", "evaluate", "fid", "compute_stats",
@@ -526,9 +518,7 @@ def test_the_catalogue_is_big_and_covers_every_script():
 # --- Mistakes that are not errors: the script goes on, says what it did, and loses nothing. ---
 
 def _script(name, *args, env=None):
-  return subprocess.run([sys.executable, os.path.join(REPO, "bin", name), *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=600,
-                        env=dict(os.environ, **(env or {})))
+  return scripts.run(name, *args, env=env)
 
 
 def _weights_env():
@@ -618,15 +608,11 @@ def test_bin_evaluate_prints_its_numbers_when_the_report_cannot_be_written(catal
   stats = os.path.join(work, "stats_full_disk.npz")
   _statistics(stats, resolution=32, dataset="embedded", count=5000)
 
-  def small_disk():
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death, like ENOSPC.
-    resource.setrlimit(resource.RLIMIT_FSIZE, (400, 400))  # The report JSON is larger.
-  proc = subprocess.run(
-      [sys.executable, os.path.join(REPO, "bin", "evaluate"), f"--model_dir={work}/run",
-       f"--stats={stats}", "--num_samples=10", "--repeats=1", "--niqe_samples=0",
-       "--generators=ema", f"--output_dir={work}/eval_full_disk", "--noprogress"],
-      cwd=REPO, capture_output=True, text=True, timeout=600, preexec_fn=small_disk,
-      env=dict(os.environ, **_weights_env()))
+  proc = scripts.run(  # A disk on which the report JSON does not fit (400 bytes).
+      "evaluate", f"--model_dir={work}/run", f"--stats={stats}", "--num_samples=10",
+      "--repeats=1", "--niqe_samples=0", "--generators=ema",
+      f"--output_dir={work}/eval_full_disk", "--noprogress", env=_weights_env(),
+      file_size_limit=400)
   assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
   errors = [line for line in proc.stderr.splitlines() if "bin/evaluate: error: " in line]
   assert len(errors) == 1 and "it is printed above as JSON" in errors[0], proc.stderr[-2000:]

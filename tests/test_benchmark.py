@@ -1,15 +1,14 @@
 """bin/benchmark end to end on a tiny configuration (the figures themselves are not asserted:
-timing belongs in benchmarks/, not in tests)."""
+timing belongs in benchmarks/, not in tests). The script runs in this process (`tests.scripts`)."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from tests import reference
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,15 +16,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.slow
 def test_benchmark_writes_every_figure(tmp_path):
   out = str(tmp_path / "bench.json")
-  env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=reference.reference_path(
-      "inception/fid_inception_2015_12_05_pool3.npz"))
-  proc = subprocess.run(
-      [sys.executable, os.path.join(REPO, "bin", "benchmark"), "--flagfile=configs/smoke.cfg",
-       "--width=8", "--batch_size=4", "--disc_iters=1", "--repeats=1", "--inception_batch=2",
-       "--speed_variants=baseline,xla_tf32", "--peer_settings=eager,channels_last",
-       "--peer_variants=default,baseline", "--sections=train,inception,peer", "--nowith_torch",
-       f"--output={out}"], cwd=REPO,
-      env=env, capture_output=True, text=True, timeout=900)
+  env = {"QAGAN_INCEPTION_WEIGHTS": reference.reference_path(
+      "inception/fid_inception_2015_12_05_pool3.npz")}
+  proc = scripts.run(
+      "benchmark", "--flagfile=configs/smoke.cfg",
+      "--width=8", "--batch_size=4", "--disc_iters=1", "--repeats=1", "--inception_batch=2",
+      "--speed_variants=baseline,xla_tf32", "--peer_settings=eager,channels_last",
+      "--peer_variants=default,baseline", "--sections=train,inception,peer", "--nowith_torch",
+      f"--output={out}", env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out) as f:
     result = json.load(f)
@@ -105,10 +103,8 @@ def test_lazy_timings_cover_whole_schedule_cycles():
 def test_a_misspelt_variant_stops_the_benchmark_before_the_race(tmp_path, flag, named):
   """The race runs first, so every name is checked before it: a typo costs no race."""
   out = str(tmp_path / "bench.json")
-  proc = subprocess.run(
-      [sys.executable, os.path.join(REPO, "bin", "benchmark"), "--flagfile=configs/smoke.cfg",
-       "--sections=train,peer", flag, f"--output={out}"], cwd=REPO, capture_output=True,
-      text=True, timeout=300)
+  proc = scripts.run("benchmark", "--flagfile=configs/smoke.cfg", "--sections=train,peer", flag,
+                     f"--output={out}")
   assert proc.returncode != 0
   lines = [line for line in proc.stderr.splitlines() if "error" in line]
   assert len(lines) == 1 and f"unknown {named} nope" in lines[0], proc.stderr[-2000:]
@@ -117,10 +113,8 @@ def test_a_misspelt_variant_stops_the_benchmark_before_the_race(tmp_path, flag, 
 
 def test_missing_inception_weights_stop_the_benchmark_before_anything_is_timed(tmp_path):
   out = str(tmp_path / "bench.json")
-  env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=str(tmp_path / "missing.npz"))
-  proc = subprocess.run(
-      [sys.executable, os.path.join(REPO, "bin", "benchmark"), "--flagfile=configs/smoke.cfg",
-       f"--output={out}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  proc = scripts.run("benchmark", "--flagfile=configs/smoke.cfg", f"--output={out}",
+                     env={"QAGAN_INCEPTION_WEIGHTS": str(tmp_path / "missing.npz")})
   assert proc.returncode != 0
   errors = [line for line in proc.stderr.splitlines() if "bin/benchmark: error: " in line]
   assert len(errors) == 1, proc.stderr[-2000:]
@@ -144,15 +138,14 @@ def test_speed_variant_names_are_checked_before_anything_is_timed():
 def test_a_tiny_quality_benchmark_shows_fid_falling(tmp_path):
   out = str(tmp_path / "quality.json")
   runs_dir = out[:-len(".json")] + ".runs"
-  env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=reference.reference_path(
-      "inception/fid_inception_2015_12_05_pool3.npz"))
-  argv = [sys.executable, os.path.join(REPO, "bin", "benchmark"),
-          "--flagfile=configs/quality_cpu.cfg", "--sections=quality",
+  env = {"QAGAN_INCEPTION_WEIGHTS": reference.reference_path(
+      "inception/fid_inception_2015_12_05_pool3.npz")}
+  argv = ["--flagfile=configs/quality_cpu.cfg", "--sections=quality",
           "--quality_variants=wgan_gp_gp1,niqe", "--quality_seeds=0", "--quality_iterations=20",
           "--quality_eval_every=10", "--quality_samples=32", "--quality_final_samples=48",
           "--quality_ema_samples=32", "--quality_heldout=64", "--quality_workers=1",
           f"--output={out}"]
-  proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  proc = scripts.run("benchmark", *argv, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out) as f:
     result = json.load(f)
@@ -160,10 +153,9 @@ def test_a_tiny_quality_benchmark_shows_fid_falling(tmp_path):
   # gives the same figures. An existing output is replaced only with --overwrite.
   assert sorted(os.listdir(runs_dir)) == [
       "initial-seed0.json", "niqe-seed0.json", "wgan_gp_gp1-seed0.json"]
-  proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  proc = scripts.run("benchmark", *argv, env=env)
   assert proc.returncode == 1 and "exists; pass --overwrite" in proc.stderr
-  proc = subprocess.run(argv + ["--overwrite"], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=900)
+  proc = scripts.run("benchmark", *argv, "--overwrite", env=env)
   assert proc.returncode == 0 and "2 finished run(s) reused" in proc.stdout, proc.stdout[-2000:]
   assert "iteration 10" not in proc.stdout  # Nothing trained or scored again.
   with open(out) as f:
@@ -209,8 +201,7 @@ def test_a_tiny_quality_benchmark_shows_fid_falling(tmp_path):
   stored["commit"] = "0" * 40
   with open(path, "w") as f:
     json.dump(stored, f)
-  proc = subprocess.run(argv + ["--overwrite"], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=900)
+  proc = scripts.run("benchmark", *argv, "--overwrite", env=env)
   assert proc.returncode == 1, proc.stdout[-2000:]
   assert "2 training-code commits" in proc.stderr and "000000000000: niqe-seed0" in proc.stderr
   assert "wgan_gp_gp1-seed0" in proc.stderr
@@ -227,10 +218,8 @@ def test_quality_variant_names_are_checked():
 
 def test_the_commit_race_needs_a_checkout(tmp_path):
   out = str(tmp_path / "c.json")
-  proc = subprocess.run([sys.executable, os.path.join(REPO, "bin", "benchmark"),
-                         "--flagfile=configs/smoke.cfg", "--sections=commits",
-                         f"--compare_checkout={tmp_path}", f"--output={out}"], cwd=REPO,
-                        capture_output=True, text=True, timeout=300)
+  proc = scripts.run("benchmark", "--flagfile=configs/smoke.cfg", "--sections=commits",
+                     f"--compare_checkout={tmp_path}", f"--output={out}")
   assert proc.returncode == 1 and "needs --compare_checkout=DIR, a checkout of qagan_tf" in (
       proc.stderr)
   assert not os.path.exists(out)
@@ -245,11 +234,9 @@ def test_the_commit_race_times_both_checkouts_block_by_block(tmp_path):
   shutil.copytree(os.path.join(REPO, "qagan_tf"), other / "qagan_tf",
                   ignore=shutil.ignore_patterns("__pycache__"))
   out = str(tmp_path / "c.json")
-  proc = subprocess.run([sys.executable, os.path.join(REPO, "bin", "benchmark"),
-                         "--flagfile=configs/smoke.cfg", "--width=8", "--batch_size=4",
-                         "--disc_iters=1", "--sections=commits", f"--compare_checkout={other}",
-                         "--commit_rounds=3", "--commit_iterations=2", f"--output={out}"],
-                        cwd=REPO, capture_output=True, text=True, timeout=900)
+  proc = scripts.run("benchmark", "--flagfile=configs/smoke.cfg", "--width=8", "--batch_size=4",
+                     "--disc_iters=1", "--sections=commits", f"--compare_checkout={other}",
+                     "--commit_rounds=3", "--commit_iterations=2", f"--output={out}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out) as f:
     race = json.load(f)["commits"]
@@ -264,10 +251,8 @@ def test_the_commit_race_times_both_checkouts_block_by_block(tmp_path):
 
 def test_the_memory_section_refuses_an_unknown_penalty(tmp_path):
   out = str(tmp_path / "m.json")
-  proc = subprocess.run([sys.executable, os.path.join(REPO, "bin", "benchmark"),
-                         "--sections=memory", "--memory_penalties=wgan_gp,nique",
-                         f"--output={out}"], cwd=REPO, capture_output=True, text=True,
-                        timeout=300)
+  proc = scripts.run("benchmark", "--sections=memory", "--memory_penalties=wgan_gp,nique",
+                     f"--output={out}")
   assert proc.returncode == 1 and "unknown memory penalty nique" in proc.stderr
   assert "choose from wgan_gp,ssim,niqe" in proc.stderr and not os.path.exists(out)
 
@@ -304,6 +289,7 @@ def test_the_memory_section_has_every_cell_measured_or_predicted(monkeypatch):
   assert len(result["ratios"]) == 2 * 3 * 2
 
 
+@pytest.mark.slow
 def test_one_real_memory_cell_runs_with_its_gpu_model():
   """The cell's own process, not a stand-in (the section's other test fakes it): a small NIQE
   cell in bfloat16 measures its iteration and models its GPU bytes (a Keras 3 variable's dtype

@@ -1,4 +1,5 @@
-"""The headline QAGAN command and bin/fit_niqe_prior end to end."""
+"""The headline QAGAN command and bin/fit_niqe_prior end to end (the scripts in this process,
+`tests.scripts`; the SIGKILL test as real processes)."""
 
 import json
 import os
@@ -8,15 +9,14 @@ import sys
 import numpy as np
 import pytest
 
+from tests import scripts
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(args, cwd, check=True):
-  proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                        timeout=900)
-  if check and proc.returncode != 0:
-    raise AssertionError(f"{args} failed:\n{proc.stderr[-3000:]}")
-  return proc
+  """args: [path of bin/NAME, its arguments...]."""
+  return scripts.run(os.path.basename(args[0]), *args[1:], cwd=cwd, check=check)
 
 
 @pytest.mark.slow
@@ -80,10 +80,8 @@ def test_spectral_norm_state_survives_sigkill_and_resume_bit_for_bit(tmp_path):
 
 
 @pytest.mark.slow
-def test_fit_niqe_prior_from_a_run_and_from_sobel(tmp_path):
-  run_dir = str(tmp_path / "warmup")
-  _run([os.path.join(REPO, "bin", "train"), "--flagfile=configs/smoke.cfg",
-        f"--model_dir={run_dir}", "--max_steps=2", "--num_examples=64"], cwd=REPO)
+def test_fit_niqe_prior_from_a_run_and_from_sobel(tmp_path, tiny_run):
+  run_dir = tiny_run  # A trained run's D (read only).
   outputs = {}
   # "discriminator" is the older name of d_gradient (signed D gradients).
   for source, recorded in (("d_gradient_magnitude", "d_gradient_magnitude"),

@@ -2,25 +2,22 @@
 
 import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from tests import reference
+from tests import scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
 
 
-def _run(args, timeout=900):
-  env = dict(os.environ, QAGAN_INCEPTION_WEIGHTS=reference.reference_path(
-      "inception", "fid_inception_2015_12_05_pool3.npz"))
-  proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=timeout)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc
+def _run(args):
+  """Runs an example as `python examples/NAME.py ARGS` would, in this process (`tests.scripts`)."""
+  env = {"QAGAN_INCEPTION_WEIGHTS": reference.reference_path(
+      "inception", "fid_inception_2015_12_05_pool3.npz")}
+  return scripts.run(args[0], *args[1:], env=env, check=True)
 
 
 def snippets(path):

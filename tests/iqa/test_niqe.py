@@ -3,7 +3,6 @@ loading and the errors for bad input."""
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -289,8 +288,8 @@ def test_the_authors_gradient_priors_load(name):
 # --- bin/niqe ----------------------------------------------------------------------------------
 
 def _niqe_cli(*args):
-  return subprocess.run([sys.executable, os.path.join(REPO, "bin", "niqe"), *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=600)
+  from tests import scripts  # bin/niqe in this process.
+  return scripts.run("niqe", *args)
 
 
 @pytest.mark.slow

@@ -1,27 +1,20 @@
-"""bin/compute_stats, bin/fid, bin/evaluate, bin/fetch_inception and in-training FID end to end."""
+"""bin/compute_stats, bin/fid, bin/evaluate, bin/fetch_inception and in-training FID end to end
+(the scripts in this process: `tests.scripts`)."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from qagan_tf.metrics import fid, stats_io
+from tests import scripts
 from tests.events import scalar_steps
 from tests.reference import reference_path
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def run(script, *args, env=None, check=True):
-  full_env = dict(os.environ, **(env or {}))
-  proc = subprocess.run([sys.executable, os.path.join(REPO, "bin", script), *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=900, env=full_env)
-  if check and proc.returncode != 0:
-    raise AssertionError(f"{script} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-  return proc
+  return scripts.run(script, *args, env=env, check=check)
 
 
 @pytest.fixture(scope="module")
