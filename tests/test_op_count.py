@@ -2,6 +2,7 @@
 each while-loop iteration, and the penalty's count is small and does not grow with the data."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from qagan_bench import op_count
@@ -25,6 +26,7 @@ def test_the_counter_counts_each_while_loop_iteration():
   assert per_iteration >= 4 and per_iteration == int(per_iteration)
 
 
+@pytest.mark.slow
 def test_the_niqe_penalty_runs_few_ops_whatever_the_data():
   counts = {}
   for batch, seed in ((16, 0), (16, 1), (8, 0)):

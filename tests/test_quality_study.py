@@ -99,6 +99,7 @@ def test_runs_of_two_commits_are_refused_with_their_names():
     paired_stats.check_one_commit({"initial": None, "niqe-seed0": "abc"})
 
 
+@pytest.mark.slow
 def test_the_mechanism_probe_observes_without_changing_training(tmp_path):
   """Two identical runs, one probed after every iteration: every variable (G's batch-norm
   moving statistics included) ends the same, bit for bit; the probe's values are finite and

@@ -44,6 +44,7 @@ def fitted():
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("penalty,tag", [("wgan_gp", None), ("ssim", "ssim_penalty"),
                                          ("niqe", "niqe_penalty")])
 def test_a_users_keras_gan_trains_with_fit_and_every_penalty(fitted, penalty, tag):
@@ -102,6 +103,7 @@ def _trainer_and_gan(tmp_path, penalty="niqe", gp_every=1, qa_every=1, precision
   return trainer, gan
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("penalty,gp_every,qa_every,precision", [
     ("wgan_gp", 1, 1, "none"), ("ssim", 1, 1, "none"), ("niqe", 1, 1, "none"),
     ("niqe", 4, 4, "none"), ("ssim", 1, 1, "float16")])
@@ -143,6 +145,7 @@ def test_one_train_step_equals_one_trainer_iteration(tmp_path, penalty, gp_every
     assert int(d_scale.good_steps.numpy()) == int(trainer.d_loss_scale.good_steps.numpy()) > 0
 
 
+@pytest.mark.slow
 def test_fit_regularises_exactly_the_d_updates_of_bin_trains_lazy_schedule(tmp_path):
   """gp_every = qa_every = 4 and 3 D updates per iteration: D updates 0, 4, 8 of the first 12
   carry the 1-GP and the quality penalty, counted over the whole fit, in QAGAN.fit as in
@@ -215,6 +218,7 @@ def test_a_critic_returning_b_by_1_gives_the_same_losses_as_one_returning_b():
     assert results[0][key] == pytest.approx(results[1][key], rel=1e-6, abs=1e-8), key
 
 
+@pytest.mark.slow
 def test_fit_under_mirrored_strategy_equals_one_device():
   """2 logical CPUs, SGD (linear in the gradient): the global-batch averaging of the step makes
   the summed replica updates the single-device one; latents and real batches are drawn over the

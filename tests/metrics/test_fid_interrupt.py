@@ -10,6 +10,7 @@ import pytest
 from qagan_tf.metrics import fid
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_answered_while_the_square_root_still_runs():
   big = np.random.default_rng(0).normal(size=(1200, 1200))
   finished, finished_at = threading.Event(), []

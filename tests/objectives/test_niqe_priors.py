@@ -223,6 +223,7 @@ def _distort(maps, kind, rng):
   raise ValueError(kind)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(niqe_priors.NAMED_PRIORS))
 def test_validity_the_penalty_prefers_the_inputs_its_prior_describes(name):
   """With the default settings, the penalty's per-image value on the inputs a prior describes

@@ -54,6 +54,7 @@ def test_float32_equals_float64_under_a_dc_offset_of_100x_the_structure(derivati
   assert abs(float(np.mean(v64)) - float(np.mean(qa.niqe_penalty(maps).numpy()))) > 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [16, 32, 64, 128])
 def test_validity_clean_derivative_maps_beat_their_blurred_versions(batch):
   """With the default prior (cifar_grad) and settings, the batch's mean penalty is lower for

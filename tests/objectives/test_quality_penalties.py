@@ -273,6 +273,7 @@ def test_bad_penalty_settings_are_refused():
   assert dataclasses.asdict(_config())["penalty"] == "wgan_gp"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling,xla", [("batch", "off"), ("pooled", "off"), ("batch", "on"),
                                          ("group", "off"), ("group", "on")])
 def test_mirrored_niqe_update_equals_the_single_device_update(pooling, xla):
@@ -321,6 +322,7 @@ def test_mirrored_niqe_update_equals_the_single_device_update(pooling, xla):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_xla_compiled_niqe_penalty_is_the_same_function():
   prior = niqe_priors.load_prior("cifar_grad")
   settings = _resolve(_config(penalty="niqe"), prior)

@@ -166,6 +166,7 @@ def test_lecam_anchors_follow_ds_mean_scores_through_the_update():
     step.discriminator_update(g, d, opt, real, z, eps, objective, global_batch_size=4)
 
 
+@pytest.mark.slow
 def test_r1_r2_and_niqe_compile_with_xla(tmp_path):
   from qagan_tf.data import sources
   from qagan_tf.train import trainer as trainer_lib

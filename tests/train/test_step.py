@@ -122,6 +122,7 @@ def test_ema_update():
   assert float(ema[1].numpy()) == pytest.approx(5.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss,spectral_norm", [("wasserstein", False), ("hinge", True)])
 def test_mirrored_update_equals_single_device_update(loss, spectral_norm):
   """Two replicas with half the batch each and SGD (linear in the gradient, unlike Adam): the
@@ -203,6 +204,7 @@ def test_a_non_finite_generator_update_is_dropped():
     np.testing.assert_array_equal(b, v.numpy(), err_msg=v.path)
 
 
+@pytest.mark.slow
 def test_replicas_agree_to_drop_when_only_one_sees_a_non_finite_value():
   real, z, eps = _inputs(batch=8)
   real = tf.tensor_scatter_nd_update(real, [[6, 0, 0, 2]], [float("inf")])  # Replica 2's half.
@@ -277,6 +279,7 @@ def test_mixed_precision_gradients_match_float32(policy):
   assert flat @ flat16 / np.linalg.norm(flat) / np.linalg.norm(flat16) > 0.98
 
 
+@pytest.mark.slow
 def test_a_float16_overflow_halves_the_loss_scale_and_is_not_a_skipped_step(monkeypatch):
   g, d = _tiny()
   g, d = _mixed_copy(g, d, "mixed_float16")
@@ -307,6 +310,7 @@ def test_a_float16_overflow_halves_the_loss_scale_and_is_not_a_skipped_step(monk
   assert float(scale.scale.numpy()) == 1.0 and int(opt.iterations.numpy()) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("penalty_name", ["niqe", "ssim"])
 def test_lazy_schedule_puts_each_penalty_on_exactly_its_d_updates_weighted_by_k(penalty_name):
   """gp_every=2, qa_every=3: D update n carries the 1-GP iff n % 2 == 0 and the QA penalty iff

@@ -48,6 +48,7 @@ def _events(model_dir):
   return steps
 
 
+@pytest.mark.slow
 def test_training_writes_checkpoints_samples_and_summaries(tmp_path):
   trainer = trainer_lib.Trainer(_config(max_steps=3), str(tmp_path), images=_images())
   assert trainer.train() == 3
@@ -87,6 +88,7 @@ def _hparams(model_dir):
 LAZY = dict(gp_every=3, qa_every=2, penalty="ssim", qa_weight=0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lazy", [False, True], ids=["every_update", "lazy"])
 def test_resume_is_exact(tmp_path, lazy):
   extra = LAZY if lazy else {}
@@ -101,6 +103,7 @@ def test_resume_is_exact(tmp_path, lazy):
   assert _events(str(tmp_path / "b"))["train/d_loss"] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lazy", [False, True], ids=["every_update", "lazy"])
 def test_two_replicas_match_one_device(tmp_path, lazy):
   """Same global batch on 1 and 2 replicas: same losses; weights equal up to Adam's sign noise.
@@ -129,6 +132,7 @@ def test_two_replicas_match_one_device(tmp_path, lazy):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=2.5 * config.lr)
 
 
+@pytest.mark.slow
 def test_whole_step_xla_with_niqe_on_two_replicas_runs_with_the_groups_and_refuses_all_reduce(
     tmp_path):
   """--jit_compile compiles the whole D computation, which cannot hold an all-reduce: the
@@ -192,6 +196,7 @@ def test_config_json_round_trip_and_validation(tmp_path):
     config_lib.load_config(str(tmp_path / "nothing"))
 
 
+@pytest.mark.slow
 def test_checkpoint_restores_every_variable(tmp_path):
   trainer = trainer_lib.Trainer(_config(max_steps=1), str(tmp_path), images=_images())
   trainer.train()
@@ -202,6 +207,7 @@ def test_checkpoint_restores_every_variable(tmp_path):
     np.testing.assert_array_equal(trained, restored)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_non_finite_variables_is_never_written(tmp_path):
   trainer = trainer_lib.Trainer(_config(max_steps=2), str(tmp_path), images=_images())
   trainer.train()
@@ -224,6 +230,7 @@ def _poisonable_penalty():
   return poison
 
 
+@pytest.mark.slow
 def test_on_nonfinite_skip_drops_the_updates_counts_them_and_goes_on(tmp_path):
   poison = _poisonable_penalty()
   config = _config(max_steps=6, penalty="test_poison", on_nonfinite="skip", save_every=100,
@@ -250,6 +257,7 @@ def test_on_nonfinite_skip_drops_the_updates_counts_them_and_goes_on(tmp_path):
   assert all(np.isfinite(v) for _, v in values["train/d_loss"])
 
 
+@pytest.mark.slow
 def test_on_nonfinite_stop_keeps_the_last_good_checkpoint(tmp_path):
   poison = _poisonable_penalty()
   config = _config(max_steps=6, penalty="test_poison", on_nonfinite="stop")
@@ -264,6 +272,7 @@ def test_on_nonfinite_stop_keeps_the_last_good_checkpoint(tmp_path):
   assert all(np.isfinite(v).all() for v in _values(trainer.discriminator.variables))
 
 
+@pytest.mark.slow
 def test_on_nonfinite_skip_gives_up_after_many_steps_in_a_row(tmp_path, monkeypatch):
   poison = _poisonable_penalty()
   poison.assign(float("nan"))
@@ -274,6 +283,7 @@ def test_on_nonfinite_skip_gives_up_after_many_steps_in_a_row(tmp_path, monkeypa
   assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lazy", [False, True], ids=["every_update", "lazy"])
 def test_several_steps_per_call_give_the_same_run(tmp_path, lazy):
   every = dict(max_steps=5, log_every=5, save_every=5, sample_every=5, histogram_every=5,
@@ -289,6 +299,7 @@ def test_several_steps_per_call_give_the_same_run(tmp_path, lazy):
       str(tmp_path / "one"), "train/d_loss")
 
 
+@pytest.mark.slow
 def test_xla_compiled_gradients_match_the_plain_step(tmp_path):
   metrics = []
   for jit in (False, True):
@@ -304,6 +315,7 @@ def test_xla_compiled_gradients_match_the_plain_step(tmp_path):
     np.testing.assert_allclose(value.numpy(), metrics[1][key].numpy(), err_msg=key, **tol)
 
 
+@pytest.mark.slow
 def test_mixed_precision_trains_and_resumes_with_its_loss_scale(tmp_path):
   every = dict(max_steps=2, log_every=2, save_every=2, sample_every=2, histogram_every=2)
   trainer = trainer_lib.Trainer(_config(mixed_precision="float16", penalty="ssim", **every),
