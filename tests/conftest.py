@@ -10,6 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from qagan_tf.utils import cli  # noqa: E402
+
+# As the scripts do: TF's C++ start-up lines come before absl-cpp's logging is set up, so no log
+# level silences them; pytest-xdist's controller would print them after the summary.
+cli.import_tensorflow_quietly()
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
