@@ -106,9 +106,9 @@ def config_from_flags(flag_values=flags.FLAGS, saved=None):
     logging.info("Resuming with the run's own values of flags not given (config.json): %s.",
                  ", ".join(f"{k}={v}" for k, v in sorted(inherited.items())))
   if values.get("jit_compile") == "auto":
-    from qagan_tf.train import distribution
+    from qagan_tf.update import device
     probe = config_lib.TrainConfig.create(**dict(values, jit_compile=False)).validate()
-    values["jit_compile"], reason = distribution.jit_compile_rule(probe)
+    values["jit_compile"], reason = device.jit_compile_rule(probe.max_steps, probe.lazy)
     logging.info("--jit_compile=auto: %s (%s).", "on" if values["jit_compile"] else "off",
                  reason)
   return config_lib.TrainConfig.create(**values).validate().resolve_auto()

@@ -103,14 +103,14 @@ def d_step_costs(config, penalty, log=print):
   from qagan_bench import op_profile
   from qagan_bench import train_bench
   from qagan_tf.train import distribution
-  from qagan_tf.train import step as step_lib
   from qagan_tf.train import trainer as trainer_lib
+  from qagan_tf.update import critic
   c = config.replace(penalty=penalty, qa_weight=max(config.qa_weight, 0.1), eval_every=0,
                      jit_compile=False)
   with tempfile.TemporaryDirectory() as tmp:
     trainer = trainer_lib.Trainer(c, tmp, distribution.make_strategy("auto"))
     inputs = next(iter(trainer.distributed_dataset(0)))
-    d_step = train_bench._d_step_fn(step_lib, trainer, c, inputs)
+    d_step = train_bench._d_step_fn(trainer, c, inputs)
     d_step().numpy()
     concrete = d_step.get_concrete_function()
     ops = op_profile.tf_op_times(lambda: d_step().numpy(), runs=1)["executed_ops"]
@@ -121,8 +121,8 @@ def d_step_costs(config, penalty, log=print):
     fake = trainer.generator(z, training=True)  # D's step takes G's samples as inputs.
 
     def gradients(r, f, e):
-      return step_lib.critic_gradients(trainer.discriminator, r, f, e, trainer.objective,
-                                       global_batch_size=c.batch_size)
+      return critic.critic_gradients(trainer.discriminator, r, f, e, trainer.objective,
+                                     global_batch_size=c.batch_size)
     plain_gradients = tf.function(gradients)
     plain_gradients(real, fake, eps)
     gradient_ops = op_profile.tf_op_times(

@@ -69,13 +69,13 @@ with tempfile.TemporaryDirectory() as tmp:
   if len(sys.argv) > 2:  # The GPU model's tensor bytes of one traced D update.
     sys.path.insert(0, sys.argv[2])
     from qagan_bench import gpu_model
-    from qagan_tf.train import step as step_lib
+    from qagan_bench import train_bench
+    from qagan_tf.update import critic
     inputs = next(iterator)
     real, z, eps = inputs["real"][0], inputs["z"][0], inputs["eps"][0]
-    fn = tf.function(lambda: step_lib.discriminator_update(
-        trainer.generator, trainer.discriminator, trainer.d_optimizer, real, z, eps,
-        trainer.objective, global_batch_size=config.batch_size,
-        lecam=trainer.lecam_anchors).values["d_loss"])
+    parts = train_bench.plain_parts(trainer)
+    fn = tf.function(lambda: critic.discriminator_update(
+        parts, real, z, eps, global_batch_size=config.batch_size).values["d_loss"])
     graph = fn.get_concrete_function().graph
     weights = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in
                   trainer.generator.variables + trainer.discriminator.variables)

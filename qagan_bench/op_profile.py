@@ -56,9 +56,11 @@ def run(config, runs=3, log=print, precision="float32"):
   (ours under --mixed_precision=bfloat16; PyTorch's channels-last bf16 autocast, its fastest
   bf16 setting), so that the two sides' gains from bf16 have a measured cause."""
   from qagan_bench import torch_peer as peer_lib
+  from qagan_bench import train_bench
   from qagan_tf.train import distribution
-  from qagan_tf.train import step as step_lib
   from qagan_tf.train import trainer as trainer_lib
+  from qagan_tf.update import critic
+  from qagan_tf.update import generator as generator_lib
   config = config.replace(penalty="wgan_gp", eval_every=0, jit_compile=False,
                           mixed_precision="bfloat16" if precision == "bfloat16" else "none")
   setting = "channels_last_bf16_autocast" if precision == "bfloat16" else "eager"
@@ -71,17 +73,17 @@ def run(config, runs=3, log=print, precision="float32"):
     inputs = next(iter(trainer.distributed_dataset(0)))
     real, z, eps, z_gen = inputs["real"][0], inputs["z"][0], inputs["eps"][0], inputs["z_gen"]
 
+    parts = train_bench.plain_parts(trainer)
+
     @tf.function
     def d_step():
-      return step_lib.discriminator_update(
-          trainer.generator, trainer.discriminator, trainer.d_optimizer, real, z, eps,
-          trainer.objective, global_batch_size=config.batch_size).values["d_loss"]
+      return critic.discriminator_update(parts, real, z, eps,
+                                         global_batch_size=config.batch_size).values["d_loss"]
 
     @tf.function
     def g_step():
-      return step_lib.generator_update(
-          trainer.generator, trainer.discriminator, trainer.g_optimizer, z_gen,
-          trainer.objective.loss, global_batch_size=z_gen.shape[0]).values["g_loss"]
+      return generator_lib.generator_update(parts, z_gen,
+                                            global_batch_size=z_gen.shape[0]).values["g_loss"]
 
     for fn in (d_step, g_step):
       fn().numpy()

@@ -93,9 +93,9 @@ def _variant_calls(config, images, names, tmp):
   for name in names:
     changes, count = VARIANTS[name]
     if name == "default":  # What bin/train picks for a full-length run on this machine.
-      from qagan_tf.train import distribution as distribution_lib
-      changes = {"jit_compile": distribution_lib.jit_compile_rule(
-          config.replace(max_steps=max(config.max_steps, 100_000)))[0]}
+      from qagan_tf.update import device
+      changes = {"jit_compile": device.jit_compile_rule(
+          max(config.max_steps, 100_000), config.lazy)[0]}
     c = config.replace(eval_every=0, **changes)
     trainer = trainer_lib.Trainer(c, f"{tmp}/{name}", distribution.make_strategy("auto"),
                                   images=images)
@@ -238,8 +238,8 @@ def torch_peer(config, images, repeats=5, log=print, variants=PEER_VARIANTS, set
 def cpu_precision_flags():
   """The CPU flags that decide bfloat16's worth here (Linux /proc/cpuinfo): avx512f,
   avx512_bf16, amx_bf16, avx2, and native_bf16 (either bf16 instruction set)."""
-  from qagan_tf.train import distribution
-  present = distribution._cpu_flags()  # noqa: SLF001 - the one reader of /proc/cpuinfo.
+  from qagan_tf.update import device
+  present = device.cpu_flags()  # The one reader of /proc/cpuinfo's flags.
   out = {f: f in present for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")}
   out["native_bf16"] = out["avx512_bf16"] or out["amx_bf16"]
   return out
@@ -321,15 +321,24 @@ def regularizer_ratios(config, images, repeats=5, log=print):
   return out
 
 
-def _d_step_fn(step_lib, trainer, c, inputs):
+def plain_parts(trainer):
+  """The trainer's update bundle without XLA and without float16 loss scaling: one update as
+  the plain step computes it."""
+  import dataclasses
+  return dataclasses.replace(trainer.parts, d_gradients=None, g_gradients=None,
+                             d_loss_scale=None, g_loss_scale=None)
+
+
+def _d_step_fn(trainer, c, inputs):
   """One D update on fixed inputs (no input pipeline, no G update), as a tf.function."""
+  from qagan_tf.update import critic
   real, z, eps = inputs["real"][0], inputs["z"][0], inputs["eps"][0]
+  parts = plain_parts(trainer)
 
   @tf.function
   def d_step():
-    return step_lib.discriminator_update(
-        trainer.generator, trainer.discriminator, trainer.d_optimizer, real, z, eps,
-        trainer.objective, global_batch_size=c.batch_size).values["d_loss"]
+    return critic.discriminator_update(parts, real, z, eps,
+                                       global_batch_size=c.batch_size).values["d_loss"]
   return d_step
 
 
@@ -364,7 +373,6 @@ def run(config, repeats=5, log=print, variants=None, peer_settings=None,
   """
   if variants is not None:
     check_variant_names(variants)
-  from qagan_tf.train import step as step_lib
   from qagan_tf.train import distribution
   from qagan_tf.train import trainer as trainer_lib
   result = {"config": {k: getattr(config, k) for k in ("resolution", "width", "batch_size",
@@ -386,7 +394,7 @@ def run(config, repeats=5, log=print, variants=None, peer_settings=None,
     # One D update alone on fixed inputs (no input pipeline, no G update).
     inputs = next(iterator)
 
-    d_step = _d_step_fn(step_lib, trainer, c, inputs)
+    d_step = _d_step_fn(trainer, c, inputs)
     d_steps[name] = (lambda f=d_step: f().numpy())
     flops[name] = _graph_flops(d_step.get_concrete_function())
   # Round-robin: the matmul peak, the three D steps, then the three iterations.

@@ -1,9 +1,11 @@
 """The frozen training configuration shared by the library, the scripts and model_dir/config.json.
 
-Every setting is a field with its help text and choices (`utils.fields.setting`): bin/train's
-flags, the config.json keys and the validation are derived from them. Each penalty's settings
-are a group named after it (config.ssim, config.niqe; flat keys ssim_window, niqe_prior, ...)
-taken from the penalty registry, so a new penalty brings its settings without touching this file.
+Every setting is a field with its help text, choices and value rule (`utils.fields.setting`):
+bin/train's flags, the config.json keys and the validation are derived from them. Each term of
+the critic's objective (objectives/regularizers.py: config.gp, config.r1, config.qa, ...; flat
+keys gp_weight, r1_every, qa_points, ...) and each penalty (config.ssim, config.niqe; flat keys
+ssim_window, niqe_prior, ...) brings its settings as a group named after it, so a new term or
+penalty brings its settings without touching this file.
 """
 
 import dataclasses
@@ -15,11 +17,11 @@ from qagan_tf import augment as augment_lib
 from qagan_tf import compat
 from qagan_tf import models
 from qagan_tf.data import sources
-from qagan_tf.objectives import lecam
 from qagan_tf.objectives import losses
-from qagan_tf.objectives import objective as objective_lib
 from qagan_tf.objectives import penalties
-from qagan_tf.utils.fields import check_choices, setting
+from qagan_tf.objectives import regularizers
+from qagan_tf.utils import fields
+from qagan_tf.utils.fields import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, check_choices, setting
 
 CONFIG_FILENAME = "config.json"
 D_NORMS = ("none", "spectral")
@@ -28,38 +30,21 @@ PRECISIONS = ("none", "bfloat16", "float16")
 NONFINITE_POLICIES = ("stop", "skip")
 
 
-# The value rules of the settings, one source for bin/train's config and Keras' QAGAN: name ->
-# (test, what the message says the value must be).
-_POSITIVE = (lambda v: v >= 1, "a positive integer")
-_COUNT = (lambda v: v >= 0, ">= 0 (0: the default)")
-_WEIGHT = (lambda v: v >= 0, ">= 0")
-_DECAY = (lambda v: 0 <= v < 1, "in [0, 1)")
-RANGES = {
-    **{name: _POSITIVE for name in (
-        "width", "z_dim", "batch_size", "g_batch_multiplier", "max_steps", "steps_per_call",
-        "disc_iters", "gp_every", "qa_every", "r1_every", "save_every", "keep_checkpoints",
-        "log_every", "sample_every", "histogram_every", "num_sample_images")},
-    **{name: _COUNT for name in ("g_width", "d_width", "num_examples")},
-    **{name: _WEIGHT for name in ("gp_weight", "qa_weight", "drift_weight", "lr", "r1_weight",
-                                  "r2_weight", "lecam_weight")},
-    **{name: _DECAY for name in ("beta1", "beta2", "ema_decay", "lecam_decay")},
-}
+# Every settings group: the critic's terms, then the penalties (flat keys <group>_<field>).
+GROUPS = {**regularizers.CONFIG_GROUPS, **penalties.CONFIG_GROUPS}
 
 
-def check_values(values, spell=lambda name: name):
-  """Raises ValueError for the first of `values` ({setting name: value}) that breaks its rule in
-  RANGES ("gp_weight=-1.0 must be >= 0."; the name as `spell` writes it); NaN breaks every rule,
-  and a bool or text where a number belongs is refused too."""
-  for name, value in values.items():
-    test, must = RANGES[name]
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (number and test(value)):
-      raise ValueError(f"{spell(name)}={value!r} must be {must}." if not number else
-                       f"{spell(name)}={value} must be {must}.")
+def check_setting(name, value, spell=lambda name: name):
+  """Raises ValueError when `value` breaks the rule of the setting `name` (a flat flag name:
+  "gp_weight=-1.0 must be >= 0."; the name as `spell` writes it): the same rule and words for
+  bin/train's config and Keras' QAGAN."""
+  rule = fields.rule_of(setting_fields()[name])
+  if rule is not None:
+    fields.check_rule(spell(name), value, rule)
 
 
 def _default_groups():
-  return {name: settings() for name, settings in penalties.CONFIG_GROUPS.items()}
+  return {name: settings() for name, settings in GROUPS.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +56,7 @@ class TrainConfig:
                          "TFDS datasets are read from --data_dir; 'embedded' needs no download.")
   data_dir: str = setting("", "TFDS data directory (default ~/tensorflow_datasets).")
   num_examples: int = setting(0, "Use only the first N training images (0: all; embedded: "
-                              "number of crops, default 4096).")
+                              "number of crops, default 4096).", rule=COUNT)
   download: bool = setting(True, "Let TFDS download and prepare a missing dataset "
                            "(--nodownload: fail at once).")
   resolution: int = setting(32, "Image size in pixels (cifar10: 32, stl10: 48 or 96, celeb_a: "
@@ -81,20 +66,20 @@ class TrainConfig:
       f"{name}: {entry.description}" for name, entry in models.ARCHITECTURES.items()) + ".",
                               choices=tuple(models.ARCHITECTURES))
   width: int = setting(128, "Channels of G and D (resnet: every residual block, paper 128; "
-                       "sndcgan: D's first layer, Miyato 64).")
+                       "sndcgan: D's first layer, Miyato 64).", rule=POSITIVE)
   g_width: int = setting(0, "G's width when it differs from D's (0: --width; SNGAN's ResNet: "
-                         "G 256, D 128).")
-  d_width: int = setting(0, "D's width when it differs from G's (0: --width).")
-  z_dim: int = setting(128, "Latent dimension (paper: 128).")
+                         "G 256, D 128).", rule=COUNT)
+  d_width: int = setting(0, "D's width when it differs from G's (0: --width).", rule=COUNT)
+  z_dim: int = setting(128, "Latent dimension (paper: 128).", rule=POSITIVE)
   # Optimisation.
-  batch_size: int = setting(64, "Global real batch per D update (paper: 64).")
+  batch_size: int = setting(64, "Global real batch per D update (paper: 64).", rule=POSITIVE)
   g_batch_multiplier: int = setting(2, "The G update uses this many times --batch_size samples "
-                                    "(authors: 2).")
-  max_steps: int = setting(100_000, "Generator iterations (paper: 100000).")
-  disc_iters: int = setting(5, "D updates per G update (paper: 5).")
-  lr: float = setting(2e-4, "Adam learning rate (paper: 2e-4; CelebA 1e-4).")
-  beta1: float = setting(0.0, "Adam beta1 (paper: 0).")
-  beta2: float = setting(0.9, "Adam beta2 (paper: 0.9).")
+                                    "(authors: 2).", rule=POSITIVE)
+  max_steps: int = setting(100_000, "Generator iterations (paper: 100000).", rule=POSITIVE)
+  disc_iters: int = setting(5, "D updates per G update (paper: 5).", rule=POSITIVE)
+  lr: float = setting(2e-4, "Adam learning rate (paper: 2e-4; CelebA 1e-4).", rule=NON_NEGATIVE)
+  beta1: float = setting(0.0, "Adam beta1 (paper: 0).", rule=FRACTION)
+  beta2: float = setting(0.9, "Adam beta2 (paper: 0.9).", rule=FRACTION)
   lr_decay: str = setting("linear", "linear: lr * max(0, 1 - step / max_steps) as the authors; "
                           "constant: no decay.", choices=LR_DECAYS)
   # Losses, penalties and D's normalisation.
@@ -109,37 +94,16 @@ class TrainConfig:
   penalty: str = setting("wgan_gp", "Quality-aware penalty added to the critic loss (wgan_gp "
                          "and none: no quality penalty, the baselines).",
                          choices=lambda: tuple(penalties.PENALTIES))  # The live registry.
-  gp_weight: float = setting(1.0, "Weight of the 1-GP (QAGAN paper: 1; WGAN-GP baseline: 10; "
-                             "SNGAN: 0, none).")
-  qa_weight: float = setting(0.1, "Weight of the quality-aware penalty (paper: 0.1).")
-  drift_weight: float = setting(1e-5, "Weight of the drift term mean(D(x)^2) (authors: 1e-5; 0 "
-                                "disables).")
-  gp_every: int = setting(1, "Lazy regularisation (StyleGAN2): the 1-GP on every k-th D update "
-                          "only, its weight multiplied by k (1: every update, the paper).")
-  qa_every: int = setting(1, "Lazy regularisation: the quality-aware penalty on every k-th D "
-                          "update only, its weight multiplied by k (1: every update, the paper).")
-  qa_points: str = setting("interpolates", "Where a gradient penalty (niqe) reads D's input "
-                           "gradient: interpolates (the paper's, the 1-GP's points), real (R1's "
-                           "points: with --r1_weight it reuses R1's gradient) or fake (R2's).",
-                           choices=objective_lib.QA_POINTS)
-  r1_weight: float = setting(0.0, "R1 (Mescheder et al. 2018): gamma of gamma/2 E||grad_x "
-                             "D(x)||^2 at the real images, zero-centred (R3GAN: with R2 and "
-                             "--loss=rpgan; 0: none).")
-  r2_weight: float = setting(0.0, "R2: gamma of gamma/2 E||grad D(G(z))||^2 at the fakes (0: "
-                             "none).")
-  r1_every: int = setting(1, "Lazy R1 and R2 (StyleGAN2: 16): on every k-th D update only, "
-                          "their weight multiplied by k.")
-  lecam_weight: float = setting(0.0, "LeCam (Tseng et al. 2021): weight of ||D(x) - a_F||^2 + "
-                                "||D(G(z)) - a_R||^2, a_R and a_F EMAs of D's mean scores "
-                                "(their tables: 0.01-0.3; 0: none).")
-  lecam_decay: float = setting(lecam.DEFAULT_DECAY, "LeCam: decay of the anchors' EMAs.")
   augment: str = setting("none", "DiffAugment (Zhao et al. 2020) of every input of D, real and "
                          "fake, in the D and G updates: none, or a comma-separated list of "
                          f"{', '.join(augment_lib.POLICIES)} (e.g. color,translation,cutout).")
-  # Each penalty's settings group (penalties.CONFIG_GROUPS), flags <group>_<field>.
+  # The settings groups of the critic's terms and of the penalties (GROUPS), flags
+  # <group>_<field>: gp_weight, gp_every, r1_weight, r1_every, r2_weight, qa_weight, qa_every,
+  # qa_points, lecam_weight, lecam_decay, drift_weight, niqe_prior, ssim_window, ...
   groups: dict = dataclasses.field(default_factory=_default_groups, repr=False)
   # Generator EMA.
-  ema_decay: float = setting(0.99, "Decay of the generator's EMA copy (authors: 0.99).")
+  ema_decay: float = setting(0.99, "Decay of the generator's EMA copy (authors: 0.99).",
+                             rule=FRACTION)
   # Bookkeeping.
   seed: int = setting(0, "Seed of initialisation, data order, noise and latents.")
   deterministic: bool = setting(False, "Enable TF op determinism (bit-identical reruns on the "
@@ -152,7 +116,7 @@ class TrainConfig:
   # Speed (none of these changes the experiment).
   steps_per_call: int = setting(1, "Training steps per tf.function call (fewer Python round "
                                 "trips; logging, checkpoints and signals are handled between "
-                                "calls, never skipped).")
+                                "calls, never skipped).", rule=POSITIVE)
   jit_compile: bool = setting(False, "Compile each D and G loss+gradient computation with XLA "
                               "(optimizer updates stay outside; on several replicas G's update "
                               "stays uncompiled).")
@@ -163,12 +127,12 @@ class TrainConfig:
                              "in TensorFloat-32 (faster G and D; also perturbs the SSIM/NIQE "
                              "statistics). Off by default: float32 stays float32. In-training "
                              "FID always runs without TF32. No effect on CPUs.")
-  save_every: int = setting(1000, "Checkpoint interval in steps.")
-  keep_checkpoints: int = setting(3, "Checkpoints kept in --model_dir.")
-  log_every: int = setting(100, "Console/TensorBoard scalar interval in steps.")
-  sample_every: int = setting(1000, "Sample-grid interval in steps.")
-  histogram_every: int = setting(1000, "D weight-histogram interval in steps.")
-  num_sample_images: int = setting(64, "Images in each sample grid.")
+  save_every: int = setting(1000, "Checkpoint interval in steps.", rule=POSITIVE)
+  keep_checkpoints: int = setting(3, "Checkpoints kept in --model_dir.", rule=POSITIVE)
+  log_every: int = setting(100, "Console/TensorBoard scalar interval in steps.", rule=POSITIVE)
+  sample_every: int = setting(1000, "Sample-grid interval in steps.", rule=POSITIVE)
+  histogram_every: int = setting(1000, "D weight-histogram interval in steps.", rule=POSITIVE)
+  num_sample_images: int = setting(64, "Images in each sample grid.", rule=POSITIVE)
   # In-training evaluation (FID of the EMA generator; 0 = off).
   eval_every: int = setting(0, "In-training evaluation of the EMA generator every N steps: "
                             "eval/fid, eval/is, eval/niqe, and eval/kid, eval/precision, "
@@ -183,11 +147,25 @@ class TrainConfig:
                                    "bin/fetch_inception).")
 
   def __getattr__(self, name):
-    """A penalty's settings group: config.ssim, config.niqe."""
+    """A settings group (config.gp, config.niqe), or one of its settings by its flat name
+    (config.gp_weight, config.niqe_prior)."""
     groups = self.__dict__.get("groups")
-    if groups is not None and name in groups:
-      return groups[name]
-    raise AttributeError(f"TrainConfig has no setting or penalty group {name!r}.")
+    if groups is not None:
+      if name in groups:
+        return groups[name]
+      for group, settings in groups.items():
+        field = name[len(group) + 1:]
+        if name.startswith(group + "_") and field in settings.__dataclass_fields__:
+          return getattr(settings, field)
+    raise AttributeError(f"TrainConfig has no setting or settings group {name!r}.")
+
+  @property
+  def lazy(self):
+    """Whether some active term of the objective is computed on every k-th D update only
+    (`objective.is_lazy`, the one rule: a term at weight 0 makes nothing lazy)."""
+    from qagan_tf.objectives import objective as objective_lib
+    return objective_lib.is_lazy(objective_lib.settings_of(self), objective_lib.has_penalty(
+        penalties.get_entry(self.penalty)))
 
   @property
   def generator_width(self):
@@ -204,7 +182,9 @@ class TrainConfig:
       ValueError: naming the offending field and the fix.
     """
     check_choices(self)
-    check_values({name: getattr(self, name) for name in RANGES})
+    for name, field in _plain_fields().items():
+      if fields.rule_of(field) is not None:
+        fields.check_rule(name, getattr(self, name), fields.rule_of(field))
     try:
       augment_lib.parse_policy(self.augment)
     except ValueError as e:
@@ -215,7 +195,7 @@ class TrainConfig:
       raise ValueError(str(e)) from None
     models.check_resolution(self.architecture, self.resolution)
     penalties.get_entry(self.penalty)  # An entry without a builder is refused here too.
-    for group in penalties.CONFIG_GROUPS:
+    for group in GROUPS:
       getattr(self, group).validate(self)
     if self.eval_every < 0:
       raise ValueError(f"eval_every={self.eval_every} must be >= 0 (0: no in-training FID).")
@@ -239,7 +219,7 @@ class TrainConfig:
     """A copy with `changes`, given by flag name (e.g. niqe_pooling="image") or as groups."""
     values = self.to_dict()
     for key, value in changes.items():
-      if key in penalties.CONFIG_GROUPS:
+      if key in GROUPS:
         values.update(_flatten_group(key, value))
       else:
         values[key] = value
@@ -272,7 +252,7 @@ class TrainConfig:
   def _from_flat(cls, values):
     plain = {k: v for k, v in values.items() if k in _plain_fields()}
     groups = {}
-    for group, settings_cls in penalties.CONFIG_GROUPS.items():
+    for group, settings_cls in GROUPS.items():
       prefix = group + "_"
       groups[group] = settings_cls(**{k[len(prefix):]: v for k, v in values.items()
                                       if k.startswith(prefix)
@@ -302,7 +282,7 @@ def setting_fields():
   """{flag name: dataclasses.Field} of every setting (the groups' fields as GROUP_FIELD): the
   flags' names, types, defaults, help and choices."""
   out = dict(_plain_fields())
-  for group, settings_cls in penalties.CONFIG_GROUPS.items():
+  for group, settings_cls in GROUPS.items():
     out.update({f"{group}_{f.name}": f for f in dataclasses.fields(settings_cls)})
   return out
 

@@ -10,7 +10,8 @@ QAGAN_TF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 # The layers, bottom up: a module may import its own layer and those below, never one above.
 LAYERS = (
     ("qagan_tf.utils", "qagan_tf.iqa", "qagan_tf.data", "qagan_tf.models", "qagan_tf.augment"),
-    ("qagan_tf.objectives", "qagan_tf.metrics"),  # What is minimised; what is measured.
+    # What is minimised; what is measured; one iteration of updates (below both loops).
+    ("qagan_tf.objectives", "qagan_tf.metrics", "qagan_tf.update"),
     # The configuration, its shims for older runs; the public penalty functions.
     ("qagan_tf.config", "qagan_tf.compat", "qagan_tf.qa"),
     ("qagan_tf.sampling",),

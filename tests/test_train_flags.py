@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(REPO, "bin"))
 import train_flags  # noqa: E402
 
 from qagan_tf import config as config_lib  # noqa: E402
-from qagan_tf.train import distribution  # noqa: E402
+from qagan_tf.update import device  # noqa: E402
 
 
 @pytest.fixture
@@ -41,8 +41,8 @@ def test_an_unknown_jit_compile_value_is_refused(parse):
 def test_auto_is_resolved_by_the_rule_and_recorded_as_a_boolean(parse, monkeypatch):
   for cpu, on in (({"avx2", "fma"}, True), ({"avx2", "avx512f", "avx512_bf16"}, False),
                   (set(), False), ({"sse4_2"}, False)):
-    monkeypatch.setattr(distribution, "_cpu_flags", lambda cpu=cpu: cpu)
-    monkeypatch.setattr(distribution.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(device, "cpu_flags", lambda cpu=cpu: cpu)
+    monkeypatch.setattr(device.tf.config, "list_physical_devices", lambda kind=None: [])
     config = train_flags.config_from_flags(parse())
     assert config.jit_compile is on, cpu
     assert config_lib.TrainConfig.from_dict(config.to_dict()).jit_compile is on
@@ -51,14 +51,32 @@ def test_auto_is_resolved_by_the_rule_and_recorded_as_a_boolean(parse, monkeypat
     assert train_flags.config_from_flags(parse("--nojit_compile")).jit_compile is False
     # A short run (a smoke test) does not pay for compiling.
     assert train_flags.config_from_flags(parse("--max_steps=300")).jit_compile is False
-  monkeypatch.setattr(distribution.tf.config, "list_physical_devices",
+  monkeypatch.setattr(device.tf.config, "list_physical_devices",
                       lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
   assert train_flags.config_from_flags(parse()).jit_compile is True  # 1.54x on an H100.
-  assert train_flags.config_from_flags(parse("--qa_every=2")).jit_compile is False
+  assert train_flags.config_from_flags(parse("--penalty=niqe",
+                                             "--qa_every=2")).jit_compile is False
+
+
+@pytest.mark.parametrize("args,on", [
+    (("--r1_every=16", "--r1_weight=0"), True), (("--r1_every=16", "--r1_weight=0.1"), False),
+    (("--qa_every=2",), True), (("--penalty=ssim", "--qa_every=2"), False),
+    (("--gp_every=4", "--gp_weight=0"), True), (("--gp_every=4",), False)])
+def test_only_an_active_term_makes_the_run_lazy_and_xla_off(parse, monkeypatch, args, on):
+  """Laziness is derived once (objective.is_lazy): a term at weight 0, or the quality term
+  without a penalty, is not computed at all, so its interval turns nothing lazy and XLA stays
+  on (on a GPU here); the Objective the trainer builds says the same."""
+  from qagan_tf.objectives import penalties
+  from qagan_tf.objectives.objective import Objective
+  monkeypatch.setattr(device.tf.config, "list_physical_devices",
+                      lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+  config = train_flags.config_from_flags(parse(*args))
+  assert config.jit_compile is on
+  assert Objective.from_config(config, penalties.build_for_config(config)).lazy is (not on)
 
 
 def test_a_resumed_run_keeps_its_recorded_choice(parse, monkeypatch):
-  monkeypatch.setattr(distribution, "_cpu_flags", lambda: {"avx2"})  # auto would say on.
+  monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2"})  # auto would say on.
   for recorded in (True, False):
     saved = config_lib.TrainConfig.create(jit_compile=recorded)
     assert train_flags.config_from_flags(parse(), saved=saved).jit_compile is recorded

@@ -1,7 +1,7 @@
 """`QAGAN`: a keras.Model that trains anyone's generator and discriminator with `fit`. Its
-`train_step` is a thin adapter over bin/train's one training iteration (`train.step.iteration`):
-the same updates, lazy schedule, loss scaling and XLA choice; only the inputs, the variables'
-home and the metric trackers are Keras'."""
+`train_step` is a thin adapter over the one training iteration that bin/train runs too
+(`update.iteration.iteration`): the same updates, lazy schedule, loss scaling and XLA choice;
+only the inputs, the variables' home and the metric trackers are Keras'."""
 
 import dataclasses
 import json
@@ -17,17 +17,19 @@ from qagan_tf import config as config_lib
 from qagan_tf.data import pipeline
 from qagan_tf.gan import inputs as inputs_lib
 from qagan_tf.gan import state as state_lib
-from qagan_tf.objectives import lecam
 from qagan_tf.objectives import losses
+from qagan_tf.objectives import objective as objective_lib
 from qagan_tf.objectives import penalties
 from qagan_tf.objectives import penalty_api
-from qagan_tf.objectives.objective import Objective
-from qagan_tf.train import distribution
-from qagan_tf.train import step as step_lib
+from qagan_tf.update import device
+from qagan_tf.update import iteration as iteration_lib
 from qagan_tf.utils import fields
 
 
 _TEST_LATENT_STREAM = 20191211  # The fixed latents of test_step's fakes.
+# Where QAGAN's defaults differ from bin/train's flags: no drift term (the authors' trick).
+_DEFAULTS = {"drift_weight": 0.0}
+_KERAS_KEYWORDS = ("name", "trainable", "dtype")  # keras.Model's own.
 
 
 @keras.saving.register_keras_serializable(package="qagan_tf", name="QAGAN")
@@ -36,7 +38,7 @@ class QAGAN(keras.Model):
 
   Each `train_step` runs `disc_iters` critic updates, each on its own slice of the batch and its
   own latents and interpolation weights, then one generator update: bin/train's iteration
-  (`train.step.iteration`; tests check the two agree to float32 round-off). Losses are averaged
+  (`update.iteration.iteration`; tests check the two agree to float32 round-off). Losses are averaged
   over the global batch, so under `tf.distribute.MirroredStrategy().scope()` the update equals
   one device's. As in bin/train, an update whose loss or gradients are NaN/Inf on any replica is
   dropped whole (metric `skipped_updates` counts them).
@@ -50,9 +52,6 @@ class QAGAN(keras.Model):
       own function fn(input_gradients, real, fake, d_real, d_fake) -> float (B,), unweighted
       and per example (D's input gradients at the interpolates, the real and fake images, the
       critic's scores), logged as `qa_penalty`.
-    gp_weight: weight of the 1-GP (0: none; the NIQE penalty still uses D's input gradient).
-    qa_weight: weight of the quality-aware penalty.
-    drift_weight: weight of mean(D(x)^2).
     disc_iters: critic updates per generator update; the batch `fit` gives is split into this
       many equal real batches.
     ema_decay: keep an exponential moving average of the generator's weights (e.g. 0.99;
@@ -62,16 +61,13 @@ class QAGAN(keras.Model):
     g_batch_multiplier: the generator update uses this many times a critic batch of latents.
     seed: of the latents and interpolation weights (a function of (seed, step): a resumed fit
       draws what an uninterrupted one would).
-    gp_every, qa_every: lazy regularisation (StyleGAN2 §B): the 1-GP / the QA penalty on every
-      k-th critic update only (counted over the fit, as bin/train's --gp_every/--qa_every),
-      its weight multiplied by k.
-    r1_weight, r2_weight, r1_every: the zero-centred R1 (at real images) and R2 (at fakes)
-      penalties gamma/2 ||grad_x D(x)||^2 and their lazy interval (loss="rpgan" with both:
-      R3GAN's objective).
-    lecam_weight, lecam_decay: LeCam regularisation and its anchors' EMA decay.
     augment: DiffAugment of every input of D: "none" or e.g. "color,translation,cutout".
-    qa_points: where a gradient penalty reads D's input gradient: "interpolates" (the paper's),
-      "real" (R1's: reuses its gradient) or "fake".
+    **settings: the critic's terms (objectives/regularizers.py) by bin/train's flag names, with
+      its rules and defaults but drift_weight=0: gp_weight (1.0; 0: no 1-GP, a gradient penalty
+      still reads D's input gradient), qa_weight (0.1), qa_points ("interpolates", the paper's;
+      "real" reuses R1's gradient), the lazy intervals gp_every and qa_every (StyleGAN2 §B:
+      every k-th critic update, counted over the fit, weight times k), R1, R2, LeCam and the
+      drift term (docs/training.md, "Regularisers"); also keras.Model's name, trainable, dtype.
 
   Raises:
     ValueError: an unknown loss, penalty or setting (listing the valid ones), or a registry
@@ -79,24 +75,28 @@ class QAGAN(keras.Model):
   """
 
   def __init__(self, generator, discriminator, latent_dim, loss="wasserstein", penalty="niqe",
-               gp_weight=1.0, qa_weight=0.1, drift_weight=0.0, disc_iters=5, ema_decay=None,
-               penalty_settings=None, g_batch_multiplier=1, seed=0, gp_every=1, qa_every=1,
-               r1_weight=0.0, r2_weight=0.0, r1_every=1, lecam_weight=0.0,
-               lecam_decay=lecam.DEFAULT_DECAY, augment="none", qa_points="interpolates",
-               **kwargs):
-    super().__init__(**kwargs)
+               *, disc_iters=5, ema_decay=None, penalty_settings=None, g_batch_multiplier=1,
+               seed=0, augment="none", **settings):
+    keras_kwargs = {k: settings.pop(k) for k in _KERAS_KEYWORDS if k in settings}
+    super().__init__(**keras_kwargs)
     for name, model in (("generator", generator), ("discriminator", discriminator)):
       if not callable(model) or not hasattr(model, "trainable_variables"):
         raise ValueError(f"{name} must be a keras.Model (or layer); got "
                          f"{type(model).__name__}.")
-    # bin/train's rules and messages for every value they share (config.RANGES).
-    config_lib.check_values({
-        "z_dim": latent_dim, "disc_iters": disc_iters, "g_batch_multiplier": g_batch_multiplier,
-        "gp_every": gp_every, "qa_every": qa_every, "r1_every": r1_every,
-        "gp_weight": gp_weight, "qa_weight": qa_weight, "drift_weight": drift_weight,
-        "r1_weight": r1_weight, "r2_weight": r2_weight, "lecam_weight": lecam_weight,
-        "lecam_decay": lecam_decay, **({} if ema_decay is None else {"ema_decay": ema_decay})},
-        spell=lambda name: "latent_dim" if name == "z_dim" else name)
+    unknown = sorted(set(settings) - set(objective_lib.flat_names()))
+    if unknown:
+      raise ValueError(f"unknown QAGAN setting(s) {', '.join(unknown)}; valid: "
+                       f"{', '.join(objective_lib.flat_names())} (and loss, penalty, "
+                       "disc_iters, ema_decay, penalty_settings, g_batch_multiplier, seed, "
+                       "augment).")
+    # bin/train's rules and messages for every value they share (the settings' fields).
+    for name, value in (("z_dim", latent_dim), ("disc_iters", disc_iters),
+                        ("g_batch_multiplier", g_batch_multiplier),
+                        *(() if ema_decay is None else (("ema_decay", ema_decay),))):
+      config_lib.check_setting(name, value, spell=lambda n: "latent_dim" if n == "z_dim" else n)
+    terms = objective_lib.settings_from_flat(settings, _DEFAULTS)
+    for group in terms.values():
+      group.check_values()
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
       raise ValueError(f"seed={seed!r} must be an integer.")
     self.generator, self.discriminator = generator, discriminator
@@ -123,13 +123,11 @@ class QAGAN(keras.Model):
       augment_policy = augment_lib.parse_policy(augment)
     except ValueError as e:
       raise ValueError(f"augment: {e}") from None
-    self.objective = Objective(
-        losses.get_loss(loss), float(gp_weight), float(drift_weight), float(qa_weight),
-        quality_penalty, int(gp_every), int(qa_every), float(r1_weight), float(r2_weight),
-        int(r1_every), float(lecam_weight), float(lecam_decay), augment_policy, qa_points)
+    self.objective = objective_lib.Objective(
+        loss=losses.get_loss(loss), quality_penalty=quality_penalty, augment=augment_policy,
+        terms=terms)
     self.ema_decay = None if ema_decay is None else float(ema_decay)
-    self.ema = self.state = None
-    self.update_options = step_lib.UpdateOptions()
+    self.ema = self.state = self.parts = None
     self.jit_compile_choice = False
     self._trackers = self._test_trackers = None
     self.image_shape = None
@@ -164,7 +162,7 @@ class QAGAN(keras.Model):
       raise ValueError(f"jit_compile={jit_compile!r}: use True, False or 'auto'.")
     self.jit_compile_choice = jit_compile
     if jit_compile == "auto":
-      jit_compile, _ = distribution.device_jit_rule(lazy=self.objective.lazy)
+      jit_compile, _ = device.device_jit_rule(lazy=self.objective.lazy)
     super().compile(jit_compile=False, **kwargs)
     self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
     images = self.generator(tf.zeros([1, self.latent_dim]))
@@ -184,15 +182,18 @@ class QAGAN(keras.Model):
     if self.ema_decay is not None and self.ema is None:
       self.ema = state_lib.EmaWeights(self.generator.variables)
     if self.state is None:
-      self.state = state_lib.TrainingState(state_lib.float16(self.generator) or state_lib.float16(self.discriminator),
-                                  json.dumps(self.fingerprint(), sort_keys=True))
+      self.state = state_lib.TrainingState(
+          self.objective, state_lib.float16(self.generator) or state_lib.float16(
+              self.discriminator), json.dumps(self.fingerprint(), sort_keys=True))
     self.state.fingerprint_json = json.dumps(self.fingerprint(), sort_keys=True)
     ctx = tf.distribute.get_replica_context()
     replicas = ctx.num_replicas_in_sync if ctx is not None else (
         tf.distribute.get_strategy().num_replicas_in_sync)
-    self.update_options = step_lib.UpdateOptions.make(bool(jit_compile), replicas,
-                                                      self.state.loss_scales, self.state.lecam)
     self._build_penalty(images.shape[1:], bool(jit_compile))
+    self.parts = iteration_lib.Parts(
+        self.generator, self.discriminator, self.d_optimizer, self.g_optimizer, self.objective,
+        states=self.state.term_states).with_options(bool(jit_compile), replicas,
+                                                    self.state.loss_scales)
     self._metric_trackers()  # Variables are made here, in the strategy's scope, not in a step.
     self.built = True
 
@@ -218,13 +219,10 @@ class QAGAN(keras.Model):
                 else dataclasses.asdict(self.penalty_settings))
     return {"latent_dim": self.latent_dim, "loss": o.loss.name,
             "penalty": self.penalty_name if self.penalty_fn is None else None,
-            "gp_weight": o.gp_weight, "qa_weight": o.qa_weight, "drift_weight": o.drift_weight,
             "disc_iters": self.disc_iters, "ema_decay": self.ema_decay,
             "penalty_settings": settings, "g_batch_multiplier": self.g_batch_multiplier,
-            "seed": self.seed, "gp_every": o.gp_every, "qa_every": o.qa_every,
-            "r1_weight": o.r1_weight, "r2_weight": o.r2_weight, "r1_every": o.r1_every,
-            "lecam_weight": o.lecam_weight, "lecam_decay": o.lecam_decay,
-            "augment": ",".join(o.augment) or "none", "qa_points": o.qa_points}
+            "seed": self.seed, "augment": ",".join(o.augment) or "none",
+            **objective_lib.flat_values(o.settings)}
 
   def get_config(self):
     """The constructor's arguments, G and D serialised by Keras (a function penalty cannot be:
@@ -354,7 +352,7 @@ class QAGAN(keras.Model):
     one builder (bin/train's too)."""
     if self.entry is not None and self.objective.quality_penalty is None:
       built = self.entry.build(self.penalty_settings, int(image_shape[0]), xla=xla)
-      self.objective = dataclasses.replace(self.objective, quality_penalty=built)
+      self.objective = self.objective.replace(quality_penalty=built)
 
   def _metric_trackers(self):
     if self._trackers is None:
@@ -422,15 +420,14 @@ class QAGAN(keras.Model):
     inputs = self._inputs(data)
     ctx = tf.distribute.get_replica_context()
     replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-    result = step_lib.iteration(
-        self.generator, self.discriminator, self.d_optimizer, self.g_optimizer, self.objective,
-        inputs, step=self.state.step, disc_iters=self.disc_iters,
+    result = iteration_lib.iteration(
+        self.parts, inputs, step=self.state.step, disc_iters=self.disc_iters,
         global_batch_size=tf.shape(inputs["real"])[1] * replicas,
         g_global_batch_size=tf.shape(inputs["z_gen"])[0] * replicas,
-        g_batch_multiplier=self.g_batch_multiplier, options=self.update_options)
+        g_batch_multiplier=self.g_batch_multiplier)
     self.state.step.assign_add(1)
     if self.ema is not None:
-      step_lib.ema_update(self.ema.averages, self.generator.variables, self.ema_decay)
+      iteration_lib.ema_update(self.ema.averages, self.generator.variables, self.ema_decay)
     for name, (total, count) in result.items():
       # This replica's shares of the sum and of the number of updates that computed it.
       self._trackers[name].update_state(tf.math.divide_no_nan(total, count), sample_weight=count)

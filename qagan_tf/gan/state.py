@@ -1,12 +1,12 @@
 """What a QAGAN keeps besides the models and optimizers, as Keras weights (saved by `save`,
 `save_weights`, `ModelCheckpoint` and `BackupAndRestore`): the generator's EMA and the training
-state (iteration counter, LeCam's anchors, float16 loss scales, the settings' fingerprint)."""
+state (iteration counter, the stateful terms' state, float16 loss scales, the settings'
+fingerprint)."""
 
 import keras
 import numpy as np
 
-from qagan_tf.objectives import lecam
-from qagan_tf.train import step as step_lib
+from qagan_tf.update import numerics
 
 
 class EmaWeights(keras.layers.Layer):
@@ -24,20 +24,19 @@ class EmaWeights(keras.layers.Layer):
 
 
 class TrainingState(keras.layers.Layer):
-  """The iteration counter (the latents' and the lazy schedule's), LeCam's anchors and, under a
-  float16 policy, the dynamic loss scales, as weights Keras saves and restores; beside them in
-  the file (not a weight), the JSON of `QAGAN.fingerprint`, so that loading the weights of
-  other settings or models is refused."""
+  """The iteration counter (the latents' and the lazy schedule's), the stateful terms' state
+  (`Objective.make_states`: LeCam's anchors) and, under a float16 policy, the dynamic loss
+  scales, as weights Keras saves and restores; beside them in the file (not a weight), the JSON
+  of `QAGAN.fingerprint`, so that loading the weights of other settings or models is refused."""
 
-  def __init__(self, loss_scaled, fingerprint="", name="training_state"):
+  def __init__(self, objective, loss_scaled, fingerprint="", name="training_state"):
     super().__init__(name=name)
     self.fingerprint_json, self.loaded_fingerprint = fingerprint, ""
     self.step = self.add_weight(shape=(), dtype="int64", trainable=False, initializer="zeros",
                                 name="step")
-    self.lecam = lecam.Anchors(*[self.add_weight(
+    self.term_states = objective.make_states(lambda name: self.add_weight(
         shape=(), dtype="float32", trainable=False, initializer="zeros",
-        aggregation="only_first_replica", name=f"lecam_anchor_{side}")
-                                 for side in ("real", "fake")])
+        aggregation="only_first_replica", name=name))
     self.loss_scales = None
     if loss_scaled:
       def scale(side):
@@ -45,7 +44,7 @@ class TrainingState(keras.layers.Layer):
                                 initializer=keras.initializers.Constant(2.0**15))
         good = self.add_weight(shape=(), dtype="int64", trainable=False, initializer="zeros",
                                name=f"{side}_good_steps")
-        return step_lib.LossScale(scale=value, good_steps=good)
+        return numerics.LossScale(scale=value, good_steps=good)
       self.loss_scales = (scale("d"), scale("g"))
     self.built = True
 
@@ -54,6 +53,8 @@ class TrainingState(keras.layers.Layer):
     store["fingerprint"] = np.frombuffer(self.fingerprint_json.encode(), np.uint8)
 
   def load_own_variables(self, store):
+    # By position, as Keras saves them: the step, the terms' state in registry order, the
+    # loss scales (the order of the layer's weights since LeCam's anchors were added).
     variables = self._trainable_variables + self._non_trainable_variables
     keys = [k for k in store.keys() if k != "fingerprint"]
     if len(keys) != len(variables):
@@ -68,8 +69,6 @@ class TrainingState(keras.layers.Layer):
 def float16(model):
   policy = getattr(model, "dtype_policy", None)
   return getattr(policy, "compute_dtype", None) == "float16"
-
-
 
 
 class EmaSwap:

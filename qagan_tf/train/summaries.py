@@ -36,7 +36,7 @@ def write_hparams(config, trial_id):
 class MetricSums:
   """Running sums of the per-step metrics over the finite steps since the last `pop_means`
   (variables, so that they accumulate inside the compiled training loop). It reads the
-  collector's {name: (sum, count)} (train/collector.py): a mean is over the updates that computed
+  collector's {name: (sum, count)} (update/collector.py): a mean is over the updates that computed
   the value (a lazy regulariser's metric over the D updates that carried it)."""
 
   def __init__(self, names):

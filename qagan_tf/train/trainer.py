@@ -1,7 +1,7 @@
 """The training loop: one `Trainer` ties models, optimizers, data and the compiled iteration to a
 run directory. Its parts live beside it: distribution (strategies, worker roles), builders
-(models, optimizers), step (one D/G update), checkpoints, summaries and run_control (signals,
-the non-finite watch)."""
+(models, optimizers), checkpoints, summaries and run_control (signals, the non-finite watch);
+the iteration itself is qagan_tf/update's, shared with Keras' QAGAN."""
 
 import math
 import os
@@ -16,17 +16,17 @@ from qagan_tf import config as config_lib
 from qagan_tf import data as data_lib
 from qagan_tf import evaluation
 from qagan_tf import sampling
-from qagan_tf.objectives import lecam
 from qagan_tf.objectives import penalties
 from qagan_tf.objectives.objective import Objective
 from qagan_tf.train import builders
 from qagan_tf.train import checkpoints as checkpoints_lib
-from qagan_tf.train import collector as collector_lib
 from qagan_tf.train import distribution
 from qagan_tf.train import memory
 from qagan_tf.train import run_control
-from qagan_tf.train import step as step_lib
 from qagan_tf.train import summaries
+from qagan_tf.update import collector as collector_lib
+from qagan_tf.update import iteration as iteration_lib
+from qagan_tf.update import numerics
 from qagan_tf.utils import files
 from qagan_tf.utils import precision
 from qagan_tf.utils import runlock
@@ -70,10 +70,12 @@ class Trainer:
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
       # Dynamic loss scales (used with --mixed_precision=float16; checkpointed always, so that
       # the checkpoint layout does not depend on the precision).
-      self.d_loss_scale = step_lib.LossScale(name="d_loss_scale")
-      self.g_loss_scale = step_lib.LossScale(name="g_loss_scale")
-      # LeCam's anchors (checkpointed always, as the loss scales).
-      self.lecam_anchors = lecam.Anchors()
+      self.d_loss_scale = numerics.LossScale(name="d_loss_scale")
+      self.g_loss_scale = numerics.LossScale(name="g_loss_scale")
+      # The stateful terms' state (LeCam's anchors), by term name: made and checkpointed
+      # always, as the loss scales.
+      self.term_states = self.objective.make_states(lambda name: tf.Variable(
+          0.0, trainable=False, name=name, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA))
       # Steps in which a NaN/Inf loss or gradient dropped an update (see --on_nonfinite).
       self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                          name="nonfinite_steps")
@@ -88,7 +90,8 @@ class Trainer:
                               "d_good": self.d_loss_scale.good_steps,
                               "g": self.g_loss_scale.scale,
                               "g_good": self.g_loss_scale.good_steps},
-                 lecam={"real": self.lecam_anchors.real, "fake": self.lecam_anchors.fake})
+                 **{term.name: term.checkpoint(self.term_states[term.name])
+                    for term in self.objective.stateful_terms})
     # What older checkpoints lack is optional on restore (compat.OPTIONAL_CHECKPOINT_PARTS).
     optional = {k: v for k, v in parts.items() if k in compat.OPTIONAL_CHECKPOINT_PARTS}
     self.checkpoints = checkpoints_lib.Checkpoints(
@@ -99,11 +102,13 @@ class Trainer:
             f"architecture {c.architecture}, resolution {c.resolution}, G width "
             f"{c.generator_width}, D width {c.discriminator_width}, z_dim {c.z_dim}, d_norm "
             f"{c.d_norm}"))
-    # XLA for the loss+gradient computations (updates outside); float16's loss scales.
-    self.update_options = step_lib.UpdateOptions.make(
-        c.jit_compile, replicas, (self.d_loss_scale, self.g_loss_scale)
-        if c.mixed_precision == "float16" else None, lecam=self.lecam_anchors,
-        log=logging.info)
+    # What the updates run on: XLA for the loss+gradient computations (updates outside);
+    # float16's loss scales.
+    self.parts = iteration_lib.Parts(
+        self.generator, self.discriminator, self.d_optimizer, self.g_optimizer, self.objective,
+        states=self.term_states).with_options(
+            c.jit_compile, replicas, (self.d_loss_scale, self.g_loss_scale)
+            if c.mixed_precision == "float16" else None, log=logging.info)
     self.metric_sums = None
     self.evaluator = evaluation.TrainingEvaluator(c) if c.eval_every else None
     self._iteration_fn = self._iterations_fn = None
@@ -202,13 +207,17 @@ class Trainer:
 
   # --- the compiled iteration -------------------------------------------------------------
 
+  @property
+  def update_options(self):
+    """The iteration's compiled gradient functions and loss scales (`iteration.Parts`)."""
+    return self.parts
+
   def _replica_iteration(self, inputs):
     c = self.config
-    return step_lib.iteration(
-        self.generator, self.discriminator, self.d_optimizer, self.g_optimizer, self.objective,
-        inputs, step=self.step, disc_iters=c.disc_iters, global_batch_size=c.batch_size,
-        g_global_batch_size=c.batch_size * c.g_batch_multiplier,
-        g_batch_multiplier=c.g_batch_multiplier, options=self.update_options)
+    return iteration_lib.iteration(
+        self.parts, inputs, step=self.step, disc_iters=c.disc_iters,
+        global_batch_size=c.batch_size, g_global_batch_size=c.batch_size * c.g_batch_multiplier,
+        g_batch_multiplier=c.g_batch_multiplier)
 
   def _build_iteration_fns(self):
     """(one(inputs) -> collector result, several(iterator, count)), both tf.functions."""
@@ -218,8 +227,8 @@ class Trainer:
       per_replica = strategy.run(self._replica_iteration, args=(inputs,))
       result = tf.nest.map_structure(
           lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), per_replica)
-      step_lib.ema_update(self.ema_generator.variables, self.generator.variables,
-                          self.config.ema_decay)
+      iteration_lib.ema_update(self.ema_generator.variables, self.generator.variables,
+                               self.config.ema_decay)
       self.step.assign_add(1)
       # A step with a dropped (non-finite) update is counted, and left out of the logged means.
       dropped = result[collector_lib.SKIPPED][0] > 0

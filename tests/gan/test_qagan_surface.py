@@ -217,3 +217,22 @@ def test_summary_counts_the_ema_as_the_generators_weights(fitted):
   g_params = sum(int(np.prod(v.shape)) for v in fitted.generator.weights)
   ema_line = next(line for line in text.splitlines() if "ema (" in line)
   assert f"{g_params:,}" in ema_line and "unbuilt" not in text
+
+
+def test_a_keras_file_saved_before_the_terms_were_modules_loads_and_trains_on():
+  """tests/gan/qagan_before_terms.keras was saved by commit 07bd2c9 (QAGAN with ssim, R1 every
+  2nd update, LeCam and drift; 2 iterations of fit): its settings come back by their flag
+  names, its LeCam anchors and step are the saved ones, and it trains on."""
+  import os
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "qagan_before_terms.keras")
+  gan = keras.models.load_model(path)
+  config = gan.get_config()
+  assert (config["gp_weight"], config["qa_weight"], config["r1_weight"], config["r1_every"],
+          config["lecam_weight"], config["lecam_decay"], config["drift_weight"]) == (
+              2.0, 0.3, 0.05, 2, 0.1, 0.95, 1e-3)
+  assert gan.objective.gradient_terms() == {"interpolates": ["gp"], "real": ["r1"]}
+  assert int(gan.state.step.numpy()) == 2
+  anchors = [float(v) for v in gan.state.term_states["lecam"].values()]
+  assert anchors == pytest.approx([0.0481734723, 0.000188027654], rel=1e-6)
+  history = gan.fit(_images(8), batch_size=4, epochs=1, verbose=0).history
+  assert np.isfinite(history["lecam"][0]) and int(gan.state.step.numpy()) == 4

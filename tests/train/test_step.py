@@ -132,7 +132,7 @@ def test_mirrored_update_equals_single_device_update(loss, spectral_norm):
   real, z, eps = _inputs(batch=8)
   results = []
   devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-  objective = Objective(losses.get_loss(loss), gp_weight=10.0, drift_weight=0.1)
+  objective = Objective(loss=losses.get_loss(loss), gp_weight=10.0, drift_weight=0.1)
   for strategy in (tf.distribute.get_strategy(), distribution.mirrored_strategy(devices)):
     with strategy.scope():
       g, d = _tiny(spectral_norm=spectral_norm)

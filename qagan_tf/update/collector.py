@@ -8,9 +8,21 @@ bin/train's running means (`MetricSums`), its TensorBoard scalars and QAGAN's Ke
 read: a mean is always sum / count, over the updates that computed the value.
 """
 
+from typing import NamedTuple
+
 import tensorflow as tf
 
 SKIPPED = "skipped_updates"  # Updates dropped for a non-finite loss or gradient, per iteration.
+
+
+class UpdateReport(NamedTuple):
+  """What one update reports to the collector: `values` ({name: this replica's share of the
+  global mean}), `computed` (the lazy metrics' flags, see `critic.critic_gradients`) and
+  `skipped` (this replica's share of 1 when the update was dropped for a NaN/Inf, see
+  `numerics.apply_if_finite`)."""
+  values: dict
+  computed: dict
+  skipped: tf.Tensor
 
 
 class Collector:
@@ -29,7 +41,7 @@ class Collector:
         the update did not compute it).
       computed: {name: 1.0 or 0.0 float32 scalar} for the values computed on some updates only;
         the others count as computed.
-      skipped: this replica's share of the update's skip flag (`step.apply_if_finite`).
+      skipped: this replica's share of the update's skip flag (`numerics.apply_if_finite`).
     """
     computed = computed or {}
     for name, value in values.items():
