@@ -79,8 +79,8 @@ def check_statistics(mu, sigma, name="statistics"):
 
 
 def _interruptible(fn, *args):
-  """fn(*args) in a worker thread while the main thread waits in Python: a minute-long sqrtm of
-  2048 x 2048 matrices otherwise holds the main thread, and Ctrl-C is answered only after it."""
+  """fn(*args) in a worker thread while the main thread waits in Python: a sqrtm of 2048 x 2048
+  matrices otherwise holds the main thread, and Ctrl-C is answered only after it."""
   if threading.current_thread() is not threading.main_thread():
     return fn(*args)
   result = {}

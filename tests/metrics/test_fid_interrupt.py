@@ -1,4 +1,4 @@
-"""Ctrl-C during the FID's minute-long matrix square root is answered while it runs, not after."""
+"""Ctrl-C during the FID's matrix square root is answered while it runs, not after."""
 
 import signal
 import threading

@@ -37,7 +37,9 @@ def test_pool3_matches_the_golden_features(extractor, golden, size):
   out = extractor(golden[f"images_{size}"])
   diff = np.abs(out["pool3"] - golden[f"pool3_{size}"]).max()
   print(f"{size} px: max |pool3 - golden| = {diff:.2e}")
-  assert diff <= 1e-3
+  # docs/evaluation.md states this bound; the largest difference measured on an AMD EPYC with
+  # AVX-512 (2026-12-04) was 6.0e-5, at 32 px.
+  assert diff <= 2e-4
   assert "logits" not in out  # The reference weights have no softmax layer.
 
 
