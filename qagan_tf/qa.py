@@ -38,9 +38,21 @@ def _float(x, name):
   return tf.cast(x, tf.float32) if x.dtype in (tf.float16, tf.bfloat16) else x
 
 
+def _finite(x, name):
+  """Eagerly: ValueError naming `name` when x holds NaN or Inf (a NaN passes a range check and
+  would come out as a NaN penalty for its example, or for its whole NIQE group)."""
+  if tf.executing_eagerly() and x.shape.num_elements():
+    bad = int(tf.size(x)) - int(tf.reduce_sum(tf.cast(tf.math.is_finite(x), tf.int32)))
+    if bad:
+      raise ValueError(f"{name} holds {bad} NaN or Inf value(s); the penalties need finite "
+                       "inputs (check the images and the critic's output before this call).")
+  return x
+
+
 def _images(x, name):
-  """Checks an image batch: float (B, H, W, C) with a static H, W, C; in [-1, 1] when eager."""
-  x = _float(x, name)
+  """Checks an image batch: float (B, H, W, C) with a static H, W, C; finite and in [-1, 1]
+  when eager."""
+  x = _finite(_float(x, name), name)
   if x.shape.rank != 4 or None in x.shape[1:]:
     raise ValueError(f"{name} must be images shaped (B, H, W, C) with static H, W, C; got "
                      f"shape {x.shape}.")
@@ -53,8 +65,9 @@ def _images(x, name):
 
 
 def _scores(x, name, batch):
-  """Critic scores (B,) or (B, 1) -> float (B,); ValueError for any other static shape."""
-  x = _float(x, name)
+  """Critic scores (B,) or (B, 1) -> float (B,), finite when eager; ValueError for any other
+  static shape."""
+  x = _finite(_float(x, name), name)
   if x.shape.rank not in (1, 2) or (x.shape.rank == 2 and x.shape[1] != 1):
     raise ValueError(f"{name} must be critic scores shaped (B,) or (B, 1); got shape {x.shape}.")
   x = tf.reshape(x, [-1])
@@ -179,8 +192,10 @@ def ssim_distance_penalty(real, fake, d_real, d_fake, **settings):
     raise ValueError(f"window_size={config.window_size} does not fit images of "
                      f"{real.shape[1]}x{real.shape[2]}.")
   batch = real.shape[0]
-  penalty, _, _ = ssim_lib.ssim_penalty_terms(real, fake, _scores(d_real, "d_real", batch),
-                                              _scores(d_fake, "d_fake", batch), config)
+  # The scores in the images' float type (float64 images with float32 scores are one penalty).
+  scores = [tf.cast(_scores(x, name, batch), real.dtype)
+            for x, name in ((d_real, "d_real"), (d_fake, "d_fake"))]
+  penalty, _, _ = ssim_lib.ssim_penalty_terms(real, fake, *scores, config)
   return penalty
 
 
@@ -210,24 +225,44 @@ def fit_prior(images, source="sobel_magnitude", **settings):
   return niqe_priors.Prior("(fitted)", model, spec)
 
 
-def niqe(images, model=None, block_size=96):
+def niqe(images, model=None, block_size=96, data_range=None):
   """NIQE as the MATLAB release computes it (bin/niqe), one score per image.
 
   Args:
-    images: uint8 (H, W, 3) or (H, W) image, or a batch (N, H, W, 3), in [0, 255].
+    images: uint8 (H, W, 3) or (H, W) image, or a batch (N, H, W, 3), in [0, 255]; or floats
+      with their `data_range`.
     model: a `NiqeModel` (default: the classic natural-image model).
     block_size: block size (MATLAB: 96; the image must hold one block).
+    data_range: for float images, the value of white (255 for floats in [0, 255], 1.0 for
+      floats in [0, 1]); the images are scaled by 255 / data_range. As scikit-image's SSIM, a
+      float image's range is not guessed: floats without it must be in [0, 255] and not all
+      at most 1 (floats in [0, 1] would be scored as dark [0, 255] images).
 
   Returns:
     float64 numpy (N,) (lower is more natural).
 
   Raises:
-    ValueError: images of another dtype or range, or a flat (constant) image, for which NIQE
-      is undefined (named by its index).
+    ValueError: images of another dtype or range (with the fix), non-finite values, or a flat
+      (constant) image, for which NIQE is undefined (named by its index).
   """
   images = np.asarray(images)
-  if images.dtype != np.uint8 and not (np.issubdtype(images.dtype, np.floating)
-                                       and images.size and 0 <= images.min()
+  floating = np.issubdtype(images.dtype, np.floating)
+  if floating and images.size and not np.all(np.isfinite(images)):
+    raise ValueError(f"images hold {int(np.sum(~np.isfinite(images)))} NaN or Inf value(s); "
+                     "NIQE needs finite pixels.")
+  if data_range is not None:
+    if not floating:
+      raise ValueError(f"data_range applies to float images; these are {images.dtype} (uint8 "
+                       "is [0, 255] already).")
+    if not data_range > 0:
+      raise ValueError(f"data_range={data_range!r} must be > 0 (the value of white).")
+    images = images * (255.0 / data_range)
+  elif floating and images.size and 0 <= images.min() and images.max() <= 1.0:
+    raise ValueError(f"images are {images.dtype} in [{images.min():.3g}, {images.max():.3g}]: "
+                     "floats in [0, 1] would be scored as very dark [0, 255] images. Pass "
+                     "data_range=1.0 for images in [0, 1] (data_range=255 if these really are "
+                     "dark [0, 255] images), or uint8.")
+  if images.dtype != np.uint8 and not (floating and images.size and 0 <= images.min()
                                        and images.max() <= 255):
     raise ValueError(f"images must be uint8 (or floats in [0, 255]); got {images.dtype}"
                      + (f" in [{images.min():.3g}, {images.max():.3g}]" if images.size else "")

@@ -198,3 +198,41 @@ def test_every_qa_function_names_a_bad_argument_before_tf_does():
   traced = tf.function(lambda r, f: qa.gradient_penalty(critic, r, f))
   with pytest.raises(ValueError, match="same shape"):
     traced(real, fake4)
+
+
+def test_float_images_of_niqe_need_their_range_and_every_input_must_be_finite():
+  """Newcomer round 4 (issue 45): floats in [0, 1] are refused by qa.niqe with the fix (they
+  were scored as dark [0, 255] images: 21.9-28.0 against 6.4-11.8 as uint8) and score as the
+  uint8 images with data_range=1.0; a NaN in images, scores or D's gradients is named instead of
+  coming out as a NaN penalty (for a whole NIQE group); float64 images with float32 scores are
+  one SSIM penalty."""
+  crops = sources.embedded_images(96, 3, seed=2)
+  floats = crops.astype(np.float32) / 255.0
+  with pytest.raises(ValueError, match=r"floats in \[0, 1\].*data_range=1.0"):
+    qa.niqe(floats)
+  np.testing.assert_allclose(qa.niqe(floats, data_range=1.0), qa.niqe(crops), rtol=0.05)
+  # (Float input is not rounded to MATLAB's uint8 grayscale: the same image scores about the
+  # same, not the same bits; a float image in [0, 255] with data_range=255 is unchanged.)
+  np.testing.assert_array_equal(qa.niqe(crops.astype(np.float64), data_range=255.0),
+                                qa.niqe(crops.astype(np.float64)))
+  with pytest.raises(ValueError, match="data_range applies to float images"):
+    qa.niqe(crops, data_range=255)
+  nan_image = crops.astype(np.float32)
+  nan_image[0, 5, 5, 1] = np.nan
+  with pytest.raises(ValueError, match="1 NaN or Inf"):
+    qa.niqe(nan_image)
+  real = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+  fake = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+  scores = np.linspace(-1, 1, 4).astype(np.float32)
+  for name, args in (("real", (np.where(real > 0.9, np.nan, real), fake, scores, scores)),
+                     ("d_fake", (real, fake, scores, np.full(4, np.inf, np.float32)))):
+    with pytest.raises(ValueError, match=f"{name} holds .* NaN or Inf"):
+      qa.ssim_distance_penalty(*args)
+  mixed = qa.ssim_distance_penalty(real.astype(np.float64), fake, scores, scores[::-1])
+  same = qa.ssim_distance_penalty(real.astype(np.float64), fake.astype(np.float64),
+                                  scores.astype(np.float64), scores[::-1].astype(np.float64))
+  np.testing.assert_array_equal(mixed.numpy(), same.numpy())
+  grads = np.random.default_rng(2).normal(size=(16, 32, 32, 3)).astype(np.float32)
+  grads[3, 1, 1, 1] = np.nan
+  with pytest.raises(ValueError, match="input_gradients holds 1 NaN.*every example of its group"):
+    qa.niqe_penalty(grads)

@@ -66,8 +66,9 @@ def niqe_gradient_penalty(input_gradients, prior="cifar_grad", *, xla=False, **s
     float (B,) (float32 for 16-bit inputs).
 
   Raises:
-    ValueError: a wrong static rank, a non-square or non-float input, or a setting that is
-      unknown, out of range or contradicts the prior (naming it and the fix).
+    ValueError: a wrong static rank, a non-square or non-float input, NaN or Inf in an eager
+      input, or a setting that is unknown, out of range or contradicts the prior (naming it and
+      the fix).
   """
   g = tf.convert_to_tensor(input_gradients)
   if g.shape.rank != 4 or g.shape[-1] not in (1, 3) or g.shape[1] is None or (
@@ -79,6 +80,11 @@ def niqe_gradient_penalty(input_gradients, prior="cifar_grad", *, xla=False, **s
                      f"{g.dtype.name}.")
   if g.dtype in (tf.float16, tf.bfloat16):
     g = tf.cast(g, tf.float32)
+  if tf.executing_eagerly() and g.shape.num_elements():
+    bad = int(tf.size(g)) - int(tf.reduce_sum(tf.cast(tf.math.is_finite(g), tf.int32)))
+    if bad:  # One NaN would make its whole group's distance NaN.
+      raise ValueError(f"input_gradients holds {bad} NaN or Inf value(s); the NIQE penalty "
+                       "needs finite gradients (a NaN makes every example of its group NaN).")
   return gradient_distance_for(g.shape, prior, xla, **settings)(g)
 
 
