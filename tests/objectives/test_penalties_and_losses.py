@@ -30,7 +30,7 @@ NUMPY_LOSSES = {
 
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))
 def test_every_registered_loss_matches_numpy(name):
-  assert set(losses.LOSSES) == set(NUMPY_LOSSES)  # A new loss needs its NumPy definition here.
+  assert name in NUMPY_LOSSES, f"the {name} loss needs its NumPy definition in NUMPY_LOSSES"
   rng = np.random.default_rng(0)
   d_real, d_fake = rng.normal(0, 3, 64), rng.normal(0, 3, 64)
   d_real[:2], d_fake[:2] = [1.0, -1.0], [-1.0, 1.0]  # The hinge's kinks.
