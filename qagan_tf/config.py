@@ -310,7 +310,9 @@ def check_config_change(old, new, allow_change=False):
     ValueError: naming the differing incompatible keys (those of INCOMPATIBLE_KEYS and the
       fields that define the active penalty, its group's RUN_DEFINING), unless allow_change.
   """
-  old_d, new_d = old.to_dict(), new.to_dict()
+  # What config.json records: the settings of a penalty the run does not use are neither
+  # recorded nor compared (their defaults' "auto", resolved for the new config, is no change).
+  old_d, new_d = recorded(old), recorded(new)
   changes = [(k, old_d.get(k), new_d[k]) for k in sorted(new_d) if old_d.get(k) != new_d[k]]
   defining = set(INCOMPATIBLE_KEYS)
   if new.penalty in penalties.CONFIG_GROUPS:
