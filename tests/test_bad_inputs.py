@@ -247,6 +247,12 @@ CASES = [
                                f"--niqe_prior={w}/p10.mat"],
          ("p10.mat", "has 10 features", "18 per scale", "bin/fit_niqe_prior"),
          setup=_prior_of_10_features, absent=("t17",)),
+    # Round 4 (issue 45).
+    Case("train_diverges_under_a_huge_weight", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t18", "--penalty=ssim", "--qa_weight=1e30",
+                               "--max_steps=2"],
+         ("Non-finite loss or gradient at step 1", "largest weights in play: --qa_weight=1e+30",
+          "lower the largest")),
     Case("train_folder_that_is_a_file", "train",
          lambda w: TINY_RUN + [f"--model_dir={w}/t12",
                                f"--dataset=folder:{w}/existing_stats.npz"],

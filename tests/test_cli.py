@@ -51,9 +51,20 @@ def test_smoke_train_resume_and_sample(tmp_path):
 
 def test_train_help_lists_paper_defaults():
   # A real process: --help is where absl's own usage printer meets the shell.
-  out = run("train", "--help", check=False, subprocess=True).stdout  # absl exits with 1.
+  proc = run("train", "--help", check=False, subprocess=True)
+  out = proc.stdout
+  assert proc.returncode == 0, proc.stderr[-2000:]  # absl's own exit status after help is 1.
   for text in ("--disc_iters", "paper: 5", "--penalty", "wgan_gp", "--gp_weight", "--save_every"):
     assert text in out
+
+
+@pytest.mark.parametrize("script", ["sample", "evaluate", "fid", "niqe", "compute_stats",
+                                    "fetch_inception", "fit_niqe_prior", "report", "benchmark"])
+def test_every_script_answers_help_with_status_0(script):
+  """A help the user asked for is no error (issue 45: every bin/* --help exited with 1)."""
+  proc = run(script, "--help", check=False)
+  assert proc.returncode == 0 and "--" in proc.stdout, proc.stderr[-2000:]
+  assert "error" not in proc.stderr
 
 
 @pytest.mark.slow

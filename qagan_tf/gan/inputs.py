@@ -19,11 +19,16 @@ def check_input(gan, data, batch_size, where, split=True):
       spec = spec[0]
     if isinstance(spec, dict):  # bin/train's per-iteration inputs (exact reproduction).
       return
-    first = next(iter(data.take(1)))
+    first = next(iter(data.take(1)), None)
+    if first is None:
+      raise ValueError(f"{where} is an empty tf.data.Dataset: it yields no batch (check its "
+                       "source, and that .batch(..., drop_remainder=True) leaves one).")
     first = first[0] if isinstance(first, (tuple, list)) else first
     check_batch(gan, first, where, split, f"the first batch of {where}")
   elif isinstance(data, (np.ndarray, tf.Tensor)) or hasattr(data, "__array__"):
     array = np.asarray(data) if not isinstance(data, tf.Tensor) else data
+    if len(array.shape) and not int(array.shape[0]):
+      raise ValueError(f"{where} holds no images (shape {tuple(array.shape)}).")
     size = batch_size or 32
     check_batch(gan, array[:size], where, split, where)
     n = int(array.shape[0]) if len(array.shape) else 0

@@ -32,6 +32,20 @@ _DEFAULTS = {"drift_weight": 0.0}
 _KERAS_KEYWORDS = ("name", "trainable", "dtype")  # keras.Model's own.
 
 
+class _NonFiniteWatch(keras.callbacks.Callback):
+  """Stops fit at the first batch whose critic loss is NaN/Inf (as bin/train stops)."""
+
+  def __init__(self):
+    super().__init__()
+    self.step = self.value = None
+
+  def on_train_batch_end(self, batch, logs=None):
+    value = (logs or {}).get("d_loss")
+    if value is not None and not np.isfinite(float(value)) and self.step is None:
+      self.step, self.value = int(self.model.state.step.numpy()), float(value)
+      self.model.stop_training = True
+
+
 @keras.saving.register_keras_serializable(package="qagan_tf", name="QAGAN")
 class QAGAN(keras.Model):
   """A GAN of a user's `generator` and `discriminator` trained with a QAGAN objective.
@@ -330,10 +344,21 @@ class QAGAN(keras.Model):
     shape, float in [-1, 1], and a batch that splits into disc_iters critic batches of >= 1
     image. Each problem is one ValueError naming the input and the fix, before any training."""
     inputs_lib.check_input(self, x, batch_size, "x")
+    if isinstance(x, tf.data.Dataset):  # A dataset shuffles in its own pipeline (Keras would
+      kwargs.setdefault("shuffle", False)  # warn at every fit that shuffle=True is ignored).
     if validation_data is not None:
       inputs_lib.check_input(self, validation_data, kwargs.get("validation_batch_size") or batch_size,
                         "validation_data", split=False)
-    return super().fit(x, y, batch_size, *args, validation_data=validation_data, **kwargs)
+    watch = _NonFiniteWatch()
+    kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [watch]
+    history = super().fit(x, y, batch_size, *args, validation_data=validation_data, **kwargs)
+    if watch.step is not None:
+      raise FloatingPointError(
+          f"QAGAN.fit stopped at step {watch.step}: the critic loss is {watch.value} (every "
+          f"update with a NaN/Inf is dropped, so the weights are those before it). The largest "
+          f"weights in play: {self.objective.describe_weights()}; lower the largest, or the "
+          "learning rate, or check the data.")
+    return history
 
   def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
     """`keras.Model.evaluate` on held-out real images (see `test_step`), checked as `fit`'s."""

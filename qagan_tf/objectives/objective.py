@@ -171,6 +171,13 @@ class Objective:
         every=_every(term.name, self.settings), points=term.points(settings, context),
         penalty=context["penalty"])
 
+  def describe_weights(self, prefix=""):
+    """The active terms' weights by flag name, largest first ("qa_weight=1e+30, gp_weight=1";
+    `prefix` "--" for bin/train's flags): the first suspects of a loss that went non-finite."""
+    weights = sorted(((t.settings.weight, f"{prefix}{t.name}_weight") for t in self.terms
+                      if t.settings.weight > 0), reverse=True)
+    return ", ".join(f"{name}={value:g}" for value, name in weights) or "none above 0"
+
   def gradient_terms(self):
     """{points: [term name]}: the terms that read D's input gradient at each set of points, in
     the order they are added (the 1-GP first: also where it is only a diagnostic)."""

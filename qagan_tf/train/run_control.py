@@ -28,10 +28,12 @@ class NonFiniteWatch:
   """
   MAX_CONSECUTIVE_SKIPS = 50
 
-  def __init__(self, counter, checkpoints, policy):
+  def __init__(self, counter, checkpoints, policy, weights=""):
     """counter: the int64 variable counting steps with a dropped update; checkpoints: the
-    run's `checkpoints.Checkpoints`; policy: "stop" or "skip"."""
+    run's `checkpoints.Checkpoints`; policy: "stop" or "skip"; weights: the objective's weights,
+    largest first (`Objective.describe_weights`), named in the error as the first suspects."""
     self.counter, self.checkpoints, self.policy = counter, checkpoints, policy
+    self.weights = weights
     self.total = int(counter.numpy())
     self.consecutive = 0
 
@@ -39,8 +41,10 @@ class NonFiniteWatch:
     latest = self.checkpoints.latest
     kept = (f"the latest checkpoint {latest} is the last good one" if latest
             else f"no checkpoint was written to {self.checkpoints.model_dir}")
-    return FloatingPointError(f"{what}; {kept}. Lower --lr, check the data, or resume with "
-                              f"--on_nonfinite=skip to drop such updates and go on.")
+    suspects = f"The largest weights in play: {self.weights}; lower the largest, or " if (
+        self.weights) else "Lower "
+    return FloatingPointError(f"{what}; {kept}. {suspects}--lr, check the data, or resume "
+                              "with --on_nonfinite=skip to drop such updates and go on.")
 
   def update(self, step):
     total = int(self.counter.numpy())

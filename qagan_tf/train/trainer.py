@@ -336,7 +336,7 @@ class Trainer:
               else tf.summary.create_noop_writer())
     progress = Progress(c.max_steps, "step", unit="it", start=start)
     nonfinite = run_control.NonFiniteWatch(self.nonfinite_steps, self.checkpoints,
-                                           c.on_nonfinite)
+                                           c.on_nonfinite, self.objective.describe_weights("--"))
     agreed_signal = run_control.AgreedSignal(self.strategy)
     step = start
     t_start, compile_seconds, evaluating = time.time(), 0.0, 0.0
@@ -406,7 +406,9 @@ class Trainer:
       if bad:
         raise FloatingPointError(
             f"Non-finite training values at step {step}: {', '.join(bad)}. The latest "
-            f"checkpoint in {self.model_dir} is the last good one; lower --lr or check the data.")
+            f"checkpoint in {self.model_dir} is the last good one. The largest weights in "
+            f"play: {self.objective.describe_weights('--')}; lower the largest, or --lr, or "
+            "check the data.")
       rate = progress.set(step)
       summaries.write_scalars(means, step, {
           "nonfinite_steps": nonfinite_total, "steps_per_sec": rate,

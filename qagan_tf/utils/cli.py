@@ -168,8 +168,8 @@ def import_tensorflow_quietly():
 
 
 def run(main):
-  """absl.app.run(main) with flag-parsing errors reported as one line (exit status 1) and
-  Ctrl-C as one line (exit status 130)."""
+  """absl.app.run(main) with flag-parsing errors reported as one line (exit status 1), --help
+  answered with exit status 0, and Ctrl-C as one line (exit status 130)."""
   from absl import app, flags
   if "verbose" not in flags.FLAGS:
     flags.DEFINE_bool("verbose", False, "Show TensorFlow's C++ and start-up logs.")
@@ -178,8 +178,14 @@ def run(main):
   def quiet_main(argv):
     import_tensorflow_quietly()
     return main(argv)
+  helped = any(a.split("=", 1)[0].lstrip("-") in ("help", "helpfull", "helpshort", "helpxml", "?")
+               for a in sys.argv[1:])
   try:
     app.run(quiet_main, flags_parser=_parse_flags)
+  except SystemExit as e:
+    if helped and e.code == 1:  # absl exits 1 after printing the help a user asked for.
+      sys.exit(0)
+    raise
   except KeyboardInterrupt:
     sys.stderr.write(f"\n{name}: interrupted (Ctrl-C); nothing more was written.\n")
     sys.exit(130)

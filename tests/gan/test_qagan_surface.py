@@ -236,3 +236,29 @@ def test_a_keras_file_saved_before_the_terms_were_modules_loads_and_trains_on():
   assert anchors == pytest.approx([0.0481734723, 0.000188027654], rel=1e-6)
   history = gan.fit(_images(8), batch_size=4, epochs=1, verbose=0).history
   assert np.isfinite(history["lecam"][0]) and int(gan.state.step.numpy()) == 4
+
+
+def test_a_diverging_fit_stops_naming_the_largest_weight_and_an_empty_dataset_is_named():
+  """As bin/train stops at a non-finite loss, fit raises at the first one, naming the weights
+  in play, largest first (issue 45: it returned normally with d_loss=[nan] and every update
+  skipped); an empty dataset is one ValueError, not a bare StopIteration; a tf.data.Dataset is
+  not 'shuffled' (Keras warned at every fit that shuffle=True is ignored)."""
+  import warnings
+  g, d = user_models()
+  gan = QAGAN(g, d, LATENT, penalty="ssim", qa_weight=1e30, disc_iters=2)
+  gan.compile(_adam(), _adam(), jit_compile=False)
+  data = tf.data.Dataset.from_tensor_slices(_images(16)).batch(8, drop_remainder=True)
+  with pytest.raises(FloatingPointError, match=r"stopped at step (\d): the critic loss is nan.*"
+                     r"largest weights in play: qa_weight=1e\+30, gp_weight=1;") as stopped:
+    gan.fit(data, epochs=3, verbose=0)
+  step = int(gan.state.step.numpy())
+  assert f"stopped at step {step}:" in str(stopped.value) and step < 6  # Not after 3 epochs.
+  with pytest.raises(ValueError, match="x is an empty tf.data.Dataset"):
+    gan.fit(data.take(0), verbose=0)
+  with pytest.raises(ValueError, match=r"x holds no images \(shape \(0, 32, 32, 3\)\)"):
+    gan.fit(_images(8)[:0], verbose=0)
+  calm = QAGAN(*user_models(), LATENT, penalty="wgan_gp", disc_iters=2)
+  calm.compile(_adam(), _adam(), jit_compile=False)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", UserWarning)
+    calm.fit(data, epochs=1, verbose=0)
