@@ -80,6 +80,24 @@ def _drop_unused_penalty_settings(values, flag_values, inherited):
                     "and not recorded in config.json.", ", ".join(given), values.get("penalty"))
 
 
+def _warn_ignored_term_settings(values, flag_values):
+  """One warning naming the given term settings this objective does not use (e.g. --qa_weight
+  with --penalty=wgan_gp, --r1_every without --r1_weight): they change nothing."""
+  from qagan_tf.objectives import objective as objective_lib
+  from qagan_tf.objectives import penalties
+  config = config_lib.TrainConfig.create(**values)
+  unused = objective_lib.ignored_settings(objective_lib.settings_of(config),
+                                          objective_lib.has_penalty(
+                                              penalties.get_entry(config.penalty)))
+  defaults = config_lib.flat_defaults()
+  given = [f"--{n}={values[n]}" for n in unused if flag_values[n].present
+           and values[n] != defaults[n] and not (n.endswith("_weight") and values[n] == 0)]
+  if given:
+    logging.warning("%s: setting(s) of a term this objective does not use (its weight is 0, or "
+                    "--penalty=%s has no quality penalty); they change nothing.",
+                    ", ".join(given), values.get("penalty"))
+
+
 def config_from_flags(flag_values=flags.FLAGS, saved=None):
   """The `TrainConfig` the parsed flags describe (validated).
 
@@ -105,6 +123,7 @@ def config_from_flags(flag_values=flags.FLAGS, saved=None):
   if inherited:
     logging.info("Resuming with the run's own values of flags not given (config.json): %s.",
                  ", ".join(f"{k}={v}" for k, v in sorted(inherited.items())))
+  _warn_ignored_term_settings(values, flag_values)
   if values.get("jit_compile") == "auto":
     from qagan_tf.update import device
     probe = config_lib.TrainConfig.create(**dict(values, jit_compile=False)).validate()

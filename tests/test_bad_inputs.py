@@ -119,6 +119,21 @@ def _float_npz(w):
   _npz(f"{w}/float01.npz", images=_images().astype(np.float32) / 255.0)
 
 
+def _cut_stats(w):
+  """A statistics file whose end was cut off (a copy or a write interrupted)."""
+  _npz(f"{w}/whole_stats.npz", mu=np.zeros(2048), sigma=np.eye(2048))
+  with open(f"{w}/whole_stats.npz", "rb") as f:
+    data = f.read()
+  with open(f"{w}/cut_stats.npz", "wb") as f:
+    f.write(data[:len(data) // 2])
+
+
+def _nan_npz(w):
+  images = _images().astype(np.float32) / 255.0
+  images[1, 2, 3, 0] = np.nan
+  _npz(f"{w}/nan01.npz", images=images)
+
+
 def _config_with(w, name, change):
   """A copy of the trained run whose config.json is changed by `change(dict)`."""
   import json
@@ -253,6 +268,10 @@ CASES = [
                                "--max_steps=2"],
          ("Non-finite loss or gradient at step 1", "largest weights in play: --qa_weight=1e+30",
           "lower the largest")),
+    Case("train_float_npz_with_a_nan", "train",
+         lambda w: TINY_RUN + [f"--model_dir={w}/t19", f"--dataset=npz:{w}/nan01.npz"],
+         ("nan01.npz", "1 NaN or Inf", "replace or drop those images"), setup=_nan_npz,
+         absent=("t19",)),
     Case("train_folder_that_is_a_file", "train",
          lambda w: TINY_RUN + [f"--model_dir={w}/t12",
                                f"--dataset=folder:{w}/existing_stats.npz"],
@@ -334,6 +353,8 @@ CASES = [
          lambda w: [f"{w}/four.npz", f"{w}/four.npz",
                     f"--inception_weights={w}/tampered_weights.npz"],
          ("tampered_weights.npz", "checksum", "fetch_inception"), setup=_wrong_checksum_weights),
+    Case("fid_truncated_statistics", "fid", lambda w: [f"{w}/cut_stats.npz", f"{w}/four.npz"],
+         ("cut_stats.npz", "truncated or damaged", "bin/compute_stats"), setup=_cut_stats),
     # bin/compute_stats
     Case("compute_stats_empty_folder", "compute_stats",
          lambda w: [f"--images={w}/empty", f"--output={w}/c1.npz"],

@@ -109,3 +109,20 @@ def test_settings_of_a_penalty_not_in_use_are_warned_about_and_not_recorded(pars
                                              "--resolution=48"))
   assert niqe.niqe.prior == "stl_grad" and config_lib.recorded(niqe)["niqe_prior"] == "stl_grad"
   assert not any(k.startswith("ssim_") for k in config_lib.recorded(niqe))
+
+
+def test_a_term_setting_the_objective_ignores_is_named_once(parse, caplog):
+  """--qa_weight with no quality penalty, or R1's interval without R1, changes nothing: one
+  warning says so (issue 45: --penalty=wgan_gp --qa_weight=5 was silent); a setting that is
+  used, or a weight of 0 (the term turned off, as the SNGAN configs write it), is no warning."""
+  import logging
+  with caplog.at_level(logging.WARNING):
+    train_flags.config_from_flags(parse("--qa_weight=5", "--r1_every=4"))
+  warned = [r.getMessage() for r in caplog.records if "does not use" in r.getMessage()]
+  assert len(warned) == 1 and "--qa_weight=5.0" in warned[0] and "--r1_every=4" in warned[0]
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    train_flags.config_from_flags(parse("--penalty=ssim", "--qa_weight=5", "--r1_weight=0.1",
+                                        "--r1_every=4", "--qa_every=1"))
+    train_flags.config_from_flags(parse("--penalty=none", "--qa_weight=0"))
+  assert not [r for r in caplog.records if "does not use" in r.getMessage()]

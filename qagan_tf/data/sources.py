@@ -178,8 +178,14 @@ def _check_images(images, where, resolution):
 
 
 def _uint8_fix(images):
-  """The conversion to uint8 that keeps the picture, from the array's dtype and value range."""
+  """The conversion to uint8 that keeps the picture, from the array's dtype and value range
+  (a NaN or Inf first: a conversion would silently make it a pixel value)."""
   if np.issubdtype(images.dtype, np.floating):
+    bad = int(np.sum(~np.isfinite(images)))
+    if bad:
+      return (f"it holds {bad} NaN or Inf value(s), which no conversion keeps (np.round "
+              "and astype would make them pixel values): replace or drop those images first "
+              "(e.g. x[np.isfinite(x).all(axis=(1, 2, 3))]).")
     lo, hi = float(np.nanmin(images)), float(np.nanmax(images))
     rng = f"values in [{lo:.3g}, {hi:.3g}]"
     if lo >= 0.0 and hi <= 1.0:
@@ -225,6 +231,12 @@ def _load_npz(path, resolution):
     raise DataError(f"{where}: {files.not_a_file(path)}; give the path of an .npz with uint8 "
                     "NHWC images under the key 'images'.")
   if not zipfile.is_zipfile(path):
+    with open(path, "rb") as f:
+      started = f.read(4) == b"PK\x03\x04"  # A zip's first entry, without its directory.
+    if started:
+      raise DataError(f"{where}: cannot be read: a truncated or damaged .npz (its zip archive "
+                      "ends early, e.g. a copy or a write that was cut off); write it again (bin/"
+                      "compute_stats for statistics, np.savez(path, images=...) for images).")
     raise DataError(f"{where}: cannot be read: not an .npz file (an .npz is a zip archive of "
                     "arrays); save the images with np.savez(path, images=uint8_nhwc_array).")
   try:

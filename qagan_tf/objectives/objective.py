@@ -219,6 +219,21 @@ class Objective:
     return names + tuple(n for t in self.terms if not t.term.direct for n in t.metric_names)
 
 
+def ignored_settings(settings, has_penalty):
+  """The flat names of the term settings that shape nothing here: every setting of a term that
+  is not active (the quality term without a penalty: qa_weight, qa_every, qa_points) but its
+  weight (0 is what turns it off), and an interval shared with an inactive owner."""
+  context = {"penalty": object() if has_penalty else None}
+  out = []
+  for name, term in regularizers.TERMS.items():
+    if term.active(settings[name], context):
+      continue
+    for f in dataclasses.fields(settings[name]):
+      if f.name != "weight" or term.name == "qa":
+        out.append(f"{name}_{f.name}")
+  return out
+
+
 def has_penalty(entry):
   """Whether a penalty registry entry builds a penalty (not a baseline's `no_penalty`)."""
   return entry.build is not penalty_api.no_penalty
