@@ -13,9 +13,6 @@ from qagan_tf.objectives import losses
 from qagan_tf.objectives import penalty_api
 from qagan_tf.objectives import regularizers
 from qagan_tf.objectives import term_api
-from qagan_tf.utils import fields
-
-QA_POINTS = term_api.POINTS
 
 # Where the library's defaults differ from bin/train's flags (the settings' own defaults): no
 # drift term and no quality weight unless asked for.
@@ -242,14 +239,3 @@ def has_penalty(entry):
 def settings_of(config):
   """{term: settings} of a `TrainConfig`."""
   return {name: getattr(config, name) for name in regularizers.TERMS}
-
-
-def check_flat(values, spell=lambda name: name):
-  """Checks flat term settings against their fields' rules and choices (ValueError naming the
-  setting as `spell` writes it)."""
-  names = flat_names()
-  for flat, value in values.items():
-    owner, field = names[flat]
-    f = regularizers.TERMS[owner].settings.__dataclass_fields__[field]
-    if fields.rule_of(f) is not None:
-      fields.check_rule(spell(flat), value, fields.rule_of(f))
