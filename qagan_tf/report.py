@@ -37,6 +37,7 @@ class Run:
   histograms: dict  # tag -> (step, (k, 3) [left, right, count]) of the last step logged.
   wall_hours: float  # Summed over event files (each file: last minus first event).
   last_step: int
+  samples: str = None  # The newest samples/step_*_{ema,raw}.png bin/train wrote, or None.
 
 
 def _events(run_dir):
@@ -88,6 +89,17 @@ def _latest_evaluation(run_dir):
   return report
 
 
+def _latest_samples(run_dir):
+  """The sample grid of the highest step in run_dir/samples (the EMA generator's when both
+  were written), or None."""
+  found = []
+  for path in files.glob(os.path.join(run_dir, "samples", "step_*.png")):
+    match = re.search(r"step_(\d+)_(ema|raw)\.png$", path)
+    if match:
+      found.append((int(match.group(1)), match.group(2) == "ema", path))
+  return max(found)[2] if found else None
+
+
 def load_run(run_dir, label=None):
   """Reads one run directory.
 
@@ -108,7 +120,18 @@ def load_run(run_dir, label=None):
   steps = [s for tag, v in scalars.items() if tag.startswith("train/") for s, _ in v]
   last_step = max(steps) if steps else (evaluation or {}).get("step", 0)
   return Run(label or os.path.basename(os.path.normpath(run_dir)), run_dir, config, evaluation,
-             scalars, histograms, hours, int(last_step))
+             scalars, histograms, hours, int(last_step), _latest_samples(run_dir))
+
+
+def missing_evaluation(run):
+  """What a run without an evaluation lacks, and the two commands that give its FID."""
+  c = run.config
+  return (f"{run.path} has no evaluation (eval/eval_step_*.json): its FID, IS, KID, precision/"
+          f"recall and NIQE cells are {MISSING}. For FID: the real images' statistics once per "
+          f"dataset (bin/compute_stats --dataset={c.dataset} --resolution={c.resolution} "
+          f"--output=stats/{_safe(c.dataset)}_{c.resolution}.npz), then bin/evaluate "
+          f"--model_dir={run.path} --stats=stats/{_safe(c.dataset)}_{c.resolution}.npz; both "
+          "need the Inception weights (bin/fetch_inception).")
 
 
 def rows(runs):
@@ -355,4 +378,24 @@ def write(runs, output_dir):
   paths += plot_curves(runs, output_dir)
   paths += plot_losses(runs, output_dir)
   paths += plot_histograms(runs, output_dir)
+  paths += copy_samples(runs, output_dir)
   return paths
+
+
+def copy_samples(runs, output_dir):
+  """Each run's newest sample grid, as samples_<label>.png (runs without samples: none)."""
+  paths = []
+  for run in runs:
+    if run.samples is None:
+      continue
+    with files.open_file(run.samples, "rb") as f:
+      data = f.read()
+    path = os.path.join(output_dir, f"samples_{_safe(run.label)}.png")
+    files.atomic_write(path, lambda tmp, data=data: _write_bytes(tmp, data))
+    paths.append(path)
+  return paths
+
+
+def _write_bytes(path, data):
+  with files.open_file(path, "wb") as f:
+    f.write(data)

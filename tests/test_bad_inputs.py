@@ -432,8 +432,6 @@ CASES = [
     Case("report_not_a_run", "report",
          lambda w: [f"{w}/run", f"{w}/corruptimg", f"--output={w}/rp2"],
          ("corruptimg is not a run directory", "config.json"), absent=("rp2",)),
-    Case("report_no_evaluation", "report", lambda w: [f"{w}/run", f"--output={w}/rp3"],
-         ("no evaluation in", "bin/evaluate --model_dir="), absent=("rp3",)),
     Case("fit_niqe_prior_model_dir_not_a_run", "fit_niqe_prior",
          lambda w: ["--source=discriminator", "--dataset=embedded", f"--model_dir={w}/nonerun",
                     f"--output={w}/p3.npz"],
@@ -521,10 +519,12 @@ def test_bad_input_gets_one_clear_error(catalogue, case):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["train_unknown_penalty", "sample_bad_suffix",
-                                  "compute_stats_bad_suffix", "niqe_folder"])
+                                  "compute_stats_bad_suffix", "niqe_folder",
+                                  "train_corrupt_checkpoint"])
 def test_the_process_boundary_gives_the_same_line(catalogue, name):
   """A few cases again as real processes: the same one error line on the process's stderr,
-  the same exit status as the shell sees it, and nothing else on stderr but bin/train's log."""
+  the same exit status as the shell sees it, and nothing else on stderr but bin/train's log
+  (a corrupt checkpoint: none of TensorFlow's "could not be found" warnings at exit)."""
   work, results = catalogue[:2]
   case = next(c for c in CASES if c.name == name)
   proc = _run(case, work, subprocess=True)
@@ -533,6 +533,9 @@ def test_the_process_boundary_gives_the_same_line(catalogue, name):
   assert proc.returncode == results[name].returncode == 1, proc.stderr[-2000:]
   assert errors(proc.stderr) == errors(results[name].stderr) and len(errors(proc.stderr)) == 1
   assert "Traceback" not in proc.stderr
+  others = [line for line in proc.stderr.splitlines()
+            if line.strip() and not errors(line) and not (line.startswith("I") and "] " in line)]
+  assert not others, proc.stderr[-3000:]
 
 
 def test_the_catalogue_is_big_and_covers_every_script():

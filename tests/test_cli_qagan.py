@@ -151,3 +151,27 @@ def test_the_sndcgan_architecture_trains_with_every_penalty_and_samples(tmp_path
     _run([os.path.join(REPO, "bin", "sample"), f"--model_dir={run_dir}",
           f"--output={tmp_path / 'grid.png'}", "--num_samples=4"], cwd=REPO)
     assert (tmp_path / "grid.png").exists()
+
+
+@pytest.mark.slow
+def test_report_of_a_run_without_evaluation_has_losses_samples_and_the_fid_commands(
+    tmp_path, tiny_run):
+  """Offline, bin/train alone leads to a report (issue 45): the losses, the sample grid and a
+  table of gaps, with one warning that gives the two commands for FID."""
+  out = str(tmp_path / "report")
+  proc = scripts.run("report", tiny_run, f"--output={out}", cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  warnings = [line for line in proc.stderr.splitlines() if "has no evaluation" in line]
+  assert len(warnings) == 1, proc.stderr[-2000:]
+  for text in ("bin/report: warning:", "bin/compute_stats --dataset=embedded --resolution=32",
+               f"bin/evaluate --model_dir={tiny_run}", "bin/fetch_inception"):
+    assert text in warnings[0], warnings[0]
+  written = sorted(os.listdir(out))
+  assert {"losses.png", "table.md", "samples_run.png", "d_weights.png"} <= set(written), written
+  samples = sorted(os.listdir(os.path.join(tiny_run, "samples")))
+  newest = [n for n in samples if n.endswith("_ema.png")][-1]
+  with open(os.path.join(tiny_run, "samples", newest), "rb") as a, \
+      open(os.path.join(out, "samples_run.png"), "rb") as b:
+    assert a.read() == b.read()
+  with open(os.path.join(out, "table.md")) as f:
+    assert "the run has no evaluation" in f.read()
