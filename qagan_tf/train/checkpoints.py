@@ -99,6 +99,7 @@ class Checkpoints:
             f"the values in {self.model_dir}/config.json, or train in a new --model_dir."
         ) from None
       except (tf.errors.OpError, IndexError, OSError) as e:
+        _quiet_unrestored_warnings()  # The half-read status would log ~30 warnings after ours.
         older = [os.path.basename(p)[:-len(".index")] for p in sorted(
             tf.io.gfile.glob(os.path.join(self.model_dir, "ckpt-*.index")))]
         older = [p for p in older if p != os.path.basename(latest)]
