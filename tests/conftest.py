@@ -47,8 +47,9 @@ def tiny_run(tmp_path_factory):
 
 # The longest test files (docs/testing.md: their durations), started first.
 LONG_FIRST = ("tests/test_benchmark.py", "tests/metrics/test_cli_eval.py",
-              "tests/test_cli_qagan.py", "tests/test_cli.py", "tests/test_bad_inputs.py",
-              "tests/train/test_trainer.py", "tests/test_examples.py")
+              "tests/test_cli_qagan.py", "tests/train/test_trainer.py", "tests/test_cli.py",
+              "tests/test_bad_inputs.py", "tests/test_examples.py", "tests/test_extending.py",
+              "tests/test_multi_worker.py", "tests/objectives/test_quality_penalties.py")
 
 
 def pytest_collection_modifyitems(items):
