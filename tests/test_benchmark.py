@@ -277,7 +277,17 @@ def test_the_memory_section_has_every_cell_measured_or_predicted(monkeypatch):
     calls.append(values)
     return Done(100.0 * (2.0 if values["penalty"] == "niqe" else 1.0))
   monkeypatch.setattr(memory_bench.subprocess, "run", fake_run)
-  result = memory_bench.run(total_bytes=8 * 2**30, log=lambda m: None, gpu_model=False)
+  from qagan_tf import config as config_lib
+  from qagan_tf.train import memory
+  predicted = {c: memory.iteration_bytes(config_lib.TrainConfig.create(
+      **memory_bench._values(*c)).validate()) for c in memory_bench.cells()}
+  # A machine between the largest 48 px cell and the smallest 96 px one (bfloat16's factor
+  # makes a fixed 8 GiB hold a 96 px cell).
+  small, large = (max(b for c, b in predicted.items() if c[1] != "96px"),
+                  min(b for c, b in predicted.items() if c[1] == "96px"))
+  assert small < large
+  total = (small + large) / 2 / memory.USABLE_FRACTION
+  result = memory_bench.run(total_bytes=total, log=lambda m: None, gpu_model=False)
   assert len(result["cells"]) == 3 * 3 * 2
   for name, cell in result["cells"].items():
     measured = not name.split("/")[1] == "96px"

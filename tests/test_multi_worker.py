@@ -44,11 +44,15 @@ def _checkpoint(path):
 @pytest.mark.slow
 def test_two_workers_train_like_one_process_with_the_same_global_batch(tmp_path):
   multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
+  # The reference runs first, alone: beside the two workers (and the suite's other xdist worker)
+  # a third TF process starved worker 0's coordination heartbeat past its 10 s timeout in CI
+  # (2026-12-04: "Task /job:worker/replica:0/task:0 heartbeat timeout").
+  reference = _train(single, "default")
+  reference_log = reference.communicate(timeout=900)[0]
   cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
   workers = [_train(multi, "multi_worker", dict(os.environ, TF_CONFIG=json.dumps(
       {"cluster": cluster, "task": {"type": "worker", "index": i}}))) for i in range(2)]
-  reference = _train(single, "default")
-  logs = [p.communicate(timeout=900)[0] for p in workers + [reference]]
+  logs = [p.communicate(timeout=900)[0] for p in workers] + [reference_log]
   for p, log in zip(workers + [reference], logs):
     assert p.returncode == 0, log[-4000:]
   # (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy.)
