@@ -238,6 +238,25 @@ def test_a_keras_file_saved_before_the_terms_were_modules_loads_and_trains_on():
   assert np.isfinite(history["lecam"][0]) and int(gan.state.step.numpy()) == 4
 
 
+@pytest.mark.slow
+def test_a_new_process_loads_a_keras_file_after_importing_qagan_tf_gan_as_documented():
+  """docs/library.md: in a new process, load_model needs `import qagan_tf.gan` (issue 45: it
+  failed with "Could not locate class 'QAGAN'"); without it, Keras's error names the module."""
+  import subprocess
+  import sys
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "qagan_before_terms.keras")
+  code = ("import sys, keras\n"
+          "try:\n  keras.models.load_model(sys.argv[1])\n"
+          "except TypeError as e:\n  print('WITHOUT', 'qagan_tf.gan.model' in str(e))\n"
+          "import qagan_tf.gan\n"
+          "print('WITH', type(keras.models.load_model(sys.argv[1])).__name__)\n")
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  proc = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                        cwd=root, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.split() == ["WITHOUT", "True", "WITH", "QAGAN"], proc.stdout
+
+
 def test_a_diverging_fit_stops_naming_the_largest_weight_and_an_empty_dataset_is_named():
   """As bin/train stops at a non-finite loss, fit raises at the first one, naming the weights
   in play, largest first (issue 45: it returned normally with d_loss=[nan] and every update
