@@ -64,7 +64,10 @@ def evaluate_generator(generator, extractor, reference, num_samples, seed=0, bat
   if log:
     with_activations = (reference.get("activations") is not None
                         and out["activations"] is not None)
-    log(f"{label}: computing FID (2048x2048 matrix square root, float64)"
+    exact = out["activations"] is not None and len(out["activations"]) == out["count"] <= 2048
+    log(f"{label}: computing FID ("
+        + ("exact, from the samples' activations" if exact
+           else "2048x2048 matrix square root, float64") + ")"
         + (", IS" if out["logits"] is not None else "")
         + (", KID (100 subsets), precision/recall, density/coverage" if with_activations
            else "") + (f" and NIQE of {min(niqe_samples, num_samples)} samples" if niqe_samples

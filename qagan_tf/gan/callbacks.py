@@ -53,9 +53,14 @@ class FIDCallback(keras.callbacks.Callback):
       return
     from qagan_tf.metrics import fid as fid_lib
     samples = _generate(self.model, self.num_samples, self.seed)
-    out = self.extractor.statistics([samples], total=len(samples), keep_logits=False)
+    # Fewer samples than Inception's 2048 dimensions: their activations give FID's trace term
+    # exactly, without the (2048, 2048) matrix square root (fid.frechet_distance).
+    few = len(samples) <= 2048
+    out = self.extractor.statistics([samples], total=len(samples), keep_logits=False,
+                                    keep_activations=len(samples) if few else 0)
     value = fid_lib.frechet_distance(out["mu"], out["sigma"], self.reference["mu"],
-                                     self.reference["sigma"])
+                                     self.reference["sigma"],
+                                     activations1=out["activations"] if few else None)
     if logs is not None:
       logs["fid"] = value
 

@@ -54,7 +54,10 @@ class Inputs:
 
 def _fid(x):
   g, r = x.generated, x.reference
-  return fid_lib.frechet_distance(g["mu"], g["sigma"], r["mu"], r["sigma"])
+  kept = g.get("activations")  # All of them (few samples): the exact (N, N) route.
+  return fid_lib.frechet_distance(
+      g["mu"], g["sigma"], r["mu"], r["sigma"],
+      activations1=kept if kept is not None and len(kept) == g["count"] else None)
 
 
 def _inception_score(x):

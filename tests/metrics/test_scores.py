@@ -49,6 +49,24 @@ def test_the_gram_route_equals_the_sqrtm_of_the_covariances(n1, n2, d):
     fid.fid_from_activations(a1, a2[:, :d // 2], method="gram")
 
 
+@pytest.mark.parametrize("n, d", [(40, 256), (256, 256), (300, 64)])
+def test_the_trace_from_few_activations_equals_the_sqrtm_of_the_covariances(n, d):
+  """FID of a set with N <= D (a singular covariance: an in-training evaluation of a few hundred
+  samples) from its activations, an (N, N) eigenproblem, equals the (D, D) routes; with N > D
+  the activations are not used (the sqrtm route)."""
+  a1, a2 = _activations(n, d, 5, shift=0.2), _activations(500, d, 6)
+  m1, s1 = fid.activation_statistics(a1)
+  m2, s2 = fid.activation_statistics(a2)
+  if n <= d:
+    eigen = np.sum(np.sqrt(np.clip(np.linalg.eigvals(s1 @ s2).real, 0, None)))
+    assert fid.trace_sqrt_product_with_activations(a1, s2) == pytest.approx(eigen, rel=1e-6)
+  ours = fid.frechet_distance(m1, s1, m2, s2, activations1=a1)
+  assert ours == pytest.approx(fid.frechet_distance(m1, s1, m2, s2, method="eigen"), rel=1e-6)
+  assert ours == pytest.approx(_scipy_fid(a1, a2), rel=1e-5) and ours > 1.0
+  with pytest.raises(ValueError, match="not the activations of mu1"):
+    fid.frechet_distance(m1, s1, m2, s2, activations1=a1[:-1] if n <= d else a1[:d])
+
+
 def test_fid_matches_tf_gan():
   cm = classifier_metrics()
   a1, a2 = _activations(400, 32, 5), _activations(400, 32, 6, shift=0.2)
