@@ -251,9 +251,9 @@ def lazy_cycle(every, disc_iters):
   return every // math.gcd(every, disc_iters)
 
 
-def lazy_ratios(config, images, repeats=5, log=print, every=4):
-  """Iteration time with --gp_every=k --qa_every=k over both at 1, per penalty (k = `every`),
-  all six trainers timed round-robin: {"wgan_gp_k4_over_k1": ..., ...}.
+def lazy_ratios(config, images, repeats=5, log=print, every=4, penalties=PENALTIES):
+  """Iteration time with --gp_every=k --qa_every=k over both at 1, per penalty of `penalties`
+  (k = `every`), all their trainers timed round-robin: {"wgan_gp_k4_over_k1": ..., ...}.
 
   Each timed call runs one whole lazy cycle, `lazy_cycle(k, disc_iters)` iterations (with 5 D
   updates per iteration and k = 4: 4 iterations, 20 D updates, 5 of them regularised), and both
@@ -264,7 +264,7 @@ def lazy_ratios(config, images, repeats=5, log=print, every=4):
   iterations = lazy_cycle(every, config.disc_iters)
   calls = {}
   with tempfile.TemporaryDirectory() as tmp:
-    for name in PENALTIES:
+    for name in penalties:
       for k in (1, every):
         c = config.replace(penalty=name, qa_weight=max(config.qa_weight, 0.1), eval_every=0,
                            gp_every=k, qa_every=k, jit_compile=False)
@@ -279,7 +279,7 @@ def lazy_ratios(config, images, repeats=5, log=print, every=4):
     # Warm-up covers a whole lazy cycle (every D update of the schedule traced).
     timed = _interleaved_times(calls, repeats * 2, warmup=2)
   out = {"cycle_iterations": iterations}
-  for name in PENALTIES:
+  for name in penalties:
     k1, lazy = timed[(name, 1)][0] / iterations, timed[(name, every)][0] / iterations
     out[f"{name}_k{every}_over_k1"] = lazy / k1
     out[f"{name}_k1_iteration_s"] = k1
@@ -295,15 +295,24 @@ def lazy_ratios(config, images, repeats=5, log=print, every=4):
 REGULARIZERS = ("wgan_gp", "r3", "wgan_gp_lecam", "wgan_gp_da", "r3_niqe")
 
 
-def regularizer_ratios(config, images, repeats=5, log=print):
-  """Iteration time of each of REGULARIZERS over WGAN-GP's, timed round-robin in one process:
-  {"r3_over_wgan_gp": ..., ..., "r3_niqe_over_r3": ...}."""
+def check_names(names, known, what):
+  """Raises ValueError naming the unknown entries of `names` and the known ones."""
+  unknown = [n for n in names if n not in known]
+  if unknown or not names:
+    raise ValueError(f"unknown {what} {','.join(unknown) or '(none given)'}: choose from "
+                     f"{','.join(known)}")
+
+
+def regularizer_ratios(config, images, repeats=5, log=print, names=REGULARIZERS[1:]):
+  """Iteration time of each of `names` (of REGULARIZERS) over WGAN-GP's, timed round-robin in one
+  process: {"r3_over_wgan_gp": ..., ..., "r3_niqe_over_r3": ... (with both)}."""
+  names = ("wgan_gp",) + tuple(n for n in names if n != "wgan_gp")
   from qagan_bench import quality_bench
   from qagan_tf.train import distribution
   from qagan_tf.train import trainer as trainer_lib
   calls = {}
   with tempfile.TemporaryDirectory() as tmp:
-    for name in REGULARIZERS:
+    for name in names:
       c = config.replace(eval_every=0, jit_compile=False, **quality_bench.VARIANTS[name])
       trainer = trainer_lib.Trainer(c, f"{tmp}/{name}", distribution.make_strategy("auto"),
                                     images=images)
@@ -311,13 +320,14 @@ def regularizer_ratios(config, images, repeats=5, log=print):
       calls[name] = lambda t=trainer, it=iterator: t.train_step(it)["d_loss"].numpy()
     timed = _interleaved_times(calls, repeats * 2, warmup=2)
   base = timed["wgan_gp"][0]
-  out = {f"{name}_iteration_s": timed[name][0] for name in REGULARIZERS}
-  out.update({f"{name}_over_wgan_gp": timed[name][0] / base for name in REGULARIZERS
+  out = {f"{name}_iteration_s": timed[name][0] for name in names}
+  out.update({f"{name}_over_wgan_gp": timed[name][0] / base for name in names
               if name != "wgan_gp"})
-  out["r3_niqe_over_r3"] = timed["r3_niqe"][0] / timed["r3"][0]
+  if "r3" in names and "r3_niqe" in names:
+    out["r3_niqe_over_r3"] = timed["r3_niqe"][0] / timed["r3"][0]
   log("regularisers, iteration over WGAN-GP's: " + ", ".join(
       f"{k[:-len('_over_wgan_gp')]} {v:.2f}" for k, v in out.items() if k.endswith("_over_wgan_gp"))
-      + f"; r3_niqe / r3 {out['r3_niqe_over_r3']:.2f}")
+      + (f"; r3_niqe / r3 {out['r3_niqe_over_r3']:.2f}" if "r3_niqe_over_r3" in out else ""))
   return out
 
 
@@ -359,7 +369,8 @@ def niqe_penalty_ops(config, baseline=None, log=print):
 
 
 def run(config, repeats=5, log=print, variants=None, peer_settings=None,
-        peer_variants=PEER_VARIANTS, op_count_baseline=None):
+        peer_variants=PEER_VARIANTS, op_count_baseline=None, lazy_penalties=PENALTIES,
+        regularizers=REGULARIZERS[1:]):
   """Per-iteration and per-D-step medians for each penalty, ratios, FLOPs, peak fraction, the
   NIQE penalty's op count and, with peer_settings, the PyTorch peer.
 
@@ -370,6 +381,8 @@ def run(config, repeats=5, log=print, variants=None, peer_settings=None,
     peer_settings: None (no peer) or the `torch_peer.SETTINGS` to try (see `torch_peer`).
     peer_variants: our VARIANTS raced against the peer.
     op_count_baseline: an older checkout whose NIQE penalty's op count is recorded too.
+    lazy_penalties: the penalties of `lazy_ratios` (default all).
+    regularizers: the REGULARIZERS timed against WGAN-GP (`regularizer_ratios`; default all).
   """
   if variants is not None:
     check_variant_names(variants)
@@ -435,8 +448,8 @@ def run(config, repeats=5, log=print, variants=None, peer_settings=None,
   result["input_pipeline_iterations_per_s"] = rate
   result["input_pipeline_images_per_s"] = rate * config.batch_size * config.disc_iters
   result["niqe_penalty_ops"] = niqe_penalty_ops(config, op_count_baseline, log)
-  result["lazy"] = lazy_ratios(config, images, repeats, log)
-  result["regularizers"] = regularizer_ratios(config, images, repeats, log)
+  result["lazy"] = lazy_ratios(config, images, repeats, log, penalties=lazy_penalties)
+  result["regularizers"] = regularizer_ratios(config, images, repeats, log, regularizers)
   if peer_settings is not None:
     result["peer"] = torch_peer(config, images, repeats, log, peer_variants, peer_settings)
   result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -57,7 +57,7 @@ def _fid(x):
   kept = g.get("activations")  # All of them (few samples): the exact (N, N) route.
   return fid_lib.frechet_distance(
       g["mu"], g["sigma"], r["mu"], r["sigma"],
-      activations1=kept if kept is not None and len(kept) == g["count"] else None)
+      activations1=kept if kept is not None and len(kept) == g.get("count") else None)
 
 
 def _inception_score(x):
