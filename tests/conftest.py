@@ -7,11 +7,6 @@ import sys
 # 2, grappler's ERROR lines (e.g. "remapper failed" on AVX-512 CPUs) reach their stderr, which a
 # user never sees.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# Under several xdist workers on few cores, each TF process computes an op on one thread (the
-# scripts a test starts inherit it): two workers with TF's default of one thread per core
-# oversubscribe 2 cores, and a pair of test files took 10% longer (docs/testing.md).
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) >= (os.cpu_count() or 1):
-  os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
