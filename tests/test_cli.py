@@ -75,7 +75,7 @@ def test_sigterm_saves_a_checkpoint_of_the_last_finished_step(tmp_path):
   proc = subprocess.Popen(
       [sys.executable, os.path.join(REPO, "bin", "train"), "--flagfile=configs/smoke.cfg",
        f"--model_dir={model_dir}", "--max_steps=100000", "--num_examples=64",
-       "--save_every=100000", "--log_every=1"],
+       "--disc_iters=1", "--save_every=100000", "--log_every=1"],
       cwd=REPO, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 600
   seen = ""
@@ -166,8 +166,9 @@ def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp
   why = f"(seed {seed}: SIGKILL {delay:.2f} s after step {kill_after} was logged)"
   argv = lambda d: [sys.executable, os.path.join(REPO, "bin", "train"),
                     "--flagfile=configs/smoke.cfg", f"--model_dir={d}", f"--max_steps={max_steps}",
-                    "--num_examples=64", "--width=16", "--save_every=3", "--log_every=1",
-                    "--sample_every=5", "--histogram_every=5", "--deterministic", *extra]
+                    "--num_examples=64", "--width=16", "--disc_iters=2", "--save_every=3",
+                    "--log_every=1", "--sample_every=5", "--histogram_every=5", "--deterministic",
+                    *extra]
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   reference = subprocess.Popen(argv(straight), cwd=REPO, stderr=subprocess.PIPE, text=True)
   victim = subprocess.Popen(argv(killed), cwd=REPO, stderr=subprocess.PIPE, text=True)
@@ -228,8 +229,8 @@ def test_the_r3_niqe_config_trains_with_bin_train_and_fit(tmp_path):
   import json
   model_dir = str(tmp_path / "r3")
   proc = run("train", "--flagfile=configs/cifar10_r3_niqe.cfg", "--dataset=embedded",
-             "--max_steps=3", "--width=16", "--batch_size=16", "--log_every=1",
-             f"--model_dir={model_dir}")
+             "--max_steps=3", "--width=16", "--batch_size=16", "--disc_iters=2",
+             "--log_every=1", f"--model_dir={model_dir}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(os.path.join(model_dir, "config.json")) as f:
     config = json.load(f)

@@ -105,7 +105,7 @@ def test_fit_niqe_prior_from_a_run_and_from_sobel(tmp_path, tiny_run):
     assert metadata["provenance"]["dataset"] == "embedded"
   # A fitted prior trains.
   _run([os.path.join(REPO, "bin", "train"), "--flagfile=configs/smoke_niqe.cfg",
-        f"--model_dir={tmp_path / 'qa'}", "--max_steps=1", "--num_examples=64",
+        f"--model_dir={tmp_path / 'qa'}", "--max_steps=1", "--num_examples=64", "--disc_iters=1",
         f"--niqe_prior={outputs['d_gradient_magnitude']}"], cwd=REPO)
   # Its bad inputs are in tests/test_bad_inputs.py.
 
@@ -118,7 +118,7 @@ def test_a_run_from_before_the_niqe_groups_resumes_with_its_own_settings(tmp_pat
   run_dir = tmp_path / "old"
   argv = [os.path.join(REPO, "bin", "train"), "--flagfile=configs/smoke_niqe.cfg",
           f"--model_dir={run_dir}", "--num_examples=32", "--width=8", "--batch_size=8",
-          "--log_every=1", "--save_every=1"]
+          "--disc_iters=1", "--log_every=1", "--save_every=1"]
   _run(argv + ["--max_steps=1", "--niqe_pooling=batch", "--niqe_smoothing=none"], cwd=REPO)
   with open(run_dir / "config.json") as f:
     config = json.load(f)
@@ -144,7 +144,7 @@ def test_the_sndcgan_architecture_trains_with_every_penalty_and_samples(tmp_path
   run_dir = tmp_path / "sndcgan"
   _run([os.path.join(REPO, "bin", "train"), "--flagfile=configs/smoke.cfg",
         "--architecture=sndcgan", f"--penalty={penalty}", "--max_steps=3",
-        f"--model_dir={run_dir}", "--num_examples=64", "--width=8"], cwd=REPO)
+        f"--model_dir={run_dir}", "--num_examples=64", "--width=8", "--disc_iters=1"], cwd=REPO)
   with open(run_dir / "config.json") as f:
     assert json.load(f)["architecture"] == "sndcgan"
   if penalty == "niqe":  # bin/sample rebuilds the run's architecture from config.json.

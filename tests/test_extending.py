@@ -99,7 +99,7 @@ def test_a_penalty_added_by_the_recipe_trains_in_bin_train_and_in_fit(tmp_path):
   proc = subprocess.run(
       [sys.executable, str(copy / "bin" / "train"), "--flagfile=configs/smoke.cfg",
        "--penalty=gradient_power", "--gradient_power_power=1.5", "--max_steps=2", "--width=8",
-       "--batch_size=4", "--log_every=1", f"--model_dir={run}"],
+       "--batch_size=4", "--disc_iters=1", "--log_every=1", f"--model_dir={run}"],
       cwd=copy, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(os.path.join(run, "config.json")) as f:
@@ -202,7 +202,8 @@ def test_a_regulariser_added_by_the_recipe_trains_in_bin_train_and_in_fit(tmp_pa
   env = dict(os.environ, PYTHONPATH=str(copy))
   proc = subprocess.run(
       [sys.executable, str(copy / "bin" / "train"), "--flagfile=configs/smoke.cfg",
-       "--fake_l1_weight=0.5", "--max_steps=2", "--width=8", "--batch_size=4", "--log_every=1",
+       "--fake_l1_weight=0.5", "--max_steps=2", "--width=8", "--batch_size=4", "--disc_iters=1",
+       "--log_every=1",
        f"--model_dir={run}"], cwd=copy, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(os.path.join(run, "config.json")) as f:

@@ -50,6 +50,12 @@ def _events(model_dir):
 
 @pytest.mark.slow
 def test_training_writes_checkpoints_samples_and_summaries(tmp_path):
+  """One 3-step run checks, in turn (these were three tests, each with its own run):
+  - what training writes: checkpoints, sample grids, the scalars, D's histograms, the HParams;
+  - a checkpoint restores every variable: a Trainer of another seed (every variable initialised
+    differently) restores ckpt-3 and then equals the trained one, variable by variable;
+  - a checkpoint with a non-finite variable is never written: save() refuses it, and the newest
+    checkpoint stays ckpt-3."""
   trainer = trainer_lib.Trainer(_config(max_steps=3), str(tmp_path), images=_images())
   assert trainer.train() == 3
   assert int(trainer.step.numpy()) == 3
@@ -66,6 +72,19 @@ def test_training_writes_checkpoints_samples_and_summaries(tmp_path):
   assert hparams["lr"].number_value == pytest.approx(_config().lr)
   assert hparams["penalty"].string_value == "wgan_gp"
   assert hparams["width"].number_value == 4
+
+  fresh = trainer_lib.Trainer(_config(max_steps=3, seed=1), str(tmp_path), images=_images())
+  assert fresh.restore() == 3
+  for trained, restored in zip(_state(trainer), _state(fresh)):
+    np.testing.assert_array_equal(trained, restored)
+
+  latest = tf.train.latest_checkpoint(str(tmp_path))
+  variable = trainer.discriminator.trainable_variables[0]
+  variable.assign(tf.fill(variable.shape, float("nan")))
+  trainer.step.assign_add(1)
+  with pytest.raises(FloatingPointError, match="no checkpoint written"):
+    trainer.save()
+  assert tf.train.latest_checkpoint(str(tmp_path)) == latest
 
 
 def _hparams(model_dir):
@@ -90,17 +109,34 @@ LAZY = dict(gp_every=3, qa_every=2, penalty="ssim", qa_weight=0.1)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lazy", [False, True], ids=["every_update", "lazy"])
-def test_resume_is_exact(tmp_path, lazy):
+def test_resume_and_several_steps_per_call_give_the_straight_run(tmp_path, lazy):
+  """Two checks against one straight run (5 steps, one per call), with and without lazy
+  regularisation:
+  - resume is exact: a run stopped after step 2 and resumed by a new Trainer ends with every
+    variable (models, EMA, both optimizers) bit-equal, and logs each step once;
+  - several steps per call (steps_per_call=3: calls of 3 and 2 steps, cut at the next event) give
+    the same variables and the same logged losses.
+  (These were two tests, each with its own straight run.)"""
   extra = LAZY if lazy else {}
-  straight = trainer_lib.Trainer(_config(**extra), str(tmp_path / "a"), images=_images())
-  straight.train()
-  first = trainer_lib.Trainer(_config(**extra), str(tmp_path / "b"), images=_images())
+  quiet = dict(max_steps=5, log_every=5, save_every=5, sample_every=5, histogram_every=5)
+  straight = trainer_lib.Trainer(_config(**quiet, **extra), str(tmp_path / "a"), images=_images())
+  assert straight.train() == 5
+  first = trainer_lib.Trainer(_config(max_steps=5, **extra), str(tmp_path / "b"), images=_images())
   assert first.train(stop_at=2) == 2
-  resumed = trainer_lib.Trainer(_config(**extra), str(tmp_path / "b"), images=_images())
-  assert resumed.train() == 4
+  resumed = trainer_lib.Trainer(_config(max_steps=5, **extra), str(tmp_path / "b"),
+                                images=_images())
+  assert resumed.train() == 5
   for a, b in zip(_state(straight), _state(resumed)):
     np.testing.assert_array_equal(a, b)
-  assert _events(str(tmp_path / "b"))["train/d_loss"] == [1, 2, 3, 4]
+  assert _events(str(tmp_path / "b"))["train/d_loss"] == [1, 2, 3, 4, 5]
+  three = trainer_lib.Trainer(_config(steps_per_call=3, **quiet, **extra), str(tmp_path / "three"),
+                              images=_images())
+  assert three.train() == 5
+  assert three._steps_to_next_event(0, 5) == 3 and three._steps_to_next_event(3, 5) == 2
+  for a, b in zip(_state(straight), _state(three)):
+    np.testing.assert_array_equal(a, b)
+  assert scalar_values(str(tmp_path / "three"), "train/d_loss") == scalar_values(
+      str(tmp_path / "a"), "train/d_loss")
 
 
 @pytest.mark.slow
@@ -196,30 +232,6 @@ def test_config_json_round_trip_and_validation(tmp_path):
     config_lib.load_config(str(tmp_path / "nothing"))
 
 
-@pytest.mark.slow
-def test_checkpoint_restores_every_variable(tmp_path):
-  trainer = trainer_lib.Trainer(_config(max_steps=1), str(tmp_path), images=_images())
-  trainer.train()
-  # Another seed initialises every variable differently; restoring must overwrite all of them.
-  fresh = trainer_lib.Trainer(_config(max_steps=1, seed=1), str(tmp_path), images=_images())
-  assert fresh.restore() == 1
-  for trained, restored in zip(_state(trainer), _state(fresh)):
-    np.testing.assert_array_equal(trained, restored)
-
-
-@pytest.mark.slow
-def test_a_checkpoint_with_non_finite_variables_is_never_written(tmp_path):
-  trainer = trainer_lib.Trainer(_config(max_steps=2), str(tmp_path), images=_images())
-  trainer.train()
-  latest = tf.train.latest_checkpoint(str(tmp_path))
-  variable = trainer.discriminator.trainable_variables[0]
-  variable.assign(tf.fill(variable.shape, float("nan")))
-  trainer.step.assign_add(1)
-  with pytest.raises(FloatingPointError, match="no checkpoint written"):
-    trainer.save()
-  assert tf.train.latest_checkpoint(str(tmp_path)) == latest
-
-
 def _poisonable_penalty():
   """A test penalty that is 0, or NaN while `poison` holds NaN (tf.function reads it live)."""
   from qagan_tf.objectives import penalties, penalty_api
@@ -281,22 +293,6 @@ def test_on_nonfinite_skip_gives_up_after_many_steps_in_a_row(tmp_path, monkeypa
   with pytest.raises(FloatingPointError, match="3 steps in a row up to step 3.*ckpt-2"):
     trainer_lib.Trainer(config, str(tmp_path), images=_images()).train()
   assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("lazy", [False, True], ids=["every_update", "lazy"])
-def test_several_steps_per_call_give_the_same_run(tmp_path, lazy):
-  every = dict(max_steps=5, log_every=5, save_every=5, sample_every=5, histogram_every=5,
-               **(LAZY if lazy else {}))
-  one = trainer_lib.Trainer(_config(**every), str(tmp_path / "one"), images=_images())
-  three = trainer_lib.Trainer(_config(steps_per_call=3, **every), str(tmp_path / "three"),
-                              images=_images())
-  assert one.train() == three.train() == 5
-  assert three._steps_to_next_event(0, 5) == 3 and three._steps_to_next_event(3, 5) == 2
-  for a, b in zip(_state(one), _state(three)):
-    np.testing.assert_array_equal(a, b)
-  assert scalar_values(str(tmp_path / "three"), "train/d_loss") == scalar_values(
-      str(tmp_path / "one"), "train/d_loss")
 
 
 @pytest.mark.slow
