@@ -150,7 +150,14 @@ STUDIES = {
     "regularisers_cpu": (("wgan_gp", "wgan_gp_da", "r3", "r3_niqe"), 3,
                          (("wgan_gp_da", "wgan_gp"), ("r3_niqe", "r3"))),
     "precision_cpu": (("niqe", "niqe_bf16"), 3, (("niqe_bf16", "niqe"),)),
+    # The pre-registered confirmation (docs/studies/ssim_confirm.md): two primary endpoints at
+    # 97.5% (Bonferroni), on ten seeds.
+    "ssim_confirm_cpu": (("wgan_gp_gp1", "ssim"), 10, (("ssim", "wgan_gp_gp1"),)),
 }
+# The metrics each study's required pairs must be compared on (the quality studies': final FID
+# and the gradients' NIQE; the confirmation's: its two primary endpoints).
+METRICS = {"ssim_confirm_cpu": ("fid_at_200", "final_fid")}
+LEVELS = {"ssim_confirm_cpu": 0.975}  # The level of each study's comparisons (else 95%).
 
 
 @pytest.mark.parametrize("name", sorted(STUDIES))
@@ -180,18 +187,22 @@ def test_the_committed_study_recomputes_from_its_run_files(name):
   entries = study["comparisons"] + study.get("mechanism_comparisons", [])
   pairs = {(e["variant"], e["control"], e["metric"]) for e in entries}
   for variant, control in required:
-    for metric in ("final_fid", "gradient_niqe"):
+    for metric in METRICS.get(name, ("final_fid", "gradient_niqe")):
       assert (variant, control, metric) in pairs
   for e in entries:
     mine, theirs = runs[e["variant"]], runs[e["control"]]
     seeds = sorted(set(mine) & set(theirs))
     d = np.array([mine[s]["result"][e["metric"]] - theirs[s]["result"][e["metric"]]
                   for s in seeds])
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    level = e.get("level", 0.95)  # Files recorded before levels were named: 95%, as "ci95".
+    if e in study["comparisons"]:
+      assert level == LEVELS.get(name, 0.95), e
+    half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
     assert e["n"] == len(d) and e["seeds"] == seeds
     np.testing.assert_allclose(e["mean_difference"], d.mean(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(e["std"], d.std(ddof=1), rtol=0, atol=1e-6)
-    np.testing.assert_allclose(e["ci95"], [d.mean() - half, d.mean() + half], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(e.get("ci", e.get("ci95")), [d.mean() - half, d.mean() + half],
+                               rtol=0, atol=1e-6)
     expected = ("lower" if d.mean() + half < 0 else "higher" if d.mean() - half > 0
                 else "no detectable difference")
     assert e["verdict"] == expected, e
