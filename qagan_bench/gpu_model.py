@@ -123,14 +123,14 @@ def d_step_costs(config, penalty, log=print):
     def gradients(r, f, e):
       return critic.critic_gradients(trainer.discriminator, r, f, e, trainer.objective,
                                      global_batch_size=c.batch_size)
-    plain_gradients = tf.function(gradients)
+    plain_gradients = tf.function(gradients, autograph=False)
     plain_gradients(real, fake, eps)
     gradient_ops = op_profile.tf_op_times(
         lambda: tf.nest.map_structure(lambda t: t.numpy(), plain_gradients(real, fake, eps)),
         runs=1)["executed_ops"]
     # What --jit_compile leaves outside XLA: the optimizer update and the step's bookkeeping.
     out["update_ops"] = max(int(ops - gradient_ops), 0)
-    compiled = tf.function(gradients, jit_compile=True)
+    compiled = tf.function(gradients, jit_compile=True, autograph=False)
     try:
       hlo = compiled.experimental_get_compiler_ir(real, fake, eps)(stage="optimized_hlo")
       kinds = hlo_kernels(hlo)

@@ -75,7 +75,8 @@ with tempfile.TemporaryDirectory() as tmp:
     real, z, eps = inputs["real"][0], inputs["z"][0], inputs["eps"][0]
     parts = train_bench.plain_parts(trainer)
     fn = tf.function(lambda: critic.discriminator_update(
-        parts, real, z, eps, global_batch_size=config.batch_size).values["d_loss"])
+        parts, real, z, eps, global_batch_size=config.batch_size).values["d_loss"],
+        autograph=False)
     graph = fn.get_concrete_function().graph
     weights = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in
                   trainer.generator.variables + trainer.discriminator.variables)

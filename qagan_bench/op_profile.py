@@ -75,12 +75,12 @@ def run(config, runs=3, log=print, precision="float32"):
 
     parts = train_bench.plain_parts(trainer)
 
-    @tf.function
+    @tf.function(autograph=False)
     def d_step():
       return critic.discriminator_update(parts, real, z, eps,
                                          global_batch_size=config.batch_size).values["d_loss"]
 
-    @tf.function
+    @tf.function(autograph=False)
     def g_step():
       return generator_lib.generator_update(parts, z_gen,
                                             global_batch_size=z_gen.shape[0]).values["g_loss"]

@@ -269,7 +269,7 @@ class MechanismProbe:
     from qagan_tf.objectives import ssim
     settings = ssim.SsimConfig()
 
-    @tf.function
+    @tf.function(autograph=False)
     def fn(real, fake, eps):
       scores = losses.critic_scores(discriminator, tf.concat([real, fake], axis=0))
       d_real, d_fake = tf.split(scores, 2)

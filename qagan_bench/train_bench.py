@@ -345,7 +345,7 @@ def _d_step_fn(trainer, c, inputs):
   real, z, eps = inputs["real"][0], inputs["z"][0], inputs["eps"][0]
   parts = plain_parts(trainer)
 
-  @tf.function
+  @tf.function(autograph=False)  # No tensor control flow: AutoGraph would only cost tracing.
   def d_step():
     return critic.discriminator_update(parts, real, z, eps,
                                        global_batch_size=c.batch_size).values["d_loss"]

@@ -246,7 +246,9 @@ class Trainer:
         return (i + 1,)
       tf.while_loop(lambda i: i < count, body, (tf.constant(0, count.dtype),))
 
-    return tf.function(iteration), several
+    # No tensor control flow in the iteration (as in `several`): AutoGraph would only convert
+    # every function it calls, seconds of a first step's tracing.
+    return tf.function(iteration, autograph=False), several
 
   def pop_metric_means(self):
     """Means of every metric over the finite steps since the last call ({} when none)."""

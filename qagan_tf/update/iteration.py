@@ -42,9 +42,9 @@ class Parts:
     d_scale, g_scale = loss_scales or (None, None)
     d_fn = g_fn = None
     if jit_compile:
-      d_fn = tf.function(critic.critic_gradients, jit_compile=True)
+      d_fn = tf.function(critic.critic_gradients, jit_compile=True, autograph=False)
       if replicas == 1:
-        g_fn = tf.function(generator_lib.generator_gradients, jit_compile=True)
+        g_fn = tf.function(generator_lib.generator_gradients, jit_compile=True, autograph=False)
       elif log is not None:
         log(f"jit_compile on {replicas} replicas: the G update is not compiled (its "
             "synchronised batch norm all-reduces, which a compiled function cannot).")

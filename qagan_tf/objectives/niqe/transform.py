@@ -128,7 +128,7 @@ class GradientDistance:
     self.prior, self.settings = prior, settings
     self.images_per_score = 1 if settings.grayscale or settings.transform == "magnitude" else 3
     self._scorers = {}
-    self._local = (tf.function(self._local_part, jit_compile=True) if compile_local
+    self._local = (tf.function(self._local_part, jit_compile=True, autograph=False) if compile_local
                    else self._local_part)
 
   def _scorer(self, dtype):
