@@ -19,6 +19,8 @@ import tensorflow as tf
 from qagan_tf.iqa import niqe_metric
 from qagan_tf.objectives import lecam as lecam_lib
 from qagan_tf.objectives import losses
+from qagan_tf.objectives import penalties as penalties_lib
+from qagan_tf.objectives import penalty_api
 from qagan_tf.objectives import ssim as ssim_lib
 from qagan_tf.objectives.niqe import fit as niqe_fit
 from qagan_tf.objectives.niqe import priors as niqe_priors
@@ -26,7 +28,7 @@ from qagan_tf.objectives.niqe.penalty import niqe_gradient_penalty as niqe_penal
 from qagan_tf.utils import fields
 
 __all__ = ["gradient_penalty", "r1_penalty", "r2_penalty", "lecam_penalty",
-           "ssim_distance_penalty", "niqe_penalty", "load_prior", "fit_prior", "niqe"]
+           "ssim_distance_penalty", "niqe_penalty", "penalty", "load_prior", "fit_prior", "niqe"]
 
 
 def _float(x, name):
@@ -197,6 +199,59 @@ def ssim_distance_penalty(real, fake, d_real, d_fake, **settings):
             for x, name in ((d_real, "d_real"), (d_fake, "d_fake"))]
   penalty, _, _ = ssim_lib.ssim_penalty_terms(real, fake, *scores, config)
   return penalty
+
+
+def penalty(name, *, xla=False, **settings):
+  """Any registered quality-aware penalty (`--penalty` names: `objectives/penalties.py`'s
+  `PENALTIES`, one added by docs/extending.md's recipe included) as a function of tensors, built
+  as bin/train and `QAGAN` build it:
+
+    fn = qa.penalty("niqe", pooling="batch")
+    per_example = fn(real, fake, d_real, d_fake, grad_x_hat=grads)   # float (B,), unweighted
+
+  Args:
+    name: the penalty's registry name (ssim, niqe, ...).
+    xla: compile the penalty's own work with XLA (leave False inside a step compiled whole).
+    **settings: its settings by field name (the `--<name>_*` flags without the prefix); bin/
+      train's defaults for the others.
+
+  Returns:
+    fn(real, fake, d_real, d_fake, *, x_hat=None, grad_x_hat=None) -> float (B,): images
+    (B, H, W, C) in [-1, 1], critic scores (B,) or (B, 1), and, for a penalty of D's input
+    gradients, the interpolates and D's gradient there (`gradient_penalty`'s second output).
+    The penalty is built for the images' size at the first call of each size.
+
+  Raises:
+    ValueError: an unknown name or setting (naming the valid ones), a baseline without a
+      quality penalty (wgan_gp, none), or a call without the gradient the penalty needs.
+  """
+  entry = penalties_lib.get_entry(name)
+  if entry.settings is None:
+    raise ValueError(f"penalty {name!r} has no quality-aware term (a baseline: the 1-GP alone, "
+                     "qa.gradient_penalty); choose from "
+                     f"{', '.join(n for n, e in penalties_lib.PENALTIES.items() if e.settings)}.")
+  config = fields.from_keywords(entry.settings, settings, f"{name} penalty setting(s)")
+  built = {}
+
+  def fn(real, fake, d_real, d_fake, *, x_hat=None, grad_x_hat=None):
+    real, fake = _pair(real, fake)
+    batch = real.shape[0]
+    scores = [tf.cast(_scores(x, label, batch), real.dtype)
+              for x, label in ((d_real, "d_real"), (d_fake, "d_fake"))]
+    resolution = int(real.shape[1])
+    if resolution not in built:
+      built[resolution] = penalties_lib.build(name, config, resolution, xla=xla)
+    quality = built[resolution]
+    if quality.needs_input_gradient and grad_x_hat is None:
+      raise ValueError(f"the {name} penalty reads D's input gradients: pass grad_x_hat= (the "
+                       "second output of qa.gradient_penalty).")
+    inputs = penalty_api.PenaltyInputs(
+        real=real, fake=fake, x_hat=fake if x_hat is None else tf.convert_to_tensor(x_hat),
+        d_real=scores[0], d_fake=scores[1],
+        grad_x_hat=None if grad_x_hat is None else tf.convert_to_tensor(grad_x_hat))
+    value, _ = quality.fn(inputs)
+    return value
+  return fn
 
 
 def load_prior(name_or_path):

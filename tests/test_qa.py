@@ -161,8 +161,8 @@ def test_the_functions_work_under_mixed_precision_and_in_a_replica():
   np.testing.assert_allclose(local[0].numpy(), qa.gradient_penalty(
       d, real, real[::-1], tf.fill([4], 0.5))[0].numpy(), rtol=1e-5)
   assert qa.__all__ == ["gradient_penalty", "r1_penalty", "r2_penalty", "lecam_penalty",
-                        "ssim_distance_penalty", "niqe_penalty", "load_prior", "fit_prior",
-                        "niqe"]
+                        "ssim_distance_penalty", "niqe_penalty", "penalty", "load_prior",
+                        "fit_prior", "niqe"]
 
 
 def test_every_qa_function_names_a_bad_argument_before_tf_does():
@@ -236,3 +236,50 @@ def test_float_images_of_niqe_need_their_range_and_every_input_must_be_finite():
   grads[3, 1, 1, 1] = np.nan
   with pytest.raises(ValueError, match="input_gradients holds 1 NaN.*every example of its group"):
     qa.niqe_penalty(grads)
+
+
+def test_penalty_builds_any_registered_penalty_as_the_named_functions_compute_it(monkeypatch):
+  """qa.penalty(name, **settings) is the registry's penalty as a function of tensors: the same
+  numbers as qa.ssim_distance_penalty and qa.niqe_penalty with the same settings, and a penalty
+  added to the registry (as docs/extending.md's recipe adds one) with no edit of qa."""
+  from qagan_tf.objectives import penalties
+  from qagan_tf.objectives import penalty_api
+  d = _critic()
+  real, fake = _images(4, 4), _images(4, 5)
+  d_real, d_fake = d(real), d(fake)
+  _, grads = qa.gradient_penalty(d, real, fake)
+  np.testing.assert_array_equal(
+      qa.penalty("ssim", window_size=4)(real, fake, d_real, d_fake).numpy(),
+      qa.ssim_distance_penalty(real, fake, d_real, d_fake, window_size=4).numpy())
+  np.testing.assert_array_equal(
+      qa.penalty("niqe", pooling="batch")(real, fake, d_real, d_fake, grad_x_hat=grads).numpy(),
+      qa.niqe_penalty(grads, pooling="batch").numpy())
+  with pytest.raises(ValueError, match="reads D's input gradients: pass grad_x_hat="):
+    qa.penalty("niqe")(real, fake, d_real, d_fake)
+  with pytest.raises(ValueError, match="unknown ssim penalty setting.*windowsize.*window_size"):
+    qa.penalty("ssim", windowsize=4)
+  with pytest.raises(ValueError, match="'wgan_gp' has no quality-aware term.*ssim, niqe"):
+    qa.penalty("wgan_gp")
+  with pytest.raises(ValueError, match="Unknown penalty 'nique'"):
+    qa.penalty("nique")
+  # A registered newcomer: the mean absolute score gap, with a setting of its own.
+  import dataclasses
+
+  @dataclasses.dataclass(frozen=True)
+  class GapSettings:
+    scale: float = 1.0
+
+    def check_values(self, spell):
+      if self.scale < 0:
+        raise ValueError(f"{spell('scale')}={self.scale} must be >= 0.")
+
+  def build(settings, resolution, *, xla=False):
+    del resolution, xla
+    return penalty_api.QualityPenalty("gap", "gap_penalty", lambda x: (
+        settings.scale * tf.abs(x.d_real - x.d_fake), {}))
+  monkeypatch.setitem(penalties.PENALTIES, "gap",
+                      penalty_api.PenaltyEntry(build=build, settings=GapSettings))
+  np.testing.assert_allclose(qa.penalty("gap", scale=2.0)(real, fake, d_real, d_fake).numpy(),
+                             2.0 * np.abs(d_real.numpy() - d_fake.numpy()).ravel(), rtol=1e-6)
+  with pytest.raises(ValueError, match="scale=-1.0 must be >= 0"):
+    qa.penalty("gap", scale=-1.0)

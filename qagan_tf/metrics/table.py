@@ -124,7 +124,11 @@ class Metric:
   the factor its values are shown with. tag: its TensorBoard scalar in in-training evaluation.
   higher_is_better: the direction of better. fn: Inputs -> float, or None when the inputs
   cannot give it. column: shown as a table column (False: in the JSON and TensorBoard only,
-  e.g. a spread over splits). unavailable: why it is missing when fn gives None.
+  e.g. a spread over splits). unavailable: why it is missing when fn gives None. needs: what
+  fn reads beyond the samples' pool_3 statistics, of NEEDS ("logits": Inception's softmax
+  layer; "activations": the reference's and the samples' pool_3 rows; "samples": the images
+  themselves), so that a caller can keep it, or refuse a metric it cannot give, before it
+  generates anything.
   """
   key: str
   label: str
@@ -134,35 +138,40 @@ class Metric:
   fn: Callable
   column: bool = True
   unavailable: Optional[str] = None
+  needs: tuple = ()
+
+
+NEEDS = ("logits", "activations", "samples")
 
 
 METRICS = (
-    Metric("is_mean", "IS", 1.0, "eval/is", True, _part(_inception_score, 0),
+    Metric("is_mean", "IS", 1.0, "eval/is", True, _part(_inception_score, 0), needs=("logits",),
            unavailable="IS needs the Inception softmax layer, which these weights lack (pool_3 "
            "only); get the official graph with bin/fetch_inception and pass its .npz with "
            "--inception_weights"),
     Metric("is_std", "IS std over splits", 1.0, "eval/is_std", False,
-           _part(_inception_score, 1), column=False),
+           _part(_inception_score, 1), column=False, needs=("logits",)),
     Metric("fid", "FID", 1.0, "eval/fid", False, _fid),
-    Metric("kid", "KID x 1e3", 1e3, "eval/kid", False, _part(_kid, 0),
+    Metric("kid", "KID x 1e3", 1e3, "eval/kid", False, _part(_kid, 0), needs=("activations",),
            unavailable="KID " + _NEEDS_ACTIVATIONS),
     Metric("kid_std", "KID std over subsets", 1.0, "eval/kid_std", False, _part(_kid, 1),
-           column=False),
+           column=False, needs=("activations",)),
     Metric("precision", "precision", 1.0, "eval/precision", True,
-           _part(_precision_recall, key="precision"),
+           _part(_precision_recall, key="precision"), needs=("activations",),
            unavailable="precision and recall " + _NEEDS_ACTIVATIONS),
     Metric("recall", "recall", 1.0, "eval/recall", True, _part(_precision_recall, key="recall"),
+           needs=("activations",),
            unavailable="precision and recall " + _NEEDS_ACTIVATIONS),
     Metric("density", "density", 1.0, "eval/density", True,
-           _part(_density_coverage, key="density"),
+           _part(_density_coverage, key="density"), needs=("activations",),
            unavailable="density and coverage " + _NEEDS_ACTIVATIONS),
     Metric("coverage", "coverage", 1.0, "eval/coverage", True,
-           _part(_density_coverage, key="coverage"),
+           _part(_density_coverage, key="coverage"), needs=("activations",),
            unavailable="density and coverage " + _NEEDS_ACTIVATIONS),
-    Metric("niqe", "NIQE", 1.0, "eval/niqe", False, _stat(_niqe, np.mean),
+    Metric("niqe", "NIQE", 1.0, "eval/niqe", False, _stat(_niqe, np.mean), needs=("samples",),
            unavailable="NIQE was not asked for (--niqe_samples=0)"),
     Metric("niqe_std", "NIQE std over samples", 1.0, "eval/niqe_std", False,
-           _stat(_niqe, np.std), column=False),
+           _stat(_niqe, np.std), column=False, needs=("samples",)),
 )
 BY_KEY = {m.key: m for m in METRICS}
 COLUMNS = tuple(m for m in METRICS if m.column)

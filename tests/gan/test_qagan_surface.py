@@ -281,3 +281,59 @@ def test_a_diverging_fit_stops_naming_the_largest_weight_and_an_empty_dataset_is
   with warnings.catch_warnings():
     warnings.simplefilter("error", UserWarning)
     calm.fit(data, epochs=1, verbose=0)
+
+
+def test_the_evaluation_callback_logs_any_metric_of_the_table_a_new_one_included(monkeypatch):
+  """EvaluationCallback computes metrics of metrics/table.py through bin/evaluate's function
+  (`evaluation.evaluate_generator`, `sampling`'s latents), of the EMA generator: FID as one
+  computes it by hand from the same samples, KID from the reference activations, and a metric
+  added to the table (the recipe's one entry) reaches fit's logs with no other edit.
+  FIDCallback is its FID-only alias. Metrics the inputs cannot give are refused before fit."""
+  from qagan_tf import sampling
+  from qagan_tf.data import sources
+  from qagan_tf.gan import EvaluationCallback, FIDCallback
+  from qagan_tf.metrics import features
+  from qagan_tf.metrics import fid as fid_lib
+  from qagan_tf.metrics import table
+  from tests import reference
+  weights = reference.reference_path("inception", "fid_inception_2015_12_05_pool3.npz")
+  extractor = features.InceptionFeatures(weights, with_logits=False)
+  stats = extractor.statistics([sources.embedded_images(32, 32, seed=5)], total=32,
+                               keep_logits=False, keep_activations=32)
+  brightness = table.Metric("brightness", "brightness", 1.0, "eval/brightness", True,
+                            lambda x: None if x.samples is None else float(np.mean(x.samples)),
+                            needs=("samples",))
+  monkeypatch.setattr(table, "METRICS", table.METRICS + (brightness,))
+  monkeypatch.setitem(table.BY_KEY, "brightness", brightness)
+  table.metric.cache_clear()
+  try:
+    callback = EvaluationCallback(stats, metrics=("fid", "kid", "brightness"), num_samples=32,
+                                  weights=weights, niqe_samples=16)
+    fid_only = FIDCallback({"mu": stats["mu"], "sigma": stats["sigma"]}, num_samples=32,
+                           weights=weights)
+    gan = _compiled(penalty="wgan_gp", disc_iters=1)
+    history = gan.fit(tf.data.Dataset.from_tensor_slices(_images(16)).batch(8),
+                      epochs=1, steps_per_epoch=1, callbacks=[callback, fid_only],
+                      verbose=0).history
+    assert callback.evaluate() == {k: history[k][0] for k in ("fid", "kid", "brightness")}
+    assert fid_only.evaluate() == {"fid": history["fid"][0]}
+    with gan.ema_weights() as g:  # By hand: the latents of `sampling`, one batch of 32.
+      samples = images_to_uint8(g(sampling.latents(32, LATENT, 20191209), training=False))
+    out = extractor.statistics([samples], total=32, keep_logits=False, keep_activations=32)
+    assert history["fid"][0] == pytest.approx(fid_lib.frechet_distance(
+        out["mu"], out["sigma"], stats["mu"], stats["sigma"], activations1=out["activations"]),
+        rel=1e-6)
+    assert history["brightness"][0] == pytest.approx(float(np.mean(samples[:16])))
+    assert np.isfinite(history["kid"][0])
+    with pytest.raises(ValueError, match="unknown metric 'fdi'.*fid, kid"):
+      EvaluationCallback(stats, metrics=("fdi",), weights=weights)
+    with pytest.raises(ValueError, match="kid: KID needs the real images' activations"):
+      EvaluationCallback({"mu": stats["mu"], "sigma": stats["sigma"]}, metrics=("kid",),
+                         weights=weights)
+  finally:
+    table.metric.cache_clear()
+
+
+def images_to_uint8(images):
+  from qagan_tf.utils import images as images_lib
+  return images_lib.to_uint8(images.numpy())
