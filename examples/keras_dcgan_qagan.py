@@ -55,6 +55,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--epochs", type=int, default=20)
   parser.add_argument("--steps_per_epoch", type=int, default=100)
+  parser.add_argument("--batch_size", type=int, default=64, help="Images per critic update.")
+  parser.add_argument("--disc_iters", type=int, default=5, help="Critic updates per step.")
   parser.add_argument("--log_dir", default="runs/keras_dcgan_qagan")
   parser.add_argument("--stats", default=None,
                       help="Reference statistics for the FID callback (bin/compute_stats); "
@@ -73,21 +75,22 @@ def main():
     strategy = tf.distribute.MirroredStrategy()
     with strategy.scope():
       gan = QAGAN(make_generator(), make_discriminator(), latent_dim=LATENT_DIM,
-                  penalty="niqe", gp_weight=1.0, qa_weight=0.1, disc_iters=5)
+                  penalty="niqe", gp_weight=1.0, qa_weight=0.1, disc_iters=args.disc_iters)
       gan.compile(d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.0, beta_2=0.9),
                   g_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.0, beta_2=0.9))
-    gan.fit(dataset(batch_size=64 * 5), epochs=args.epochs, steps_per_epoch=args.steps_per_epoch)
+    gan.fit(dataset(batch_size=args.batch_size * args.disc_iters), epochs=args.epochs,
+            steps_per_epoch=args.steps_per_epoch)
     # [end]
     return
   stats = args.stats or reference_statistics(args.reference_images)
   # [fit]
   from qagan_tf.gan import FIDCallback, QAGAN, SampleGrid
   gan = QAGAN(make_generator(), make_discriminator(), latent_dim=LATENT_DIM, penalty="niqe",
-              gp_weight=1.0, qa_weight=0.1, disc_iters=5, ema_decay=0.99)
+              gp_weight=1.0, qa_weight=0.1, disc_iters=args.disc_iters, ema_decay=0.99)
   gan.compile(d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.0, beta_2=0.9),
               g_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.0, beta_2=0.9))
   history = gan.fit(
-      dataset(batch_size=64 * 5),  # 5 critic updates of 64 images per step.
+      dataset(batch_size=args.batch_size * args.disc_iters),  # One batch per critic update.
       epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
       validation_data=held_out(),  # val_d_loss, val_wasserstein: D overfitting shows here.
       callbacks=[FIDCallback(stats, every_n_epochs=args.fid_every, num_samples=args.fid_samples),

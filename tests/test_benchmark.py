@@ -21,9 +21,9 @@ def test_benchmark_writes_every_figure(tmp_path):
   proc = scripts.run(
       "benchmark", "--flagfile=configs/smoke.cfg",
       "--width=8", "--batch_size=4", "--disc_iters=1", "--repeats=1", "--inception_batch=2",
-      "--speed_variants=baseline,xla_tf32", "--peer_settings=eager,channels_last",
-      "--peer_variants=default,baseline", "--sections=train,inception,peer", "--nowith_torch",
-      "--lazy_penalties=niqe", "--regularizer_variants=r3,r3_niqe", f"--output={out}", env=env)
+      "--speed_variants=baseline,tf32", "--peer_settings=eager,channels_last",
+      "--peer_variants=default", "--sections=train,inception,peer", "--nowith_torch",
+      "--lazy_penalties=wgan_gp", "--regularizer_variants=r3,r3_niqe", f"--output={out}", env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out) as f:
     result = json.load(f)
@@ -35,7 +35,8 @@ def test_benchmark_writes_every_figure(tmp_path):
   base = train["penalties"]["wgan_gp"]["d_step_s"]
   assert result["ssim_over_wgan_gp"] == train["penalties"]["ssim"]["d_step_s"] / base
   assert result["niqe_over_wgan_gp"] == train["penalties"]["niqe"]["d_step_s"] / base
-  assert set(train["speed_variants"]) == {"baseline", "xla_tf32"}  # As asked (all by default).
+  # As asked (all by default; each is one more trainer to trace: XLA's are tested elsewhere).
+  assert set(train["speed_variants"]) == {"baseline", "tf32"}
   assert train["speed_variants"]["baseline"]["speedup_over_baseline"] == 1.0
   assert all(v["step_s"] > 0 for v in train["speed_variants"].values())
   assert train["input_pipeline_iterations_per_s"] > 0 and train["peak_rss_mib"] > 0
@@ -47,9 +48,9 @@ def test_benchmark_writes_every_figure(tmp_path):
   # give every kind of figure).
   lazy = train["lazy"]  # Iteration-time ratios of --gp_every=4 --qa_every=4 over 1.
   assert lazy["cycle_iterations"] == 4  # Timed over whole cycles: 4 x 1 D update.
-  assert lazy["niqe_k4_over_k1"] == (lazy["niqe_k4_iteration_s"]
-                                     / lazy["niqe_k1_iteration_s"]) > 0
-  assert not [k for k in lazy if k.startswith(("wgan_gp", "ssim"))]
+  assert lazy["wgan_gp_k4_over_k1"] == (lazy["wgan_gp_k4_iteration_s"]
+                                        / lazy["wgan_gp_k1_iteration_s"]) > 0
+  assert not [k for k in lazy if k.startswith(("niqe", "ssim"))]
   regs = result["regularizers"]  # Iteration time of each regulariser over WGAN-GP's.
   for name in ("r3", "r3_niqe"):
     assert regs[f"{name}_over_wgan_gp"] == (regs[f"{name}_iteration_s"]
@@ -59,7 +60,7 @@ def test_benchmark_writes_every_figure(tmp_path):
   # The peer section (torch is a test dependency): the race alone, with the load averages.
   peer = result["peer"]
   assert set(peer["torch"]) == {"eager", "channels_last"}
-  assert set(peer["ours"]) == {"default", "baseline"}
+  assert set(peer["ours"]) == {"default"}
   assert peer["ours_over_torch_speed"] == peer["torch_iteration_s"] / peer["ours_iteration_s"]
   assert peer["default_over_torch_best"] == peer["torch_iteration_s"] / peer["ours"]["default"]
   assert peer["torch_iteration_s"] == min(peer["torch"].values()) > 0
