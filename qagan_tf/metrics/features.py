@@ -1,5 +1,7 @@
 """Batched Inception feature extraction for numpy images, with input checks and progress."""
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -45,6 +47,30 @@ def check_images(images, where="images"):
   return images
 
 
+def _traced(model, jit_compile):
+  # No AutoGraph: the network has no tensor-dependent Python control flow, and its conversion
+  # writes temporary source files (on a full disk it fails with four lines of warning).
+  return tf.function(model, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+
+
+# Networks loaded in this process, by weights file (path, size, modification time) and options:
+# a second extractor of the same weights (a callback beside bin/evaluate's, each in-training
+# evaluation, tests) reuses the network and its traced function instead of reading, checking
+# and tracing 95 MB again (about 2 s, then a trace per batch shape).
+_NETWORKS = {}
+
+
+def _network(weights, with_logits, verify, jit_compile):
+  """(model, info, traced function) of the weights, loaded once per process."""
+  path = os.path.abspath(inception_weights.resolve_path(weights))
+  stat = os.stat(path)
+  key = (path, stat.st_size, stat.st_mtime_ns, with_logits, verify, jit_compile)
+  if key not in _NETWORKS:
+    model, info = inception_weights.load_inception(path, with_logits, verify)
+    _NETWORKS[key] = (model, info, _traced(model, jit_compile))
+  return _NETWORKS[key]
+
+
 class InceptionFeatures:
   """pool_3 features and logits of numpy images through the official network.
 
@@ -59,13 +85,11 @@ class InceptionFeatures:
   def __init__(self, weights=None, with_logits=None, batch_size=64, jit_compile=False,
                verify=True, model=None, info=None):
     if model is None:
-      model, info = inception_weights.load_inception(weights, with_logits, verify)
-    self.model, self.info, self.batch_size = model, info, batch_size
+      model, info, self._fn = _network(weights, with_logits, verify, jit_compile)
+    else:
+      self._fn = _traced(model, jit_compile)
+    self.model, self.info, self.batch_size = model, dict(info or {}), batch_size
     self.has_logits = model.with_logits
-    # No AutoGraph: the network has no tensor-dependent Python control flow, and its conversion
-    # writes temporary source files (on a full disk it fails with four lines of warning).
-    self._fn = tf.function(model, jit_compile=jit_compile, reduce_retracing=True,
-                           autograph=False)
 
   @property
   def softmax_biases(self):

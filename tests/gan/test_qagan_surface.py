@@ -298,8 +298,8 @@ def test_the_evaluation_callback_logs_any_metric_of_the_table_a_new_one_included
   from tests import reference
   weights = reference.reference_path("inception", "fid_inception_2015_12_05_pool3.npz")
   extractor = features.InceptionFeatures(weights, with_logits=False)
-  stats = extractor.statistics([sources.embedded_images(32, 32, seed=5)], total=32,
-                               keep_logits=False, keep_activations=32)
+  stats = extractor.statistics([sources.embedded_images(32, 16, seed=5)], total=16,
+                               keep_logits=False, keep_activations=16)
   brightness = table.Metric("brightness", "brightness", 1.0, "eval/brightness", True,
                             lambda x: None if x.samples is None else float(np.mean(x.samples)),
                             needs=("samples",))
@@ -307,23 +307,23 @@ def test_the_evaluation_callback_logs_any_metric_of_the_table_a_new_one_included
   monkeypatch.setitem(table.BY_KEY, "brightness", brightness)
   table.metric.cache_clear()
   try:
-    callback = EvaluationCallback(stats, metrics=("fid", "kid", "brightness"), num_samples=32,
-                                  weights=weights, niqe_samples=16)
-    fid_only = FIDCallback({"mu": stats["mu"], "sigma": stats["sigma"]}, num_samples=32,
+    callback = EvaluationCallback(stats, metrics=("fid", "kid", "brightness"), num_samples=16,
+                                  weights=weights, niqe_samples=8)
+    fid_only = FIDCallback({"mu": stats["mu"], "sigma": stats["sigma"]}, num_samples=16,
                            weights=weights)
     gan = _compiled(penalty="wgan_gp", disc_iters=1)
     history = gan.fit(tf.data.Dataset.from_tensor_slices(_images(16)).batch(8),
-                      epochs=1, steps_per_epoch=1, callbacks=[callback, fid_only],
-                      verbose=0).history
+                      epochs=1, steps_per_epoch=1, callbacks=[callback], verbose=0).history
     assert callback.evaluate() == {k: history[k][0] for k in ("fid", "kid", "brightness")}
+    fid_only.set_model(gan)
     assert fid_only.evaluate() == {"fid": history["fid"][0]}
-    with gan.ema_weights() as g:  # By hand: the latents of `sampling`, one batch of 32.
-      samples = images_to_uint8(g(sampling.latents(32, LATENT, 20191209), training=False))
-    out = extractor.statistics([samples], total=32, keep_logits=False, keep_activations=32)
+    with gan.ema_weights() as g:  # By hand: the latents of `sampling`, one batch of 16.
+      samples = images_to_uint8(g(sampling.latents(16, LATENT, 20191209), training=False))
+    out = extractor.statistics([samples], total=16, keep_logits=False, keep_activations=16)
     assert history["fid"][0] == pytest.approx(fid_lib.frechet_distance(
         out["mu"], out["sigma"], stats["mu"], stats["sigma"], activations1=out["activations"]),
         rel=1e-6)
-    assert history["brightness"][0] == pytest.approx(float(np.mean(samples[:16])))
+    assert history["brightness"][0] == pytest.approx(float(np.mean(samples[:8])))
     assert np.isfinite(history["kid"][0])
     with pytest.raises(ValueError, match="unknown metric 'fdi'.*fid, kid"):
       EvaluationCallback(stats, metrics=("fdi",), weights=weights)
