@@ -26,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(REPO, "bin")
 # bin/'s own modules, imported by the scripts as top-level modules (bin/ is on sys.path as the
 # script's directory); they define flags when imported, so each run imports them afresh.
-_BIN_MODULES = ("train_flags", "eval_common")
+_BIN_MODULES = ("train_flags", "eval_common", "benchmark_flags")
 _LOCK = threading.Lock()  # One script at a time: flags, cwd and fds are the process's.
 # The tiny run of the shared `tiny_run` fixture (tests/conftest.py) and of the bad-input
 # catalogue: the smoke config at width 16 with one D update per iteration (an unrolled D update

@@ -130,8 +130,12 @@ def test_missing_inception_weights_stop_the_benchmark_before_anything_is_timed(t
 
 def test_speed_variant_names_are_checked_before_anything_is_timed():
   from qagan_bench import train_bench
-  assert {"baseline", "default", "steps_per_call_10", "xla", "xla_steps_per_call_10", "bfloat16",
-          "float16", "xla_bfloat16", "tf32", "xla_tf32"} == set(train_bench.VARIANTS)
+  from qagan_tf import config as config_lib
+  # Every variant is config changes a TrainConfig accepts and a positive steps-per-call count.
+  fields = set(config_lib.TrainConfig.__dataclass_fields__)
+  for name, (changes, count) in train_bench.VARIANTS.items():
+    assert set(changes) <= fields and isinstance(count, int) and count >= 1, name
+  assert train_bench.VARIANTS["baseline"] == ({"jit_compile": False}, 1)  # The reference.
   train_bench.check_variant_names(list(train_bench.VARIANTS))
   with pytest.raises(ValueError, match="unknown --speed_variants xal.*choose from baseline"):
     train_bench.run(None, variants=["baseline", "xal"])  # No config needed: fails first.
@@ -329,3 +333,73 @@ def test_one_real_memory_cell_runs_with_its_gpu_model():
   assert out["peak_bytes"] > out["built_bytes"] > 0  # An iteration adds memory (was 0).
   assert out["iteration_bytes"] == out["peak_bytes"] - out["built_bytes"]
   assert out["gpu_model_bytes"] > 0
+
+
+def test_the_sections_are_one_registry_that_the_script_checks_and_lists(tmp_path):
+  """bin/benchmark loops over qagan_bench.sections.SECTIONS: every entry has a check, a run and
+  a help line, --help lists them all, and an unknown name is refused naming every one."""
+  from qagan_bench import sections
+  for name, section in sections.SECTIONS.items():
+    assert callable(section.check) and callable(section.run) and section.help, name
+  assert set(sections.DEFAULT_SECTIONS) <= set(sections.SECTIONS)
+  out = str(tmp_path / "bench.json")
+  proc = scripts.run("benchmark", "--sections=train,bogus", f"--output={out}")
+  assert proc.returncode != 0 and not os.path.exists(out)
+  errors = [line for line in proc.stderr.splitlines() if "bin/benchmark: error: " in line]
+  assert len(errors) == 1 and "unknown --sections bogus" in errors[0], proc.stderr[-2000:]
+  assert all(name in errors[0] for name in sections.SECTIONS)
+  proc = scripts.run("benchmark", "--help")
+  assert proc.returncode == 0
+  assert all(f"{name}: {section.help}"[:40] in " ".join(proc.stdout.split())
+             for name, section in sections.SECTIONS.items())
+
+
+def _finite(value):  # As bin/benchmark writes a JSON: NaN and Inf as null.
+  if isinstance(value, float):
+    return value if np.isfinite(value) else None
+  if isinstance(value, dict):
+    return {k: _finite(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_finite(v) for v in value]
+  return value
+
+
+@pytest.mark.parametrize("study", ["quality_cpu", "regularisers_cpu", "precision_cpu",
+                                   "ssim_confirm_cpu"])
+def test_a_study_json_recomputes_from_its_run_files(study):
+  """The report code gives a study's summaries, comparisons and exploratory looks again from its
+  run files alone, equal to the file (every field the file has: those written before the
+  comparisons carried "ci" and "level" lack them), and its Markdown table again from the JSON."""
+  from qagan_bench import quality_report
+  from qagan_bench import quality_study
+  base = os.path.join(REPO, "benchmarks", study)
+  with open(base + ".json") as f:
+    stored = json.load(f)
+  settings = stored["settings"]
+  variants, seeds = list(settings["variants"]), settings["seeds"]
+  runs = {}
+  for name in variants:
+    runs[name] = {}
+    for seed in seeds:
+      with open(os.path.join(base + ".runs", f"{name}-seed{seed}.json")) as f:
+        runs[name][seed] = json.load(f)["result"]
+  quality = {name: quality_report.summarise([runs[name][s] for s in seeds]) for name in variants}
+  recomputed = {
+      "quality": quality,
+      "comparisons": quality_report.comparisons(
+          runs, metrics=tuple(settings.get("metrics", quality_study.METRICS)),
+          level=settings.get("level", 0.95)),
+      "mechanism_comparisons": quality_report.comparisons(
+          runs, metrics=quality_study.MECHANISM_METRICS),
+      "exploratory": quality_report.exploratory(quality, seeds)}
+  assert {"quality", "comparisons", "mechanism_comparisons"} <= set(stored)
+  for key, value in recomputed.items():
+    if key not in stored:  # (The exploratory looks came with the SSIM confirmation.)
+      continue
+    value = json.loads(json.dumps(_finite(value)))
+    if key.endswith("comparisons"):  # Files from before the "ci" and "level" fields lack them.
+      assert [set(e) <= set(v) for e, v in zip(stored[key], value)] == [True] * len(value)
+      value = [{k: v[k] for k in e} for e, v in zip(stored[key], value)]
+    assert value == stored[key], key
+  with open(base + ".md") as f:
+    assert quality_report.markdown(stored) == f.read()
