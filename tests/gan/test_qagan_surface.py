@@ -283,6 +283,7 @@ def test_a_diverging_fit_stops_naming_the_largest_weight_and_an_empty_dataset_is
     calm.fit(data, epochs=1, verbose=0)
 
 
+@pytest.mark.slow
 def test_the_evaluation_callback_logs_any_metric_of_the_table_a_new_one_included(monkeypatch):
   """EvaluationCallback computes metrics of metrics/table.py through bin/evaluate's function
   (`evaluation.evaluate_generator`, `sampling`'s latents), of the EMA generator: FID as one
