@@ -1,6 +1,6 @@
-"""docs/extending.md's recipe for a penalty, followed to the letter in a copy of the package: one
-module under objectives/ and one registry line give a penalty that bin/train and QAGAN.fit both
-train with, its settings as flags and config.json keys."""
+"""docs/extending.md's recipes, each followed to the letter in a copy of the package: a penalty
+(one module under objectives/ and one registry line give a penalty that bin/train and QAGAN.fit
+both train with, its settings as flags and config.json keys), a regulariser and a loss."""
 
 import json
 import os
@@ -215,3 +215,83 @@ def test_a_regulariser_added_by_the_recipe_trains_in_bin_train_and_in_fit(tmp_pa
   assert proc.returncode == 0, proc.stderr[-3000:]
   fit_value, keyword = proc.stdout.split("FIT")[-1].split()
   assert float(fit_value) > 0 and float(keyword) == 0.5
+
+
+LOSS_FUNCTIONS = '''
+
+def least_squares_discriminator_loss(d_real, d_fake):
+  """Per-example least-squares loss (D(x) - 1)^2 + D(G(z))^2 (LSGAN; a test loss)."""
+  return tf.square(d_real - 1.0) + tf.square(d_fake)
+
+
+def least_squares_generator_loss(d_real, d_fake):
+  """Per-example least-squares generator loss (D(G(z)) - 1)^2."""
+  del d_real
+  return tf.square(d_fake - 1.0)
+'''
+
+LOSS_FIT = '''
+import sys
+sys.path.insert(0, sys.argv[1])
+import keras, tensorflow as tf
+from qagan_tf.gan import QAGAN
+sys.path.insert(0, sys.argv[2])
+from tests.gan.models import LATENT, _images, user_models
+g, d = user_models()
+gan = QAGAN(g, d, LATENT, loss="least_squares", penalty="wgan_gp", disc_iters=1)
+gan.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3))
+history = gan.fit(tf.data.Dataset.from_tensor_slices(_images()).batch(8, drop_remainder=True),
+                  epochs=1, steps_per_epoch=2, verbose=0)
+print("FIT", float(history.history["d_loss"][0]), gan.get_config()["loss"])
+'''
+
+
+def _recipe(kind):
+  with open(os.path.join(REPO, "docs", "extending.md")) as f:
+    text = f.read()
+  return re.search(rf"- \*\*{kind}\*\*:(.*?)\n- \*\*", text, flags=re.S).group(1)
+
+
+@pytest.mark.slow
+def test_a_loss_added_by_the_recipe_trains_in_bin_train_and_in_fit(tmp_path):
+  """docs/extending.md's loss recipe, applied to a copy of the package: its two functions and one
+  `LOSSES` entry in the file the recipe names, and nothing else, give a `--loss` that bin/train
+  trains with (recorded in config.json) and a `QAGAN(loss=...)` that trains under fit."""
+  recipe = _recipe("a loss")
+  named = set(re.findall(r"`(qagan_tf/[\w/<>]+\.py)`", recipe))
+  assert named == {"qagan_tf/objectives/losses.py"}
+  copy = tmp_path / "checkout"
+  for part in ("qagan_tf", "bin", "configs"):
+    shutil.copytree(os.path.join(REPO, part), copy / part,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+  module = copy / "qagan_tf" / "objectives" / "losses.py"
+  text = module.read_text()
+  anchor = "\n\n@dataclasses.dataclass(frozen=True)\nclass Loss:"
+  assert anchor in text
+  text = text.replace(anchor, LOSS_FUNCTIONS + anchor)
+  entry = ('    "rpgan": Loss("rpgan", rpgan_discriminator_loss, rpgan_generator_loss,\n'
+           '                  generator_needs_real=True),\n')
+  assert entry in text
+  text = text.replace(entry, entry + '    "least_squares": Loss("least_squares", '
+                      'least_squares_discriminator_loss,\n'
+                      '                          least_squares_generator_loss),\n')
+  module.write_text(text)  # The functions and the one registry entry.
+  changed = _changed_files(os.path.join(REPO, "qagan_tf"), copy / "qagan_tf")
+  assert {"qagan_tf/" + p for p in changed} == named
+  run = str(tmp_path / "run")
+  env = dict(os.environ, PYTHONPATH=str(copy))
+  proc = subprocess.run(
+      [sys.executable, str(copy / "bin" / "train"), "--flagfile=configs/smoke.cfg",
+       "--loss=least_squares", "--max_steps=2", "--width=8", "--batch_size=4", "--disc_iters=1",
+       "--log_every=1", f"--model_dir={run}"], cwd=copy, env=env, capture_output=True,
+      text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(run, "config.json")) as f:
+    assert json.load(f)["loss"] == "least_squares"
+  values = scalar_values(run, "train/")["train/d_loss"]
+  assert [s for s, _ in values] == [1, 2] and all(v > 0 for _, v in values)  # Squares, GP.
+  proc = subprocess.run([sys.executable, "-c", LOSS_FIT, str(copy), REPO], cwd=tmp_path,
+                        env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  fit_value, name = proc.stdout.split("FIT")[-1].split()
+  assert float(fit_value) > 0 and name == "least_squares"
