@@ -246,7 +246,7 @@ def penalty(name, *, xla=False, **settings):
       raise ValueError(f"the {name} penalty reads D's input gradients: pass grad_x_hat= (the "
                        "second output of qa.gradient_penalty).")
     inputs = penalty_api.PenaltyInputs(
-        real=real, fake=fake, x_hat=fake if x_hat is None else tf.convert_to_tensor(x_hat),
+        real=real, fake=fake, x_hat=None if x_hat is None else tf.convert_to_tensor(x_hat),
         d_real=scores[0], d_fake=scores[1],
         grad_x_hat=None if grad_x_hat is None else tf.convert_to_tensor(grad_x_hat))
     value, _ = quality.fn(inputs)
