@@ -55,6 +55,19 @@ class Generator(keras.Model):
       h = tf.nn.relu(bn(up(h), training=training))
     return _float32(tf.tanh(self.conv_out(h)))
 
+  def build(self, input_shape):
+    """Creates every variable from the shapes alone, in the order `call` would (Keras' default
+    traces `call` on symbolic inputs instead, several times as long)."""
+    n = input_shape[0]
+    self.dense.build(input_shape)
+    shape = (n, self.start, self.start, 8 * self.width)
+    self.bn0.build(shape)
+    for up, bn in ((self.up1, self.bn1), (self.up2, self.bn2), (self.up3, self.bn3)):
+      up.build(shape)
+      shape = (n, 2 * shape[1], 2 * shape[2], up.filters)
+      bn.build(shape)
+    self.conv_out.build(shape)
+
   def build_for_inference(self):
     """Creates all variables by one call on a dummy batch."""
     self(tf.zeros([1, self.z_dim]), training=False)
@@ -88,6 +101,19 @@ class Discriminator(keras.Model):
       h = tf.nn.leaky_relu(getattr(self, f"conv{i}")(h), _LEAK)
     h = tf.reshape(h, [-1, h.shape[1] * h.shape[2] * h.shape[3]])
     return _float32(tf.squeeze(self.dense(h), axis=-1))
+
+  def build(self, input_shape):
+    """Creates every variable from the shapes alone, in the order `call` would (see
+    `Generator.build`): "same" padding, so a stride-s conv divides the size by s."""
+    n, height, width, _ = input_shape
+    shape = tuple(input_shape)
+    for i in range(self.num_convs):
+      conv = getattr(self, f"conv{i}")
+      conv.build(shape)
+      stride = conv.strides[0]
+      height, width = -(-height // stride), -(-width // stride)
+      shape = (n, height, width, conv.filters)
+    self.dense.build((n, height * width * shape[3]))
 
   def build_for_inference(self):
     """Creates all variables by one call on a dummy batch."""
