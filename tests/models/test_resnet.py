@@ -166,3 +166,37 @@ def test_spectral_norm_matches_the_largest_singular_value_and_normalises_each_la
   plain.build_for_inference()
   assert not plain.non_trainable_variables and len(plain.trainable_variables) == len(
       d.trainable_variables)
+
+
+@pytest.mark.parametrize("architecture,resolution", [
+    ("resnet", 32), ("resnet", 48), ("resnet", 64), ("resnet", 96), ("sndcgan", 32),
+    ("sndcgan", 48)])
+def test_building_from_shapes_makes_the_variables_that_calling_would(architecture, resolution):
+  """The models' build() creates their variables from the input shape alone (fast: no trace of
+  call); it must make exactly what running call() layer by layer makes: the same variables
+  (paths, shapes, dtypes) in the same order with the same initial values (spectral norm's u
+  draws its initial value when built, so the order of builds decides it), and a model so built
+  then computes what a called one computes."""
+  def pair(build):
+    keras.utils.set_random_seed(7)
+    g = models.build_generator(architecture, resolution, 8, 8)
+    d = models.build_discriminator(architecture, resolution, 8, spectral_norm=True)
+    z, x = tf.zeros([2, 8]), tf.zeros([2, resolution, resolution, 3])
+    if build:
+      g.build_for_inference(), d.build_for_inference()
+    else:  # Each Keras layer built by its first call, in call's order (Keras' own way).
+      for block in getattr(g, "blocks", []) + getattr(d, "blocks", []):
+        block.built = True  # Our blocks' build() skipped: their layers build as called.
+      g.call(z), d.call(x)
+    return g, d
+
+  built, called = pair(True), pair(False)
+  z = tf.random.stateless_normal([2, 8], [1, 2])
+  for a, b in zip(built, called):
+    assert a.built
+    # Called outside the model's own scope, b's paths lack its name as their first part.
+    assert [(v.path.split("/", 1)[1], v.dtype, tuple(v.shape)) for v in a.variables] == [
+        (v.path, v.dtype, tuple(v.shape)) for v in b.variables]
+    for va, vb in zip(a.variables, b.variables):
+      np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.path)
+  np.testing.assert_array_equal(built[1](built[0](z)).numpy(), called[1].call(called[0].call(z)))
