@@ -62,22 +62,27 @@ for _name, _field in config_lib.setting_fields().items():
 
 
 def _drop_unused_penalty_settings(values, flag_values, inherited):
-  """Settings of a penalty the run does not use take their defaults (they would shape nothing,
-  and config.json does not record them); one warning names those that were given."""
+  """Settings of a penalty or an architecture the run does not use take their defaults (they
+  would shape nothing, and config.json does not record them); one warning per kind names those
+  that were given."""
+  from qagan_tf import models
   from qagan_tf.objectives import penalties
   defaults = config_lib.flat_defaults()
-  given = []
-  for group in penalties.CONFIG_GROUPS:
-    if group == values.get("penalty"):
-      continue
-    for name in [n for n in values if n.startswith(group + "_")]:
-      if flag_values[name].present and values[name] != defaults[name]:
-        given.append(f"--{name}={values[name]}")
-      values[name] = defaults[name]
-      inherited.pop(name, None)
-  if given:
-    logging.warning("%s: setting(s) of a penalty this run does not use (--penalty=%s); ignored "
-                    "and not recorded in config.json.", ", ".join(given), values.get("penalty"))
+  for kind, groups in (("penalty", penalties.CONFIG_GROUPS),
+                       ("architecture", models.registry.CONFIG_GROUPS)):
+    given = []
+    for group in groups:
+      if group == values.get(kind):
+        continue
+      for name in [n for n in values if n.startswith(group + "_")]:
+        if flag_values[name].present and values[name] != defaults[name]:
+          given.append(f"--{name}={values[name]}")
+        values[name] = defaults[name]
+        inherited.pop(name, None)
+    if given:
+      logging.warning("%s: setting(s) of a%s %s this run does not use (--%s=%s); ignored and "
+                      "not recorded in config.json.", ", ".join(given),
+                      "n" if kind[0] == "a" else "", kind, kind, values.get(kind))
 
 
 def _warn_ignored_term_settings(values, flag_values):

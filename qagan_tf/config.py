@@ -30,8 +30,23 @@ PRECISIONS = ("none", "bfloat16", "float16")
 NONFINITE_POLICIES = ("stop", "skip")
 
 
-# Every settings group: the critic's terms, then the penalties (flat keys <group>_<field>).
-GROUPS = {**regularizers.CONFIG_GROUPS, **penalties.CONFIG_GROUPS}
+
+
+def _groups():
+  """Every settings group: the critic's terms, the penalties, then the architectures with
+  settings (flat keys <group>_<field>). A name in two registries would give two groups one key."""
+  out = {}
+  for registry in (regularizers.CONFIG_GROUPS, penalties.CONFIG_GROUPS,
+                   models.registry.CONFIG_GROUPS):
+    clash = sorted(set(out) & set(registry))
+    if clash:
+      raise ValueError(f"settings group name(s) {', '.join(clash)} used twice (a term, a "
+                       "penalty or an architecture): rename one.")
+    out.update(registry)
+  return out
+
+
+GROUPS = _groups()
 
 
 def check_setting(name, value, spell=lambda name: name):
@@ -196,7 +211,9 @@ class TrainConfig:
     models.check_resolution(self.architecture, self.resolution)
     penalties.get_entry(self.penalty)  # An entry without a builder is refused here too.
     for group in GROUPS:
-      getattr(self, group).validate(self)
+      check = getattr(getattr(self, group), "validate", None)  # Optional for an architecture's.
+      if check is not None:
+        check(self)
     if self.eval_every < 0:
       raise ValueError(f"eval_every={self.eval_every} must be >= 0 (0: no in-training FID).")
     if self.eval_every and not self.eval_stats:
@@ -315,6 +332,9 @@ def check_config_change(old, new, allow_change=False):
   old_d, new_d = recorded(old), recorded(new)
   changes = [(k, old_d.get(k), new_d[k]) for k in sorted(new_d) if old_d.get(k) != new_d[k]]
   defining = set(INCOMPATIBLE_KEYS)
+  if new.architecture in models.registry.CONFIG_GROUPS:  # They build the model.
+    defining.update(f"{new.architecture}_{k}" for k in dataclasses.asdict(
+        getattr(new, new.architecture)))
   if new.penalty in penalties.CONFIG_GROUPS:
     group = penalties.CONFIG_GROUPS[new.penalty]
     defining.update(f"{new.penalty}_{k}" for k in getattr(group, "RUN_DEFINING", ()))
@@ -328,9 +348,11 @@ def check_config_change(old, new, allow_change=False):
 
 
 def recorded(config):
-  """What config.json records of `config`: every setting but those of penalties the run does
-  not use (they shape nothing; a resumed run reads their defaults)."""
+  """What config.json records of `config`: every setting but those of penalties and
+  architectures the run does not use (they shape nothing; a resumed run reads their
+  defaults)."""
   unused = [g + "_" for g in penalties.CONFIG_GROUPS if g != config.penalty]
+  unused += [g + "_" for g in models.registry.CONFIG_GROUPS if g != config.architecture]
   return {k: v for k, v in config.to_dict().items() if not k.startswith(tuple(unused))}
 
 

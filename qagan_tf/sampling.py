@@ -44,7 +44,8 @@ def load_generator(model_dir, ema=True, checkpoint=None):
     raise FileNotFoundError(f"No checkpoint in --model_dir={model_dir}; train first or pass "
                             "--checkpoint=PREFIX.")
   generator = models.build_generator(config.architecture, config.resolution,
-                                     config.generator_width, config.z_dim)
+                                     config.generator_width, config.z_dim,
+                                     settings=models.settings_of(config))
   generator.build_for_inference()
   step = tf.Variable(0, dtype=tf.int64)
   key = "ema_generator" if ema else "generator"

@@ -16,7 +16,7 @@ Checkpoints hold the models as tf.train.Checkpoint objects: layers must be attri
 """
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
 from qagan_tf.models import resnet
 from qagan_tf.models import sndcgan
@@ -25,11 +25,17 @@ from qagan_tf.models import sndcgan
 @dataclasses.dataclass(frozen=True)
 class ArchitectureEntry:
   """generator(resolution, width, z_dim, name) and discriminator(resolution, width,
-  spectral_norm, name) build the models; `resolutions` are the sizes it supports."""
+  spectral_norm, name) build the models; `resolutions` are the sizes it supports.
+
+  settings: optional, the architecture's own settings, a frozen dataclass whose fields are made
+  with `utils.fields.setting` (and, optionally, `validate(config)` against the whole run). They
+  become the flags --<name>_<field> and config.json keys, are part of what a resumed run must
+  keep (a change would build another model), and reach both builders as `settings=`."""
   generator: Callable
   discriminator: Callable
   resolutions: tuple
   description: str
+  settings: Optional[type] = None
 
 
 ARCHITECTURES = {
@@ -46,6 +52,21 @@ ARCHITECTURES = {
         "SNGAN's standard CNN (Miyato et al. 2018, Table 3); width = the first layer's "
         "channels (Miyato 64)"),
 }
+
+
+def _config_groups():
+  return {name: e.settings for name, e in ARCHITECTURES.items() if e.settings is not None}
+
+
+# The settings groups of the architectures that have settings (config.json keys <name>_<field>).
+CONFIG_GROUPS = _config_groups()
+
+
+def settings_of(config):
+  """The settings of a run's architecture (`config.<architecture>`), or None when it has none."""
+  if get_architecture(config.architecture).settings is None:
+    return None
+  return getattr(config, config.architecture)
 
 
 def get_architecture(name):
@@ -68,14 +89,29 @@ def check_resolution(name, resolution):
                      f"use one of {', '.join(map(str, entry.resolutions))}.")
 
 
-def build_generator(name, resolution, width, z_dim, model_name="generator"):
-  """A generator of architecture `name` (see the protocol above)."""
+def _settings_kwargs(name, settings):
+  """{"settings": ...} for an architecture with settings (its defaults unless given), {} for
+  one without (ValueError if some were given)."""
+  entry = get_architecture(name)
+  if entry.settings is None:
+    if settings is not None:
+      raise ValueError(f"the {name} architecture has no settings; got {settings!r}.")
+    return {}
+  return {"settings": entry.settings() if settings is None else settings}
+
+
+def build_generator(name, resolution, width, z_dim, model_name="generator", settings=None):
+  """A generator of architecture `name` (see the protocol above); `settings`: the
+  architecture's settings (`settings_of(config)`; its defaults when None)."""
   check_resolution(name, resolution)
-  return get_architecture(name).generator(resolution, width, z_dim, model_name)
+  return get_architecture(name).generator(resolution, width, z_dim, model_name,
+                                          **_settings_kwargs(name, settings))
 
 
 def build_discriminator(name, resolution, width, spectral_norm=False,
-                        model_name="discriminator"):
-  """A discriminator of architecture `name` (see the protocol above)."""
+                        model_name="discriminator", settings=None):
+  """A discriminator of architecture `name` (see the protocol above; `settings` as
+  `build_generator`'s)."""
   check_resolution(name, resolution)
-  return get_architecture(name).discriminator(resolution, width, spectral_norm, model_name)
+  return get_architecture(name).discriminator(resolution, width, spectral_norm, model_name,
+                                              **_settings_kwargs(name, settings))

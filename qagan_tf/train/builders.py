@@ -19,20 +19,21 @@ def build_models(config):
   config.d_norm == "spectral", every layer of D is spectrally normalised.
   """
   policy = _POLICIES[config.mixed_precision]
+  settings = models.settings_of(config)  # The architecture's own, if it has any.
   previous = keras.config.dtype_policy()
   if policy:
     keras.config.set_dtype_policy(policy)
   try:
     generator = models.build_generator(config.architecture, config.resolution,
-                                       config.generator_width, config.z_dim)
+                                       config.generator_width, config.z_dim, settings=settings)
     discriminator = models.build_discriminator(
         config.architecture, config.resolution, config.discriminator_width,
-        spectral_norm=config.d_norm == "spectral")
+        spectral_norm=config.d_norm == "spectral", settings=settings)
   finally:
     keras.config.set_dtype_policy(previous)
   ema_generator = models.build_generator(config.architecture, config.resolution,
                                          config.generator_width, config.z_dim,
-                                         model_name="ema_generator")
+                                         model_name="ema_generator", settings=settings)
   for model in (generator, discriminator, ema_generator):
     model.build_for_inference()
   for ema, value in zip(ema_generator.variables, generator.variables):

@@ -1,5 +1,7 @@
 """SNGAN's standard CNN (Miyato et al. 2018, Table 3) and the architecture registry."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -50,8 +52,12 @@ def test_the_registry_names_what_it_has():
     models.build_generator("dcgan", 32, 8, 8)
   with pytest.raises(ValueError, match="resolution=64 is not supported by the sndcgan.*32, 48"):
     models.build_discriminator("sndcgan", 64, 8)
-  # Every registered architecture follows the protocol the trainer relies on.
+  # Every registered architecture follows the protocol the trainer relies on, and its entry
+  # has the documented fields (settings: None or a dataclass of settings with defaults).
   for name, entry in models.ARCHITECTURES.items():
+    assert callable(entry.generator) and callable(entry.discriminator) and entry.description
+    assert entry.resolutions and all(isinstance(r, int) for r in entry.resolutions)
+    assert entry.settings is None or dataclasses.is_dataclass(entry.settings()), name
     r = entry.resolutions[0]
     g, d = models.build_generator(name, r, 4, 8), models.build_discriminator(name, r, 4)
     g.build_for_inference()
