@@ -3,34 +3,16 @@
 Bazel cannot fetch its Python rules offline here, so this reads BUILD with stand-ins for the rules.
 """
 
-import ast
 import glob
 import os
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN_SCRIPTS = ("train", "sample", "niqe", "compute_stats", "fid", "evaluate", "fetch_inception",
-               "fit_niqe_prior", "benchmark")
+from tests import build_targets
 
-
-def _targets():
-  targets = {}
-
-  def rule(kind):
-    def record(name, srcs=(), deps=(), **kwargs):
-      targets[name] = {"kind": kind, "srcs": list(srcs), "deps": [d.lstrip(":") for d in deps],
-                       **kwargs}
-    return record
-
-  def build_glob(patterns):
-    return sorted(os.path.relpath(p, REPO) for pat in patterns
-                  for p in glob.glob(os.path.join(REPO, pat)))
-
-  namespace = {"py_library": rule("py_library"), "py_binary": rule("py_binary"),
-               "py_test": rule("py_test"), "glob": build_glob,
-               "package": lambda **kwargs: None}
-  with open(os.path.join(REPO, "BUILD")) as f:
-    exec(compile(f.read(), "BUILD", "exec"), namespace)  # noqa: S102 - our own BUILD file.
-  return targets
+REPO = build_targets.REPO
+BIN_SCRIPTS = build_targets.BIN_SCRIPTS
+_targets = build_targets.targets
+_module_of = build_targets.module_of
+_imports = build_targets.imports
 
 
 def _project_files():
@@ -41,25 +23,13 @@ def _project_files():
   return files
 
 
-def _module_of(path):
-  """qagan_tf/metrics/fid.py -> qagan_tf.metrics.fid; bin/eval_common.py -> eval_common."""
-  if path.startswith("bin/"):
-    return os.path.splitext(os.path.basename(path))[0]
-  module = os.path.splitext(path)[0].replace("/", ".")
-  return module[:-len(".__init__")] if module.endswith(".__init__") else module
-
-
-def _imports(path):
-  with open(os.path.join(REPO, path)) as f:
-    tree = ast.parse(f.read())
-  names = set()
-  for node in ast.walk(tree):
-    if isinstance(node, ast.Import):
-      names |= {a.name for a in node.names}
-    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-      names.add(node.module)
-      names |= {f"{node.module}.{a.name}" for a in node.names}
-  return names
+def test_the_test_targets_are_what_the_generator_writes():
+  """BUILD's test targets are derived from the test files (tests/build_targets.py), never
+  written by hand: a new, renamed or changed test file needs `python -m tests.build_targets
+  --write`, which this names when BUILD is behind."""
+  _, generated = build_targets.split_build()
+  assert generated == build_targets.generate(), (
+      "BUILD's test targets are out of date: run `python -m tests.build_targets --write`.")
 
 
 def test_build_covers_every_file_exactly_once():
