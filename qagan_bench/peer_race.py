@@ -1,7 +1,6 @@
 """Our training iteration raced against the PyTorch peer's (`torch_peer`), each side at each of
 its settings, round-robin in one process."""
 
-import tempfile
 
 from qagan_bench.step_timing import VARIANTS, _interleaved_times, _variant_calls
 from qagan_tf.utils import precision
@@ -60,10 +59,9 @@ def torch_peer(config, images, repeats=5, log=print, variants=PEER_VARIANTS, set
     torch_calls[f"torch/{setting}"] = trainer.iteration
   if not torch_calls:
     raise ValueError(f"no PyTorch setting ran: {failed}")
-  with tempfile.TemporaryDirectory() as tmp:
-    ours = _variant_calls(config, images, variants, tmp)
-    timed = _interleaved_times({**{f"ours/{k}": v for k, v in ours.items()}, **torch_calls},
-                               repeats * 2)
+  ours = _variant_calls(config, images, variants)
+  timed = _interleaved_times({**{f"ours/{k}": v for k, v in ours.items()}, **torch_calls},
+                             repeats * 2)
   precision.set_tensor_float_32(config.allow_tf32)
   ours_s = {v: timed[f"ours/{v}"][0] / VARIANTS[v][1] for v in variants}
   torch_s = {s: timed[f"torch/{s}"][0] for s in settings if s not in failed}

@@ -2,9 +2,8 @@
 update (`lazy_ratios`), and each regulariser against WGAN-GP (`regularizer_ratios`)."""
 
 import math
-import tempfile
 
-from qagan_bench.step_timing import PENALTIES, _interleaved_times
+from qagan_bench.step_timing import PENALTIES, _interleaved_times, shared_trainer
 
 
 def lazy_cycle(every, disc_iters):
@@ -21,25 +20,20 @@ def lazy_ratios(config, images, repeats=5, log=print, every=4, penalties=PENALTI
   updates per iteration and k = 4: 4 iterations, 20 D updates, 5 of them regularised), and both
   k are timed over the same number of iterations: a median of single iterations would pick the
   iterations with the fewest regularised updates (one of 4 has two) and flatter k = 4."""
-  from qagan_tf.train import distribution
-  from qagan_tf.train import trainer as trainer_lib
   iterations = lazy_cycle(every, config.disc_iters)
   calls = {}
-  with tempfile.TemporaryDirectory() as tmp:
-    for name in penalties:
-      for k in (1, every):
-        c = config.replace(penalty=name, qa_weight=max(config.qa_weight, 0.1), eval_every=0,
-                           gp_every=k, qa_every=k, jit_compile=False)
-        trainer = trainer_lib.Trainer(c, f"{tmp}/{name}_{k}", distribution.make_strategy("auto"),
-                                      images=images)
-        iterator = iter(trainer.distributed_dataset(0))
+  for name in penalties:
+    for k in (1, every):
+      trainer, iterator = shared_trainer(config.replace(
+          penalty=name, qa_weight=max(config.qa_weight, 0.1), eval_every=0, gp_every=k,
+          qa_every=k, jit_compile=False), images)
 
-        def call(t=trainer, it=iterator):
-          for _ in range(iterations):
-            t.train_step(it)["d_loss"].numpy()
-        calls[(name, k)] = call
-    # Warm-up covers a whole lazy cycle (every D update of the schedule traced).
-    timed = _interleaved_times(calls, repeats * 2, warmup=2)
+      def call(t=trainer, it=iterator):
+        for _ in range(iterations):
+          t.train_step(it)["d_loss"].numpy()
+      calls[(name, k)] = call
+  # Warm-up covers a whole lazy cycle (every D update of the schedule traced).
+  timed = _interleaved_times(calls, repeats * 2, warmup=2)
   out = {"cycle_iterations": iterations}
   for name in penalties:
     k1, lazy = timed[(name, 1)][0] / iterations, timed[(name, every)][0] / iterations
@@ -70,17 +64,12 @@ def regularizer_ratios(config, images, repeats=5, log=print, names=REGULARIZERS[
   process: {"r3_over_wgan_gp": ..., ..., "r3_niqe_over_r3": ... (with both)}."""
   names = ("wgan_gp",) + tuple(n for n in names if n != "wgan_gp")
   from qagan_bench import quality_bench
-  from qagan_tf.train import distribution
-  from qagan_tf.train import trainer as trainer_lib
   calls = {}
-  with tempfile.TemporaryDirectory() as tmp:
-    for name in names:
-      c = config.replace(eval_every=0, jit_compile=False, **quality_bench.VARIANTS[name])
-      trainer = trainer_lib.Trainer(c, f"{tmp}/{name}", distribution.make_strategy("auto"),
-                                    images=images)
-      iterator = iter(trainer.distributed_dataset(0))
-      calls[name] = lambda t=trainer, it=iterator: t.train_step(it)["d_loss"].numpy()
-    timed = _interleaved_times(calls, repeats * 2, warmup=2)
+  for name in names:
+    trainer, iterator = shared_trainer(config.replace(
+        eval_every=0, jit_compile=False, **quality_bench.VARIANTS[name]), images)
+    calls[name] = lambda t=trainer, it=iterator: t.train_step(it)["d_loss"].numpy()
+  timed = _interleaved_times(calls, repeats * 2, warmup=2)
   base = timed["wgan_gp"][0]
   out = {f"{name}_iteration_s": timed[name][0] for name in names}
   out.update({f"{name}_over_wgan_gp": timed[name][0] / base for name in names

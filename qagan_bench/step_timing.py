@@ -2,6 +2,10 @@
 peak, a traced function's FLOPs, the speed VARIANTS of a Trainer and their calls, and one D
 update alone on fixed inputs."""
 
+import atexit
+import json
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -83,11 +87,42 @@ def check_variant_names(names):
     raise ValueError("--speed_variants must include baseline (the speedups are relative to it).")
 
 
-def _variant_calls(config, images, names, tmp):
+_SHARED = {}  # run_key(config) -> (Trainer, its iterator): one per distinct run per process.
+
+
+def run_key(config):
+  """What makes two configs one training run: every recorded setting but those that shape
+  nothing here (e.g. --qa_weight without a quality penalty)."""
+  from qagan_tf import config as config_lib
+  from qagan_tf.objectives import objective as objective_lib
+  from qagan_tf.objectives import penalties
+  ignored = set(objective_lib.ignored_settings(objective_lib.settings_of(config),
+                                               objective_lib.has_penalty(
+                                                   penalties.get_entry(config.penalty))))
+  return json.dumps({k: v for k, v in config_lib.recorded(config).items() if k not in ignored},
+                    sort_keys=True, default=str)
+
+
+def shared_trainer(config, images):
+  """(trainer, iterator) of `config`, built and traced once per process: the sections that time
+  the same run (the WGAN-GP baseline of the penalties, the speed variants, the lazy and
+  regulariser ratios and the peer race) share it instead of each building and tracing its own.
+  Its run directory is a temporary one, removed at exit; the timed calls write nothing there."""
+  key = run_key(config)
+  if key not in _SHARED:
+    from qagan_tf.train import distribution
+    from qagan_tf.train import trainer as trainer_lib
+    model_dir = tempfile.mkdtemp(prefix="qagan_bench_")
+    atexit.register(shutil.rmtree, model_dir, ignore_errors=True)
+    trainer = trainer_lib.Trainer(config, model_dir, distribution.make_strategy("auto"),
+                                  images=images)
+    _SHARED[key] = (trainer, iter(trainer.distributed_dataset(0)))
+  return _SHARED[key]
+
+
+def _variant_calls(config, images, names):
   """name -> callable running VARIANTS[name]'s steps per call of a Trainer (as `Trainer.train`
-  runs it) for the configured penalty."""
-  from qagan_tf.train import distribution
-  from qagan_tf.train import trainer as trainer_lib
+  runs it) for the configured penalty (`shared_trainer`s)."""
   calls = {}
   for name in names:
     changes, count = VARIANTS[name]
@@ -95,10 +130,7 @@ def _variant_calls(config, images, names, tmp):
       from qagan_tf.update import device
       changes = {"jit_compile": device.jit_compile_rule(
           max(config.max_steps, 100_000), config.lazy)[0]}
-    c = config.replace(eval_every=0, **changes)
-    trainer = trainer_lib.Trainer(c, f"{tmp}/{name}", distribution.make_strategy("auto"),
-                                  images=images)
-    iterator = iter(trainer.distributed_dataset(0))
+    trainer, iterator = shared_trainer(config.replace(eval_every=0, **changes), images)
 
     def call(trainer=trainer, iterator=iterator, count=count):
       precision.set_tensor_float_32(trainer.config.allow_tf32)  # Process-wide: set per call.

@@ -4,7 +4,6 @@ race: `peer_race`; lazy and regulariser ratios: `ratio_bench`; shared timing: `s
 whose names this module also gives."""
 
 import resource
-import tempfile
 import time
 
 from qagan_bench.peer_race import (  # noqa: F401
@@ -13,7 +12,7 @@ from qagan_bench.ratio_bench import (  # noqa: F401
     REGULARIZERS, check_names, lazy_cycle, lazy_ratios, regularizer_ratios)
 from qagan_bench.step_timing import (  # noqa: F401
     PENALTIES, VARIANTS, _d_step_fn, _graph_flops, _interleaved_times, _matmul_fn,
-    _variant_calls, check_variant_names, plain_parts)
+    _variant_calls, check_variant_names, plain_parts, shared_trainer)
 from qagan_tf.utils import precision
 
 
@@ -26,8 +25,7 @@ def speed_variants(config, images, repeats=5, log=print, names=None):
   """
   names = list(VARIANTS) if names is None else list(names)
   check_variant_names(names)
-  with tempfile.TemporaryDirectory() as tmp:
-    timed = _interleaved_times(_variant_calls(config, images, names, tmp), repeats * 2)
+  timed = _interleaved_times(_variant_calls(config, images, names), repeats * 2)
   precision.set_tensor_float_32(config.allow_tf32)
   out = {name: {"step_s": timed[name][0] / VARIANTS[name][1]} for name in names}
   for name, entry in out.items():
@@ -71,8 +69,6 @@ def run(config, repeats=5, log=print, variants=None, peer_settings=None,
   """
   if variants is not None:
     check_variant_names(variants)
-  from qagan_tf.train import distribution
-  from qagan_tf.train import trainer as trainer_lib
   result = {"config": {k: getattr(config, k) for k in ("resolution", "width", "batch_size",
                                                        "disc_iters", "allow_tf32")},
             "penalties": {}}
@@ -80,14 +76,11 @@ def run(config, repeats=5, log=print, variants=None, peer_settings=None,
   images = None
   matmul, matmul_flops = _matmul_fn()
   d_steps, iterations, flops = {}, {}, {}
-  tmp = tempfile.TemporaryDirectory()
   for name in PENALTIES:
     c = config.replace(penalty=name, qa_weight=max(config.qa_weight, 0.1),
                             eval_every=0)
-    trainer = trainer_lib.Trainer(c, f"{tmp.name}/{name}", distribution.make_strategy("auto"),
-                                  images=images)
+    trainer, iterator = shared_trainer(c, images)
     images = trainer.load_data()
-    iterator = iter(trainer.distributed_dataset(0))
     iterations[name] = (lambda t=trainer, it=iterator: t.train_step(it)["d_loss"].numpy())
     # One D update alone on fixed inputs (no input pipeline, no G update).
     inputs = next(iterator)
@@ -99,7 +92,6 @@ def run(config, repeats=5, log=print, variants=None, peer_settings=None,
   timed = _interleaved_times({"matmul": matmul, **{n: d_steps[n] for n in PENALTIES}},
                              repeats * 4)
   timed_it = _interleaved_times(iterations, repeats)
-  tmp.cleanup()
   peak = matmul_flops / timed["matmul"][0] / 1e9
   result["matmul_peak_gflops"] = peak
   log(f"matmul peak: {peak:.1f} GFLOP/s")
@@ -120,16 +112,15 @@ def run(config, repeats=5, log=print, variants=None, peer_settings=None,
   log(f"D step ratios: ssim/wgan_gp {result['ssim_over_wgan_gp']:.3f}, niqe/wgan_gp "
       f"{result['niqe_over_wgan_gp']:.3f}")
   result["speed_variants"] = speed_variants(config, images, repeats, log, variants)
-  # Input pipeline alone.
-  with tempfile.TemporaryDirectory() as tmp:
-    trainer = trainer_lib.Trainer(config.replace(eval_every=0), tmp, images=images)
-    iterator = iter(trainer.distributed_dataset(0))
+  # Input pipeline alone (a fresh iterator of the run's data).
+  trainer, _ = shared_trainer(config.replace(eval_every=0), images)
+  iterator = iter(trainer.distributed_dataset(0))
+  next(iterator)
+  n = 20
+  t0 = time.perf_counter()
+  for _ in range(n):
     next(iterator)
-    n = 20
-    t0 = time.perf_counter()
-    for _ in range(n):
-      next(iterator)
-    rate = n / (time.perf_counter() - t0)
+  rate = n / (time.perf_counter() - t0)
   result["input_pipeline_iterations_per_s"] = rate
   result["input_pipeline_images_per_s"] = rate * config.batch_size * config.disc_iters
   result["niqe_penalty_ops"] = niqe_penalty_ops(config, op_count_baseline, log)

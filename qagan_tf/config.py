@@ -10,7 +10,6 @@ penalty brings its settings without touching this file.
 
 import dataclasses
 import json
-import numbers
 import os
 
 from qagan_tf import augment as augment_lib
