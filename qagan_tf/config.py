@@ -29,8 +29,6 @@ PRECISIONS = ("none", "bfloat16", "float16")
 NONFINITE_POLICIES = ("stop", "skip")
 
 
-
-
 def _groups():
   """Every settings group: the critic's terms, the penalties, then the architectures with
   settings (flat keys <group>_<field>). A name in two registries would give two groups one key."""
