@@ -287,3 +287,12 @@ def help_text():
   """The --sections help: every section with its line."""
   return ("What to measure (run in this order): " + "; ".join(
       f"{name}: {s.help}" for name, s in SECTIONS.items()) + ".")
+
+
+def release():
+  """Drops the Trainers the timing sections shared (`step_timing.shared_trainer`): a process
+  that runs the benchmark again (a test) builds its own."""
+  import sys
+  timing = sys.modules.get("qagan_bench.step_timing")
+  if timing is not None:
+    timing.release_shared()

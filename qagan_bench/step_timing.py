@@ -120,6 +120,11 @@ def shared_trainer(config, images):
   return _SHARED[key]
 
 
+def release_shared():
+  """Forgets every shared Trainer (their run directories go at exit)."""
+  _SHARED.clear()
+
+
 def _variant_calls(config, images, names):
   """name -> callable running VARIANTS[name]'s steps per call of a Trainer (as `Trainer.train`
   runs it) for the configured penalty (`shared_trainer`s)."""

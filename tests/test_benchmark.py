@@ -78,6 +78,10 @@ def test_benchmark_writes_every_figure(tmp_path):
   assert any("Conv2D" in op for op in profile["ours"]["d_step"]["ops"])
   assert any("convolution" in op for op in profile["torch_eager"]["d_step"]["ops"])
   assert "D step ratios" in proc.stdout and f"Wrote {out}" in proc.stdout
+  # The sections shared their Trainers within the run only (a later run in this process, as the
+  # suite's, builds its own).
+  from qagan_bench import step_timing
+  assert not step_timing._SHARED  # pylint: disable=protected-access
 
 
 def test_round_robin_changes_the_order_every_round():
