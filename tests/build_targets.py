@@ -146,10 +146,13 @@ def _data(path, strings, folders):
 
 def _binaries(scripts, rules):
   """Binary targets of the scripts a test runs (`train`, `custom_loop.py`)."""
-  return {name for name, rule in rules.items() if rule["kind"] == "py_binary"
-          and {os.path.basename(rule.get("main", rule["srcs"][0])),
-               os.path.splitext(os.path.basename(rule.get("main", rule["srcs"][0])))[0]}
-          & scripts}
+  out = set()
+  for name, rule in rules.items():
+    if rule["kind"] == "py_binary":
+      main = os.path.basename(rule.get("main", rule["srcs"][0]))
+      if {main, os.path.splitext(main)[0]} & scripts:
+        out.add(name)
+  return out
 
 
 def _list(key, values, indent="    "):

@@ -225,11 +225,11 @@ def _add_architecture(pkg):
   registry = pkg / "models" / "registry.py"
   _edit(registry, "from qagan_tf.models import resnet\n",
         "from qagan_tf.models import mlp\nfrom qagan_tf.models import resnet\n")
-  _edit(registry, "\n}\n\n\ndef _config_groups", '\n    "mlp": ArchitectureEntry(\n'
+  _edit(registry, "\n}\n\n\n# The settings groups", '\n    "mlp": ArchitectureEntry(\n'
         '        lambda r, w, z, name, settings: mlp.Generator(r, w, z, name, settings),\n'
         '        lambda r, w, sn, name, settings: mlp.Discriminator(r, w, sn, name, settings),\n'
         '        mlp.RESOLUTIONS, "a fully connected G and D (a test)", settings=mlp.MLPSettings),\n'
-        "}\n\n\ndef _config_groups")
+        "}\n\n\n# The settings groups")
 
 
 def _add_dataset(pkg):
@@ -261,10 +261,9 @@ out = {}
 
 def run(name, *args):
   proc = scripts.run(os.path.join(copy, "bin", name), *args, cwd=copy)
-  out.setdefault("scripts", {})[name + str(len(out.get("scripts", {})))] = {
+  out.setdefault("scripts", []).append({
       "argv": [name, *args], "returncode": proc.returncode, "stdout": proc.stdout[-3000:],
-      "stderr": proc.stderr[-3000:]}
-  return proc
+      "stderr": proc.stderr[-3000:]})
 
 stats, run_dir = os.path.join(work, "stats.npz"), os.path.join(work, "run")
 train = ["--flagfile=configs/smoke.cfg", "--dataset=svhn_cropped", "--architecture=mlp",
@@ -357,10 +356,9 @@ def _named_files(kind, name):
           for n in re.findall(r"`(qagan_tf/[\w/<>]+\.py)`", _recipe(kind))}
 
 
-def _script(extended, name, index=None):
-  runs = {k: v for k, v in extended["doors"]["scripts"].items() if v["argv"][0] == name}
-  proc = list(runs.values())[index or 0]
-  return proc
+def _script(extended, name, index=0):
+  """The index-th run of bin/`name` in the copy: its argv, returncode, stdout and stderr."""
+  return [r for r in extended["doors"]["scripts"] if r["argv"][0] == name][index]
 
 
 def _trained(extended):

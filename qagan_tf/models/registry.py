@@ -54,12 +54,8 @@ ARCHITECTURES = {
 }
 
 
-def _config_groups():
-  return {name: e.settings for name, e in ARCHITECTURES.items() if e.settings is not None}
-
-
 # The settings groups of the architectures that have settings (config.json keys <name>_<field>).
-CONFIG_GROUPS = _config_groups()
+CONFIG_GROUPS = {name: e.settings for name, e in ARCHITECTURES.items() if e.settings is not None}
 
 
 def settings_of(config):
