@@ -7,6 +7,11 @@ import sys
 # 2, grappler's ERROR lines (e.g. "remapper failed" on AVX-512 CPUs) reach their stderr, which a
 # user never sees.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# --jit_compile=auto and QAGAN.compile's "auto" off on every machine (qagan_tf/update/device.py):
+# on an AVX2 CPU they would compile every short fit with XLA, on an AVX-512 one not, so the
+# suite would test other graphs, and take other times, by machine. The XLA tests compile
+# explicitly; tests/test_train_flags.py tests the rule itself without this variable.
+os.environ["QAGAN_JIT_COMPILE_AUTO"] = "off"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 

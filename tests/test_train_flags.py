@@ -38,6 +38,28 @@ def test_an_unknown_jit_compile_value_is_refused(parse):
     parse("--jit_compile=maybe")
 
 
+@pytest.fixture(autouse=True)
+def _the_device_rule(monkeypatch):
+  """The rule as a user's process sees it: without the suite's QAGAN_JIT_COMPILE_AUTO=off."""
+  monkeypatch.delenv(device.AUTO_ENV, raising=False)
+
+
+def test_the_environment_sets_what_auto_means_and_a_bad_value_is_named(parse, monkeypatch):
+  monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2"})  # The device rule would say on.
+  monkeypatch.setattr(device.tf.config, "list_physical_devices", lambda kind=None: [])
+  monkeypatch.setenv(device.AUTO_ENV, "off")
+  assert train_flags.config_from_flags(parse()).jit_compile is False
+  assert device.device_jit_rule() == (False, "QAGAN_JIT_COMPILE_AUTO=off")
+  monkeypatch.setattr(device, "cpu_flags", lambda: {"avx512f"})  # It would say off.
+  monkeypatch.setenv(device.AUTO_ENV, "On")
+  assert train_flags.config_from_flags(parse()).jit_compile is True
+  assert device.device_jit_rule(lazy=True)[0] is False  # Lazy and short runs still off.
+  assert train_flags.config_from_flags(parse("--max_steps=300")).jit_compile is False
+  monkeypatch.setenv(device.AUTO_ENV, "yes")
+  with pytest.raises(ValueError, match="QAGAN_JIT_COMPILE_AUTO='yes': use on or off"):
+    device.device_jit_rule()
+
+
 def test_auto_is_resolved_by_the_rule_and_recorded_as_a_boolean(parse, monkeypatch):
   for cpu, on in (({"avx2", "fma"}, True), ({"avx2", "avx512f", "avx512_bf16"}, False),
                   (set(), False), ({"sse4_2"}, False)):

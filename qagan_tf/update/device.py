@@ -2,9 +2,16 @@
 by device class (no timed probe, so the choice does not depend on the machine's load). Whether
 the objective is lazy comes from `objective.is_lazy`, the one rule for it."""
 
+import os
+
 import tensorflow as tf
 
 SHORT_RUN_STEPS = 1000
+# What auto decides for this device class, where one's own timing says otherwise: "on" or
+# "off" (the lazy and short-run rules still apply). The test suite sets it to off
+# (tests/conftest.py), so that every machine runs the same graphs; the XLA tests compile
+# explicitly.
+AUTO_ENV = "QAGAN_JIT_COMPILE_AUTO"
 
 
 def jit_compile_rule(max_steps, lazy):
@@ -21,6 +28,8 @@ def jit_compile_rule(max_steps, lazy):
   - a short run (max_steps below SHORT_RUN_STEPS, e.g. configs/smoke.cfg and tests): off; the
     first call's compile (tens of seconds) outweighs the 0.17 s per step it saves on AVX2.
   - unknown CPU features: off.
+  - the environment variable QAGAN_JIT_COMPILE_AUTO=on or off, where set: that, instead of the
+    device class.
   """
   if max_steps < SHORT_RUN_STEPS:
     return False, (f"a short run (--max_steps < {SHORT_RUN_STEPS}): compiling would cost more "
@@ -34,6 +43,12 @@ def device_jit_rule(lazy=False):
   if lazy:
     return False, ("lazy regularisation (an active term on every k-th D update only) ran "
                    "slower compiled")
+  chosen = os.environ.get(AUTO_ENV, "").strip().lower()
+  if chosen:
+    if chosen not in ("on", "off"):
+      raise ValueError(f"{AUTO_ENV}={os.environ[AUTO_ENV]!r}: use on or off (or unset it for the "
+                       "device's rule).")
+    return chosen == "on", f"{AUTO_ENV}={chosen}"
   if tf.config.list_physical_devices("GPU"):
     return True, "a GPU, where XLA measured 1.54x faster (one H100)"
   cpu = cpu_flags()
