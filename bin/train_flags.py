@@ -89,18 +89,16 @@ def _warn_ignored_term_settings(values, flag_values):
   """One warning naming the given term settings this objective does not use (e.g. --qa_weight
   with --penalty=wgan_gp, --r1_every without --r1_weight): they change nothing."""
   from qagan_tf.objectives import objective as objective_lib
-  from qagan_tf.objectives import penalties
   config = config_lib.TrainConfig.create(**values)
-  unused = objective_lib.ignored_settings(objective_lib.settings_of(config),
-                                          objective_lib.has_penalty(
-                                              penalties.get_entry(config.penalty)))
+  unused = objective_lib.ignored_settings_of(config)
   defaults = config_lib.flat_defaults()
   given = [f"--{n}={values[n]}" for n in unused if flag_values[n].present
            and values[n] != defaults[n] and not (n.endswith("_weight") and values[n] == 0)]
   if given:
-    logging.warning("%s: setting(s) of a term this objective does not use (its weight is 0, or "
-                    "--penalty=%s has no quality penalty); they change nothing.",
-                    ", ".join(given), values.get("penalty"))
+    logging.warning("%s: setting(s) of a term this objective does not use (its weight is 0, "
+                    "--penalty=%s has no quality penalty, or --augment=%s is not ada); they "
+                    "change nothing.", ", ".join(given), values.get("penalty"),
+                    values.get("augment"))
 
 
 def config_from_flags(flag_values=flags.FLAGS, saved=None):

@@ -95,10 +95,7 @@ def run_key(config):
   nothing here (e.g. --qa_weight without a quality penalty)."""
   from qagan_tf import config as config_lib
   from qagan_tf.objectives import objective as objective_lib
-  from qagan_tf.objectives import penalties
-  ignored = set(objective_lib.ignored_settings(objective_lib.settings_of(config),
-                                               objective_lib.has_penalty(
-                                                   penalties.get_entry(config.penalty))))
+  ignored = set(objective_lib.ignored_settings_of(config))
   return json.dumps({k: v for k, v in config_lib.recorded(config).items() if k not in ignored},
                     sort_keys=True, default=str)
 

@@ -13,30 +13,43 @@ function of (images, uniforms): `apply` takes them (bin/train's input pipeline d
 statelessly over the global batch with the latents, so a resumed run augments exactly as an
 uninterrupted one and the global batch is augmented the same on any number of replicas), and
 `diff_augment` draws them from a stateless seed.
+
+The policy "ada" is the other augmentation: ADA's adaptive pipeline (qagan_tf/ada.py), which
+reads p beside its uniforms (`ada.UNIFORMS` per image). It is exclusive with DiffAugment's parts.
 """
 
 import tensorflow as tf
 
+from qagan_tf import ada
+
 POLICIES = ("color", "translation", "cutout")
+ADA = ("ada",)
 UNIFORMS = 8  # Per image: brightness, saturation, contrast, 2 shifts, 2 cutout centres, spare.
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
 
 
 def parse_policy(policy):
-  """A policy string ("color,translation,cutout", "" or "none") -> a tuple of POLICIES.
+  """A policy string ("color,translation,cutout", "ada", "" or "none") -> a tuple of POLICIES,
+  or `ADA`.
 
   Raises:
-    ValueError: naming an unknown part and the valid ones.
+    ValueError: naming an unknown part and the valid ones, or ada beside DiffAugment's parts.
   """
   if policy is None:
     return ()
   parts = tuple(p.strip() for p in str(policy).split(",") if p.strip())
   if parts in ((), ("none",)):
     return ()
+  if parts == ADA:
+    return ADA
+  if "ada" in parts:
+    raise ValueError(f"augment policy {policy!r}: ada (adaptive augmentation) and DiffAugment's "
+                     f"{', '.join(POLICIES)} are exclusive: use ada alone, or DiffAugment's "
+                     "parts without it.")
   unknown = [p for p in parts if p not in POLICIES]
   if unknown or len(set(parts)) != len(parts):
-    raise ValueError(f"augment policy {policy!r}: use none or a comma-separated list of "
+    raise ValueError(f"augment policy {policy!r}: use none, ada, or a comma-separated list of "
                      f"{', '.join(POLICIES)} (each once); got {', '.join(unknown) or 'a repeat'}.")
   return tuple(p for p in POLICIES if p in parts)  # The documented order.
 
@@ -84,13 +97,24 @@ def _cutout(x, u):
 _OPS = {"color": _color, "translation": _translation, "cutout": _cutout}
 
 
-def apply(images, uniforms, policy):
-  """T(images): the parsed `policy` (a tuple of POLICIES, or a string) with each image's random
-  choices from `uniforms` (B, UNIFORMS) in [0, 1). Differentiable with respect to `images`;
-  images (B, H, W, C) with static H, W, C; returns the same shape and dtype."""
+def uniforms_of(policy):
+  """The uniforms per image that the parsed `policy` reads (0 for none)."""
+  policy = tuple(policy)
+  return ada.UNIFORMS if policy == ADA else UNIFORMS if policy else 0
+
+
+def apply(images, uniforms, policy, p=None):
+  """T(images): the parsed `policy` (a tuple of POLICIES, `ADA`, or a string) with each image's
+  random choices from `uniforms` (B, uniforms_of(policy)) in [0, 1), and for ADA its p (a float32
+  scalar). Differentiable with respect to `images`; images (B, H, W, C) with static H, W, C;
+  returns the same shape and dtype."""
   policy = parse_policy(policy) if isinstance(policy, str) else tuple(policy)
   if not policy:
     return images
+  if policy == ADA:
+    if p is None:
+      raise ValueError("the ada augmentation needs its p (a float32 scalar in [0, 1]).")
+    return ada.apply(images, uniforms, p)
   dtype = images.dtype
   x = tf.cast(images, tf.float32)
   u = tf.cast(uniforms, tf.float32)

@@ -15,8 +15,12 @@ tests/train/test_trainer.py and tests/objectives/test_quality_penalties.py resum
 """
 
 # Parts of a bin/train checkpoint that older checkpoints lack: the float16 loss scales, LeCam's
-# anchors (a run of that time had no LeCam; they start at 0).
-OPTIONAL_CHECKPOINT_PARTS = ("loss_scales", "lecam")
+# anchors and ADA's p (a run of that time had neither; they start at 0).
+OPTIONAL_CHECKPOINT_PARTS = ("loss_scales", "lecam", "ada")
+
+# Stateful terms added since QAGAN files were saved with a training state, newest last, at the
+# end of the registry: a file without their weights loads with theirs at 0 (gan/state.py).
+TERMS_ADDED_TO_SAVED_STATE = ("ada",)
 
 # What the NIQE penalty did before priors carried metadata (qagan_tf <= 0.1): signed luma
 # gradients scaled to a peak of 255 (raw for raw-gradient priors), blocks of resolution / 2, the

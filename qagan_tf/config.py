@@ -106,9 +106,11 @@ class TrainConfig:
   penalty: str = setting("wgan_gp", "Quality-aware penalty added to the critic loss (wgan_gp "
                          "and none: no quality penalty, the baselines).",
                          choices=lambda: tuple(penalties.PENALTIES))  # The live registry.
-  augment: str = setting("none", "DiffAugment (Zhao et al. 2020) of every input of D, real and "
-                         "fake, in the D and G updates: none, or a comma-separated list of "
-                         f"{', '.join(augment_lib.POLICIES)} (e.g. color,translation,cutout).")
+  augment: str = setting("none", "Augmentation of every input of D, real and fake, in the D and "
+                         "G updates: none; ada (adaptive, Karras et al. 2020: the bgc pipeline "
+                         "with an adaptive p, --ada_*); or DiffAugment (Zhao et al. 2020), a "
+                         f"comma-separated list of {', '.join(augment_lib.POLICIES)} (e.g. "
+                         "color,translation,cutout).")
   # The settings groups of the critic's terms and of the penalties (GROUPS), flags
   # <group>_<field>: gp_weight, gp_every, r1_weight, r1_every, r2_weight, qa_weight, qa_every,
   # qa_points, lecam_weight, lecam_decay, drift_weight, niqe_prior, ssim_window, ...

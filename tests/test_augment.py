@@ -29,7 +29,7 @@ def test_shapes_and_dtypes_are_kept_and_off_is_the_identity():
       assert np.all(np.isfinite(out.numpy().astype(np.float32)))
   for off in ("", "none"):
     assert augment.diff_augment(x, off, seed=(1, 2)) is x
-  with pytest.raises(ValueError, match="use none or a comma-separated list of color, "
+  with pytest.raises(ValueError, match="use none, ada, or a comma-separated list of color, "
                                        "translation, cutout.*got colour"):
     augment.diff_augment(x, "colour")
   with pytest.raises(ValueError, match="float .B, H, W, C."):

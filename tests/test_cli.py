@@ -146,10 +146,16 @@ def _checkpoint_tensors(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [
     (), ("--loss=rpgan", "--gp_weight=0", "--r1_weight=0.1", "--r2_weight=0.1",
-         "--lecam_weight=0.1", "--augment=color,translation,cutout", "--r1_every=2",
+         "--lecam_weight=0.1", "--augment=ada", "--ada_p=0.2", "--ada_interval=1",
+         "--ada_kimg=0.5", "--r1_every=2",
          "--disc_iters=2")],  # Lazy R1 across the kill too; 2 D updates keep it cheap.
-    ids=["wgan_gp", "r1_lecam_augment"])
+    ids=["wgan_gp", "r1_lecam_ada"])
 def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp_path, extra):
+  """A run killed at a random moment and resumed logs and saves the same bits as an
+  uninterrupted one: with the paper's WGAN-GP, and with RpGAN, lazy R1, R2, LeCam's anchors and
+  ADA, whose p is state that moves after every D update here (p and r_t logged at every step;
+  DiffAugment's random choices come from the same stateless streams as ADA's,
+  tests/data/test_pipeline.py)."""
   import random
   import signal
   import time
@@ -194,6 +200,8 @@ def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp
   for tag, values in expected.items():
     assert sorted(values) == list(range(1, max_steps + 1)), (tag, why)
     assert got[tag] == values, (tag, why)  # Bit-identical floats at every step.
+  if "--augment=ada" in extra:  # p moved, and is checkpointed (compared below).
+    assert len(set(expected["train/ada_p"].values())) > 3 and "train/ada_rt" in expected, why
   a = _checkpoint_tensors(os.path.join(straight, f"ckpt-{max_steps}"))
   b = _checkpoint_tensors(os.path.join(killed, f"ckpt-{max_steps}"))
   assert sorted(a) == sorted(b), why

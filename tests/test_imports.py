@@ -9,7 +9,8 @@ QAGAN_TF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 # The layers, bottom up: a module may import its own layer and those below, never one above.
 LAYERS = (
-    ("qagan_tf.utils", "qagan_tf.iqa", "qagan_tf.data", "qagan_tf.models", "qagan_tf.augment"),
+    ("qagan_tf.utils", "qagan_tf.iqa", "qagan_tf.data", "qagan_tf.models", "qagan_tf.augment",
+     "qagan_tf.ada"),
     # What is minimised; what is measured; one iteration of updates (below both loops).
     ("qagan_tf.objectives", "qagan_tf.metrics", "qagan_tf.update"),
     # The configuration, its shims for older runs; the public penalty functions.

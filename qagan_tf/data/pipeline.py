@@ -29,7 +29,7 @@ class InputSpec:
   z_dim: int
   g_batch_multiplier: int = 2  # The generator update uses this many times batch_size codes.
   seed: int = 0
-  augment: bool = False  # Also the uniforms of DiffAugment's random choices (augment.apply).
+  augment: int = 0  # The uniforms per image of the augmentation's random choices (0: none).
 
 
 def _seed(seed, stream, counter):
@@ -110,15 +110,16 @@ def iteration_latents(seed, iteration, disc_iters, global_batch, z_dim, g_batch_
     z_dim: the latent size.
     g_batch_multiplier: the G update draws this many times global_batch latents.
     replica, num_replicas: this replica's index and the number in sync.
-    augment: also draw DiffAugment's uniforms (`augment.apply`), each from a stream of its own
-      (the other values are the same with or without them).
+    augment: the number of uniforms per image of the augmentation's random choices
+      (`augment.uniforms_of`: DiffAugment's or ADA's; 0 or False: none), each kind of image's
+      from a stream of its own (the other values are the same with or without them; True means
+      DiffAugment's, as before ADA).
 
   Returns:
     {"z": float32 (disc_iters, B, z_dim), "eps": (disc_iters, B) in [0, 1), "z_gen":
     (g_batch_multiplier * B, z_dim)}, B = global_batch // num_replicas; with augment also
-    "u_real", "u_fake" (disc_iters, B, augment.UNIFORMS) for the D updates' real and fake
-    images and "u_gen", "u_gen_real" (g_batch_multiplier * B, augment.UNIFORMS) for the G
-    update's.
+    "u_real", "u_fake" (disc_iters, B, U) for the D updates' real and fake images and "u_gen",
+    "u_gen_real" (g_batch_multiplier * B, U) for the G update's, U = augment.
   """
   k, m = disc_iters, g_batch_multiplier
   iteration = tf.cast(iteration, tf.int64)
@@ -131,7 +132,7 @@ def iteration_latents(seed, iteration, disc_iters, global_batch, z_dim, g_batch_
   z_gen = tf.random.stateless_normal(tf.stack([m * gb, z_dim]), _seed(seed, _Z_GEN, iteration))
   out = {"z": z, "eps": eps[:, lo:lo + b], "z_gen": z_gen[m * lo:m * (lo + b)]}
   if augment:
-    u = augment_lib.UNIFORMS
+    u = augment_lib.UNIFORMS if augment is True else int(augment)
     for name, stream in (("u_real", _AUG_REAL), ("u_fake", _AUG_FAKE)):
       out[name] = tf.random.stateless_uniform(tf.stack([k, gb, u]),
                                               _seed(seed, stream, iteration))[:, lo:lo + b]

@@ -76,7 +76,8 @@ class QAGAN(keras.Model):
     g_batch_multiplier: the generator update uses this many times a critic batch of latents.
     seed: of the latents and interpolation weights (a function of (seed, step): a resumed fit
       draws what an uninterrupted one would).
-    augment: DiffAugment of every input of D: "none" or e.g. "color,translation,cutout".
+    augment: augmentation of every input of D: "none", "ada" (adaptive: the ada_* settings
+      below) or DiffAugment's e.g. "color,translation,cutout".
     **settings: the critic's terms (objectives/regularizers.py) by bin/train's flag names, with
       its rules and defaults but drift_weight=0: gp_weight (1.0; 0: no 1-GP, a gradient penalty
       still reads D's input gradient), qa_weight (0.1), qa_points ("interpolates", the paper's;
@@ -440,7 +441,7 @@ class QAGAN(keras.Model):
     replica = ctx.replica_id_in_sync_group if ctx is not None else 0
     return {"real": real, **pipeline.iteration_latents(
         self.seed, self.state.step, k, b * replicas, self.latent_dim, self.g_batch_multiplier,
-        replica, replicas, augment=bool(self.objective.augment))}
+        replica, replicas, augment=augment_lib.uniforms_of(self.objective.augment))}
 
   def train_step(self, data):
     inputs = self._inputs(data)

@@ -6,6 +6,7 @@ fingerprint)."""
 import keras
 import numpy as np
 
+from qagan_tf import compat
 from qagan_tf.update import numerics
 
 
@@ -37,6 +38,11 @@ class TrainingState(keras.layers.Layer):
     self.term_states = objective.make_states(lambda name: self.add_weight(
         shape=(), dtype="float32", trainable=False, initializer="zeros",
         aggregation="only_first_replica", name=name))
+    # The weights of the terms added since files were saved with this layer (ADA's p): a file
+    # without them loads with them at 0.
+    self._added_since = [v for term in objective.stateful_terms
+                         if term.name in compat.TERMS_ADDED_TO_SAVED_STATE
+                         for v in term.checkpoint(self.term_states[term.name]).values()]
     self.loss_scales = None
     if loss_scaled:
       def scale(side):
@@ -57,6 +63,8 @@ class TrainingState(keras.layers.Layer):
     # loss scales (the order of the layer's weights since LeCam's anchors were added).
     variables = self._trainable_variables + self._non_trainable_variables
     keys = [k for k in store.keys() if k != "fingerprint"]
+    if len(keys) == len(variables) - len(self._added_since):  # Saved before them.
+      variables = [v for v in variables if not any(v is a for a in self._added_since)]
     if len(keys) != len(variables):
       raise ValueError(f"the training state holds {len(keys)} values, this one "
                        f"{len(variables)} (float16 loss scales on one side only?)")

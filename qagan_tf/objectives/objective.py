@@ -138,7 +138,7 @@ class Objective:
     """The built terms in registry order: the active ones, then a diagnostic term wherever
     its points are differentiated for another; grouped by the points whose input gradient
     they share (`sites`), the others without points (`free_terms`) and the direct ones."""
-    context = {"penalty": self.quality_penalty}
+    context = {"penalty": self.quality_penalty, "augment": self.augment}
     built, wanted_points = {}, set()
     for name, term in regularizers.TERMS.items():
       settings = self.settings[name]
@@ -192,6 +192,18 @@ class Objective:
     return {t.name: tf.equal(d_update % t.every, 0) for t in self.terms
             if t.name in self.scheduled}
 
+  def augmentation_input(self, states):
+    """What the augmentation reads beside its uniforms (`augment.apply`'s p): the state values
+    of the active term that feeds it (ADA's p), or None.
+
+    Args:
+      states: {term name: its state values} (`update.critic.state_values`).
+    """
+    for t in self.terms:
+      if t.term.augmentation:
+        return states[t.name]
+    return None
+
   @property
   def needs_input_gradient(self):
     """Whether some term reads D's input gradient (second-order terms)."""
@@ -216,11 +228,12 @@ class Objective:
     return names + tuple(n for t in self.terms if not t.term.direct for n in t.metric_names)
 
 
-def ignored_settings(settings, has_penalty):
+def ignored_settings(settings, has_penalty, augment=()):
   """The flat names of the term settings that shape nothing here: every setting of a term that
-  is not active (the quality term without a penalty: qa_weight, qa_every, qa_points) but its
-  weight (0 is what turns it off), and an interval shared with an inactive owner."""
-  context = {"penalty": object() if has_penalty else None}
+  is not active (the quality term without a penalty: qa_weight, qa_every, qa_points; ADA's
+  without --augment=ada) but its weight (0 is what turns it off), and an interval shared with
+  an inactive owner. `augment`: the parsed --augment policy."""
+  context = {"penalty": object() if has_penalty else None, "augment": tuple(augment)}
   out = []
   for name, term in regularizers.TERMS.items():
     if term.active(settings[name], context):
@@ -229,6 +242,13 @@ def ignored_settings(settings, has_penalty):
       if f.name != "weight" or term.name == "qa":
         out.append(f"{name}_{f.name}")
   return out
+
+
+def ignored_settings_of(config):
+  """`ignored_settings` of a `TrainConfig` (its term groups, penalty and augmentation)."""
+  from qagan_tf.objectives import penalties  # The registry of penalties imports this module's.
+  return ignored_settings(settings_of(config), has_penalty(penalties.get_entry(config.penalty)),
+                          augment_lib.parse_policy(config.augment))
 
 
 def has_penalty(entry):

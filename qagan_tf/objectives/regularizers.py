@@ -8,7 +8,7 @@ metrics. To add a regulariser: one module under objectives/terms/ (its settings 
 (a test checks it).
 """
 
-from qagan_tf.objectives.terms import drift, gp, lecam, quality, r1, r2
+from qagan_tf.objectives.terms import ada, drift, gp, lecam, quality, r1, r2
 
 TERMS = {
     "drift": drift.TERM,
@@ -17,6 +17,7 @@ TERMS = {
     "r2": r2.TERM,
     "qa": quality.TERM,  # The --penalty (SSIM, NIQE) at its weight, interval and points.
     "lecam": lecam.TERM,
+    "ada": ada.TERM,  # No loss: ADA's adaptive p (--augment=ada), as state.
 }
 
 # The terms a user adds beside a penalty (the quality penalty's own formula is its penalty's).

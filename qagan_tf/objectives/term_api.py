@@ -73,10 +73,13 @@ class Term:
   direct: added to the adversarial loss before the other terms' sum (the drift term: its place
     in the sum is fixed, so that a refactor keeps the same bits).
   make_state: optional (make_variable) -> state, make_variable(name) -> a float32 scalar
-    variable (a tf.Variable for bin/train, a Keras weight for QAGAN); state_values(state) -> the
-    values `fn` reads; after_update(state, built, means) -> None, with means the D update's global
-    {"d_real", "d_fake"} means; checkpoint(state) -> {name: variable} for bin/train; state_name:
-    what the state is called in the error of an update made without it.
+    variable (a tf.Variable for bin/train, a Keras weight for QAGAN); state_values(state, built)
+    -> the values `fn` reads; after_update(state, built, means) -> None, with means the D
+    update's global means of "d_real", "d_fake" and the term's own metrics, and "images" (the
+    global batch); checkpoint(state) -> {name: variable} for bin/train; state_name: what the
+    state is called in the error of an update made without it.
+  augmentation: its state values are what the objective's augmentation reads (ADA's p,
+    `Objective.augmentation_input`).
   flag, formula, reference: for the docs (docs/training.md "Regularisers" lists each).
   build: optional (built) -> built, e.g. binding the quality penalty.
   """
@@ -96,6 +99,7 @@ class Term:
   after_update: Optional[Callable] = None
   checkpoint: Optional[Callable] = None
   state_name: str = "state"
+  augmentation: bool = False
   formula: Optional[str] = None
   reference: Optional[str] = None
 

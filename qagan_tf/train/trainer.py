@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from qagan_tf import augment as augment_lib
 from qagan_tf import compat
 from qagan_tf import config as config_lib
 from qagan_tf import data as data_lib
@@ -195,7 +196,7 @@ class Trainer:
     c = self.config
     return data_lib.InputSpec(batch_size=c.batch_size, disc_iters=c.disc_iters, z_dim=c.z_dim,
                               g_batch_multiplier=c.g_batch_multiplier, seed=c.seed,
-                              augment=bool(self.objective.augment))
+                              augment=augment_lib.uniforms_of(self.objective.augment))
 
   def restore(self):
     """Restores the latest checkpoint, if any; returns the step (see `Checkpoints.restore`)."""

@@ -162,13 +162,15 @@ def discriminator_gradients(parts, real, z, eps, *, global_batch_size, d_update=
   `critic_gradients`, which does the work; `parts.d_gradients`, e.g. its XLA-compiled version,
   replaces it). G runs outside it, so that a compiled critic holds no all-reduce of G's
   synchronised batch norm. With `objective.augment`, the real and fake images are augmented
-  here (`augment.apply` with `uniforms` = (real's, fake's), each (B, augment.UNIFORMS)): the
-  critic, and every term, sees only augmented images. Returns what `critic_gradients` returns."""
+  here (`augment.apply` with `uniforms` = (real's, fake's), each (B, augment.uniforms_of(policy)),
+  and the state it reads, `Objective.augmentation_input`: ADA's p): the critic, and every term,
+  sees only augmented images. Returns what `critic_gradients` returns."""
   objective = parts.objective
   fake = float32(parts.generator(z, training=True))
   if objective.augment:
-    real = augment.apply(real, uniforms[0], objective.augment)
-    fake = augment.apply(fake, uniforms[1], objective.augment)
+    p = objective.augmentation_input(states or {})
+    real = augment.apply(real, uniforms[0], objective.augment, p)
+    fake = augment.apply(fake, uniforms[1], objective.augment, p)
   scale = None if parts.d_loss_scale is None else parts.d_loss_scale.value()
   return (parts.d_gradients or critic_gradients)(
       parts.discriminator, real, fake, eps, objective, global_batch_size=global_batch_size,
@@ -187,7 +189,7 @@ def state_values(parts):
       if t.name not in parts.states:
         raise ValueError(f"the {t.name} term ({t.term.flag} > 0) needs its "
                          f"{t.term.state_name} (made by Objective.make_states).")
-      out[t.name] = t.term.state_values(parts.states[t.name])
+      out[t.name] = t.term.state_values(parts.states[t.name], t)
   return out
 
 
@@ -195,7 +197,7 @@ def discriminator_update(parts, real, z, eps, *, global_batch_size, d_update=Non
                          uniforms=None):
   """One critic update: a power iteration of D's spectral norms (with --d_norm=spectral), then
   the loss with its terms and one optimizer step (dropped whole for a non-finite value), then
-  the stateful terms follow D's global mean scores (e.g. LeCam's anchors).
+  the stateful terms follow the update's global means (LeCam's anchors, ADA's p).
 
   Args:
     parts: the `iteration.Parts`.
@@ -216,10 +218,11 @@ def discriminator_update(parts, real, z, eps, *, global_batch_size, d_update=Non
                                      parts.discriminator.trainable_variables, loss,
                                      parts.d_loss_scale)
   following = [t for t in parts.objective.terms if t.name in states and t.term.after_update]
-  if following:  # The global means of D's scores of this update (an all-reduce).
+  if following:  # The global means of D's scores and the terms' metrics (an all-reduce).
+    names = ["d_real", "d_fake"] + [n for t in following for n in t.metric_names]
     ctx = tf.distribute.get_replica_context()
-    means = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                           tf.stack([metrics["d_real"], metrics["d_fake"]]))
+    means = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack([metrics[n] for n in names]))
+    means = dict(zip(names, tf.unstack(means)), images=tf.cast(global_batch_size, tf.float32))
     for t in following:
-      t.term.after_update(parts.states[t.name], t, {"d_real": means[0], "d_fake": means[1]})
+      t.term.after_update(parts.states[t.name], t, means)
   return collector.UpdateReport(metrics, computed, skipped)

@@ -1,6 +1,7 @@
 """Helper of tests/gan/test_qagan.py: a 4-epoch QAGAN fit with BackupAndRestore in the directory
 argv[1]; with KILL_AT_EPOCH=k it sends itself SIGKILL from a callback at the end of epoch k
-(after the backup). Writes DIR/result.json (epochs run, final weights) when it finishes."""
+(after the backup). Writes DIR/result.json (epochs run, final weights, ADA's p) when it
+finishes. The QAGAN trains with NIQE, drift and ADA (p moving after every D update)."""
 
 import json
 import os
@@ -39,7 +40,8 @@ class Epochs(keras.callbacks.Callback):
 def main():
   directory = sys.argv[1]
   g, d = user_models()
-  gan = QAGAN(g, d, LATENT, penalty="niqe", disc_iters=2, drift_weight=1e-3, ema_decay=0.9)
+  gan = QAGAN(g, d, LATENT, penalty="niqe", disc_iters=2, drift_weight=1e-3, ema_decay=0.9,
+              augment="ada", ada_p=0.2, ada_interval=1, ada_kimg=1.0)
   gan.compile(keras.optimizers.Adam(1e-3, 0.0, 0.9), keras.optimizers.Adam(1e-3, 0.0, 0.9))
   epochs = Epochs()
   callbacks = [keras.callbacks.BackupAndRestore(os.path.join(directory, "backup")), epochs]
@@ -51,7 +53,8 @@ def main():
                             + gan.ema.averages])
   with open(os.path.join(directory, "result.json"), "w") as f:
     json.dump({"epochs_run": epochs.run, "weights": weights.tolist(),
-               "d_iterations": int(gan.d_optimizer.iterations)}, f)
+               "d_iterations": int(gan.d_optimizer.iterations),
+               "ada_p": float(gan.state.term_states["ada"].p(gan.objective.settings["ada"]))}, f)
 
 
 if __name__ == "__main__":

@@ -264,3 +264,5 @@ def test_backup_and_restore_resumes_a_fit_killed_by_sigkill_at_epoch_k(tmp_path)
   assert b["epochs_run"] == [2, 3] and a["epochs_run"] == [0, 1, 2, 3]  # It resumed at epoch 2.
   np.testing.assert_allclose(b["weights"], a["weights"], rtol=1e-5, atol=1e-6)
   assert b["d_iterations"] == a["d_iterations"]
+  # ADA's p, saved with the weights, resumed where it was and moved on as in the straight fit.
+  assert b["ada_p"] == pytest.approx(a["ada_p"], abs=1e-6) and a["ada_p"] != pytest.approx(0.2)

@@ -36,7 +36,7 @@ def _after_update(anchors, built, means):
 
 TERM = term_api.Term(
     name="lecam", settings=LecamSettings, fn=_fn, metric_names=lambda built: ("lecam",),
-    make_state=_make_state, state_values=lambda anchors: anchors.values(),
+    make_state=_make_state, state_values=lambda anchors, built: anchors.values(),
     after_update=_after_update,
     checkpoint=lambda anchors: {"real": anchors.real, "fake": anchors.fake}, state_name="anchors",
     formula="||D(x) - a_F||^2 + ||D(G(z)) - a_R||^2", reference="Tseng et al. 2021")
