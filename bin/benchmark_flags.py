@@ -23,7 +23,8 @@ flags.DEFINE_list("speed_variants", ["all"],
 flags.DEFINE_list("lazy_penalties", ["wgan_gp", "ssim", "niqe"],
                   "Train section: the penalties whose lazy (--gp_every=4 --qa_every=4) "
                   "iteration is timed against every-update regularisation.")
-flags.DEFINE_list("regularizer_variants", ["r3", "wgan_gp_lecam", "wgan_gp_da", "r3_niqe"],
+flags.DEFINE_list("regularizer_variants",
+                  ["r3", "wgan_gp_lecam", "wgan_gp_da", "wgan_gp_ada", "r3_niqe"],
                   "Train and regularizers sections: the regularisers whose iteration is timed "
                   "against WGAN-GP's (r3_niqe over r3 too, when both are listed).")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement (median reported).")

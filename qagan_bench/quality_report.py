@@ -26,11 +26,17 @@ def summarise(runs):
   out["d_weight_variance"] = out["d_weight_variance_mean"]
   if all("probe" in r for r in runs):
     for key in MechanismProbe.KEYS:
+      if not all(key in r["probe"] for r in runs):  # A run file from before the key.
+        continue
       values = np.array([r["probe"][key] for r in runs], np.float64)
       out[f"{key}_mean"] = values.mean(axis=0).tolist()
   losses = np.array([r["d_loss"] for r in runs], np.float64)
   out["loss_iterations"] = runs[0]["loss_iterations"]
   out["d_loss_mean"] = np.nanmean(losses, axis=0).tolist()
+  for key in ("ada_p", "ada_rt"):
+    if all(key in r for r in runs):
+      out[f"{key}_mean"] = np.nanmean(np.array([r[key] for r in runs], np.float64),
+                                      axis=0).tolist()
   fid = np.array([r["fid"] for r in runs], np.float64)
   out["final_over_initial_fid"] = float(fid[:, -1].mean() / fid[:, 0].mean())
   finals = {}
@@ -221,14 +227,17 @@ def _comparison_row(e):
 
 def plot(result, path):
   """FID and the gradient's NIQE over iterations (mean and spread over seeds) and d_loss, one
-  line per variant."""
+  line per variant; FID against training time where the runs recorded it; r_t on the probe
+  and ADA's p where a variant recorded them (study files from before lack them)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from qagan_tf.utils import files
   timed = all("train_seconds_at" in r for q in result["quality"].values()
               for r in q.get("per_seed", [{}]))
-  fig, axes = plt.subplots(1, 4 if timed else 3, figsize=(20 if timed else 15, 4.2))
+  overfit = any("real_sign_mean" in q or "ada_p_mean" in q for q in result["quality"].values())
+  panels = 3 + timed + overfit
+  fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.2))
   ax_fid, ax_niqe, ax_loss = axes[:3]
   for name, q in result["quality"].items():
     it = np.array(q["iterations"])
@@ -242,6 +251,13 @@ def plot(result, path):
     if timed:  # The same curve against training seconds: a speed-up net of the step's cost.
       seconds = np.mean([r["train_seconds_at"] for r in q["per_seed"]], axis=0)
       axes[3].plot(seconds, mean, marker="o", color=line.get_color(), label=name)
+    if overfit:
+      if "real_sign_mean" in q:
+        axes[-1].plot(it, q["real_sign_mean"], marker="o", color=line.get_color(),
+                      label=f"{name}: r_t (probe)")
+      if "ada_p_mean" in q:
+        axes[-1].plot(q["loss_iterations"], q["ada_p_mean"], linestyle="--",
+                      color=line.get_color(), label=f"{name}: p")
   s = result["settings"]
   ax_fid.set(xlabel="generator iteration", ylabel=f"FID ({s['num_samples']} samples vs "
              f"{s['heldout_count']} held-out)", title="FID (mean ± sample std over seeds)")
@@ -252,6 +268,10 @@ def plot(result, path):
   if timed:
     axes[3].set(xlabel="training seconds (mean over seeds; runs shared the machine)",
                 ylabel="FID", title="FID against training time")
+  if overfit:
+    axes[-1].set(xlabel="generator iteration", ylabel="r_t = E[sign D(x)], and p",
+                 title="overfitting (r_t on clean training images) and ADA's p",
+                 ylim=(-1.05, 1.05))
   for ax in axes:
     ax.legend(fontsize=8)
   fig.tight_layout()

@@ -14,8 +14,8 @@ from qagan_bench import paired_stats
 from qagan_bench.quality_report import comparisons, exploratory, summarise
 from qagan_bench.quality_scoring import MechanismProbe, Scorer, train_and_score
 from qagan_bench.quality_study import (CONTROLS, DEFAULT_VARIANTS, MECHANISM_METRICS, METRICS,
-                                       VARIANTS, check_variant_names, code_commit, cpu_model,
-                                       split_images)
+                                       OVERFIT_METRICS, VARIANTS, check_variant_names,
+                                       code_commit, cpu_model, split_images)
 from qagan_tf.utils.progress import format_duration
 
 
@@ -128,7 +128,8 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2, 3, 4), ite
   if stray:
     raise ValueError(f"--quality_full_at={','.join(map(str, stray))}: not a scored iteration "
                      f"before the last; choose from {','.join(map(str, eval_points[1:-1]))}.")
-  known = set(METRICS) | {f"{k}_at_{i}" for k in ("fid", "kid") for i in full_at}
+  known = (set(METRICS) | set(OVERFIT_METRICS)
+           | {f"{k}_at_{i}" for k in ("fid", "kid") for i in full_at})
   unknown = [m for m in metrics if m not in known]
   if unknown:
     raise ValueError(f"unknown --quality_metrics {','.join(unknown)}; choose from "

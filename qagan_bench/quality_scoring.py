@@ -78,13 +78,15 @@ class MechanismProbe:
     (what `--penalty=niqe` penalises);
   - ssim_penalty, ssim_ratio: the SSIM-distance penalty (|D(x) - D(G(z))| / dQ - 1)^2 with the
     default settings, and the ratio (what `--penalty=ssim` penalises);
-  - gp, grad_norm: the 1-GP (||g|| - 1)^2 and ||g||.
+  - gp, grad_norm: the 1-GP (||g|| - 1)^2 and ||g||;
+  - real_sign: sign(D(x)) of the probe's (clean) training images, ADA's overfitting heuristic
+    r_t measured alike for every variant (near 1: D tells the training images apart).
   Each value is the mean over the probe. Nothing is added to a loss and no state changes: G's
   and D's non-trainable variables (batch-norm moving statistics, spectral-norm vectors) are
   restored after the fakes are drawn, so a run with the probe trains exactly as one without.
   """
 
-  KEYS = ("gradient_niqe", "ssim_penalty", "ssim_ratio", "gp", "grad_norm")
+  KEYS = ("gradient_niqe", "ssim_penalty", "ssim_ratio", "gp", "grad_norm", "real_sign")
 
   def __init__(self, images, z_dim, batch_size, prior="cifar_grad", count=256,
                seed=_PROBE_SEED):
@@ -122,7 +124,8 @@ class MechanismProbe:
       norm = losses.safe_norm(grad, [1, 2, 3])
       values = {"gradient_niqe": qa.niqe_penalty(grad, prior=self.prior),
                 "ssim_penalty": penalty, "ssim_ratio": ratio,
-                "gp": losses.gradient_penalty(grad), "grad_norm": norm}
+                "gp": losses.gradient_penalty(grad), "grad_norm": norm,
+                "real_sign": tf.sign(d_real)}
       return {k: tf.reduce_sum(tf.cast(v, tf.float64)) for k, v in values.items()}
     return fn
 
@@ -161,6 +164,8 @@ def train_and_score(config, images, scorer, eval_points, log_every, initial, log
                              config.niqe.prior) if probe else None
     run = {"iterations": [], "fid": [], "kid": [], "niqe": [], "d_weight_variance": [],
            "loss_iterations": [], "d_loss": [], "g_loss": [], "wasserstein": []}
+    if config.augment == "ada":  # ADA's p and r_t (its augmented reals), as logged.
+      run.update(ada_p=[], ada_rt=[])
     full_at = set(final.get("full_at", ()))
     if full_at:
       run["train_seconds_at"] = []
@@ -177,8 +182,9 @@ def train_and_score(config, images, scorer, eval_points, log_every, initial, log
         means = trainer.pop_metric_means()
         train_s += time.time() - t
         run["loss_iterations"].append(step)
-        for key in ("d_loss", "g_loss", "wasserstein"):
-          run[key].append(means.get(key, float("nan")))
+        for key in ("d_loss", "g_loss", "wasserstein", "ada_p", "ada_rt"):
+          if key in run:
+            run[key].append(means.get(key, float("nan")))
       t = time.time()
       last = target == eval_points[-1]
       if target == 0 and initial:

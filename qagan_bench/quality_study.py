@@ -13,6 +13,10 @@ DIFFAUGMENT = "color,translation,cutout"
 R3_GAMMA = 0.05
 R3 = dict(loss="rpgan", penalty="none", gp_weight=0.0, drift_weight=0.0, qa_weight=0.0,
           r1_weight=R3_GAMMA, r2_weight=R3_GAMMA)
+# The ADA paper's objective (StyleGAN2-ADA on CIFAR-10): non-saturating logistic loss, R1 at
+# gamma 0.01, no 1-GP, no drift.
+NS_R1 = dict(loss="nonsaturating", penalty="none", gp_weight=0.0, drift_weight=0.0,
+             qa_weight=0.0, r1_weight=0.01)
 # name -> config changes. The 1-GP weight follows the paper: 10 for the WGAN-GP baseline, 1 for
 # QAGAN (with the QA penalty at 0.1); wgan_gp_gp1 is the QA runs' control (their 1-GP alone).
 VARIANTS = {
@@ -43,6 +47,14 @@ VARIANTS = {
     "r3_niqe": dict(R3, penalty="niqe", qa_weight=0.1, qa_points="real"),
     "r3_ssim": dict(R3, penalty="ssim", qa_weight=0.1),
     "wgan_gp_lecam": dict(penalty="wgan_gp", gp_weight=10.0, qa_weight=0.0, lecam_weight=0.1),
+    # Adaptive augmentation (ADA, docs/training.md), its defaults: on the WGAN-GP baseline (the
+    # regularisers' timing), and the limited-data study's arms on the ADA paper's objective,
+    # the non-saturating logistic loss with R1 (its CIFAR-10 gamma, 0.01): r_t = E[sign D(x)]
+    # reads logistic scores, where WGAN-GP's critic has no fixed zero.
+    "wgan_gp_ada": dict(penalty="wgan_gp", gp_weight=10.0, qa_weight=0.0, augment="ada"),
+    "ns_r1": dict(NS_R1),
+    "ns_r1_da": dict(NS_R1, augment=DIFFAUGMENT),
+    "ns_r1_ada": dict(NS_R1, augment="ada"),
     # QAGAN-NIQE with G and D in bfloat16 (Keras' mixed policy; the penalties, their reductions
     # and the weights stay float32): the precision study (benchmarks/precision_cpu.*).
     "niqe_bf16": dict(penalty="niqe", gp_weight=1.0, qa_weight=0.1, mixed_precision="bfloat16"),
@@ -68,17 +80,24 @@ CONTROLS = {
     "ssim_k4": "wgan_gp_gp1_k4", "niqe_k4": "wgan_gp_gp1_k4",
     "sngan_ssim": "sngan", "sngan_niqe": "sngan",
     "wgan_gp_da": "wgan_gp", "niqe_da": "niqe", "wgan_gp_lecam": "wgan_gp",
+    "wgan_gp_ada": "wgan_gp", "ns_r1_da": "ns_r1", "ns_r1_ada": "ns_r1",
     "r3_niqe": "r3", "r3_ssim": "r3", "niqe_bf16": "niqe",
 }
 # The regularisers study (benchmarks/regularisers_cpu.*): DiffAugment against none, and R3GAN's
 # objective against the same with the NIQE penalty.
 REGULARIZER_VARIANTS = ("wgan_gp", "wgan_gp_da", "r3", "r3_niqe")
+# The limited-data study (benchmarks/ada_cpu.*, configs/ada_cpu.cfg): no augmentation,
+# DiffAugment and ADA, on few training images.
+ADA_VARIANTS = ("ns_r1", "ns_r1_da", "ns_r1_ada")
 # The precision study (benchmarks/precision_cpu.*): QAGAN-NIQE in bfloat16 against float32.
 PRECISION_VARIANTS = ("niqe", "niqe_bf16")
 # The comparisons' metrics (the `comparisons` list) and the other observed targets (the
 # `mechanism_comparisons` list): each is a per-run final value in result[...].
 METRICS = ("final_fid", "final_kid", "gradient_niqe")
 MECHANISM_METRICS = ("ssim_penalty", "gp")
+# Another per-run final value --quality_metrics may compare: r_t on the probe (the limited-data
+# study; run files from before it lack the value).
+OVERFIT_METRICS = ("real_sign",)
 # Seed of the held-out embedded crops (the training crops use the config's seed).
 HELDOUT_SEED = 1_000_003
 _SAMPLE_SEED = 20191209

@@ -48,7 +48,7 @@ def lazy_ratios(config, images, repeats=5, log=print, every=4, penalties=PENALTI
 
 # Regularisers timed against the WGAN-GP iteration (quality_bench.VARIANTS' changes): the
 # whole iteration, since DiffAugment and RpGAN change the G update too.
-REGULARIZERS = ("wgan_gp", "r3", "wgan_gp_lecam", "wgan_gp_da", "r3_niqe")
+REGULARIZERS = ("wgan_gp", "r3", "wgan_gp_lecam", "wgan_gp_da", "wgan_gp_ada", "r3_niqe")
 
 
 def check_names(names, known, what):

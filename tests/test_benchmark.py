@@ -268,7 +268,8 @@ def test_the_lazy_and_regularizer_selections_refuse_unknown_names_before_timing(
   out = str(tmp_path / "r.json")
   for flag, sections, choices in (
       ("--lazy_penalties=wgan_gp,nique", "train", "wgan_gp,ssim,niqe"),
-      ("--regularizer_variants=r3,r4", "regularizers", "r3,wgan_gp_lecam,wgan_gp_da,r3_niqe")):
+      ("--regularizer_variants=r3,r4", "regularizers",
+       "r3,wgan_gp_lecam,wgan_gp_da,wgan_gp_ada,r3_niqe")):
     proc = scripts.run("benchmark", f"--sections={sections}", flag, f"--output={out}")
     name = flag.split("=")[0]
     assert proc.returncode == 1 and f"unknown {name}" in proc.stderr, proc.stderr[-1500:]
