@@ -53,9 +53,6 @@ COLUMNS = {"xflip": (0, 1), "rotate90": (2, 3), "xint": (4, 5, 6), "scale": (7, 
            "saturation": (26, 27)}
 UNIFORMS = 28
 
-_LUMA = tf.constant([1.0, 1.0, 1.0]) / math.sqrt(3.0)
-
-
 def parse_transforms(transforms):
   """"bgc", "bg", ..., or an iterable of `TRANSFORMS` names -> a tuple in the pipeline's order.
 
@@ -212,7 +209,7 @@ def _colour_matrix(u, p, names):
   eye = tf.eye(4, batch_shape=batch)
   c_matrix = eye
   any_on = tf.zeros_like(u[:, 0], tf.bool)
-  v = tf.concat([_LUMA, [0.0]], 0)
+  v = tf.constant([1.0, 1.0, 1.0, 0.0]) / math.sqrt(3.0)  # The unit luma axis, homogeneous.
   vv = v[:, None] * v[None, :]  # The luma axis's projector (4, 4).
 
   def gated(name):

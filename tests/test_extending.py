@@ -203,8 +203,8 @@ def _add_penalty(pkg):
 def _add_regulariser(pkg):
   (pkg / "objectives" / "terms" / "fake_l1.py").write_text(TERM_MODULE)
   registry = pkg / "objectives" / "regularizers.py"
-  _edit(registry, "import drift, gp, lecam, quality, r1, r2\n",
-        "import drift, fake_l1, gp, lecam, quality, r1, r2\n")
+  _edit(registry, "import ada, drift, gp, lecam, quality, r1, r2\n",
+        "import ada, drift, fake_l1, gp, lecam, quality, r1, r2\n")
   _edit(registry, '    "lecam": lecam.TERM,\n', '    "lecam": lecam.TERM,\n    "fake_l1": fake_l1.TERM,\n')
 
 

@@ -97,3 +97,26 @@ def test_the_package_never_imports_the_benchmarks_or_torch():
   with open(os.path.join(os.path.dirname(QAGAN_TF), "setup.cfg")) as f:
     packages = f.read().split("[options.packages.find]")[1].split("[")[0]
   assert "include = qagan_tf, qagan_tf.*" in packages and "qagan_bench" not in packages
+
+
+def test_importing_the_package_leaves_the_tf_runtime_uninitialised():
+  """No module makes a tensor when imported: MultiWorkerMirroredStrategy configures its collective
+  ops on a runtime that has not started ("Collective ops must be configured at program startup"),
+  and bin/train builds it after its imports. A module-level tf.constant in qagan_tf/ada.py broke
+  the two-worker run this way (CI, 2026-12-06)."""
+  import subprocess
+  import sys
+  script = ("import importlib, pkgutil, qagan_tf\n"
+            "from tensorflow.python.eager import context\n"
+            "names = [m.name for m in pkgutil.walk_packages(qagan_tf.__path__, 'qagan_tf.')]\n"
+            "started = []\n"
+            "for name in names:\n"
+            "  importlib.import_module(name)\n"
+            "  if context.context()._context_handle is not None and not started:\n"
+            "    started.append(name)\n"
+            "print(len(names), started)\n")
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                       cwd=os.path.dirname(QAGAN_TF)).stdout.split("\n")[-2]
+  count, started = out.split(" ", 1)
+  assert int(count) > 80  # The walk found the package's modules.
+  assert started == "[]", f"importing {started} started the TF runtime"
