@@ -73,6 +73,10 @@ flags.DEFINE_integer("quality_final_samples", 1024,
 flags.DEFINE_integer("quality_ema_samples", 256,
                      "Quality section: EMA-generator images of its final FID and KID (0: none).")
 flags.DEFINE_integer("quality_heldout", 1024, "Quality section: held-out real images.")
+flags.DEFINE_integer("quality_inception_batch", 64,
+                     "Quality section: images per Inception call when scoring (a set is padded "
+                     "to a whole number of calls, so a few samples score faster with a smaller "
+                     "one).")
 flags.DEFINE_integer("quality_workers", 2,
                      "Quality section: runs trained at once, each in its own process.")
 flags.DEFINE_enum("quality_generator", "raw", ["raw", "ema"],

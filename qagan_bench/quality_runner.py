@@ -22,15 +22,15 @@ from qagan_tf.utils.progress import format_duration
 _WORKER = {}
 
 
-def _init_worker(weights, num_samples, reference, threads):
+def _init_worker(weights, batch_size, num_samples, reference, threads):
   """Runs once in each worker process: TF threads, the Inception and the scorer."""
   tf.config.threading.set_intra_op_parallelism_threads(threads)
   tf.config.threading.set_inter_op_parallelism_threads(threads)
   from qagan_tf.metrics import features
   from qagan_tf.utils import precision
   precision.set_tensor_float_32(False)
-  _WORKER["scorer"] = Scorer(features.InceptionFeatures(weights), num_samples,
-                             reference=reference)
+  _WORKER["scorer"] = Scorer(features.InceptionFeatures(weights, batch_size=batch_size),
+                             num_samples, reference=reference)
 
 
 def _worker_run(config, heldout_count, eval_points, log_every, initial, generator, final):
@@ -85,7 +85,7 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2, 3, 4), ite
   Args:
     config: the base `TrainConfig` (e.g. configs/quality_cpu.cfg); each variant changes its
       penalty and weights, each seed its `seed` (initialisation, data order, noise).
-    extractor: `features.InceptionFeatures`.
+    extractor: `features.InceptionFeatures` (workers load theirs with its batch size).
     variants: names from VARIANTS.
     seeds: training seeds.
     iterations: generator iterations per run.
@@ -139,7 +139,7 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2, 3, 4), ite
       f"{', '.join(variants)}; seeds {', '.join(map(str, seeds))}; scores at {eval_points}, "
       f"final FID on {final_samples} samples; {workers} worker(s); code {commit[:12]}")
   scorer = Scorer(extractor, num_samples, heldout=heldout)
-  log(f"quality: held-out NIQE {scorer.reference['heldout_niqe']:.2f}")
+  log(f"quality: held-out NIQE {scorer.heldout_niqe:.2f}")
   log_every = max(1, min(eval_every, 20))
   final = {"samples": final_samples, "ema_samples": ema_samples}
   if full_at:  # (Absent otherwise: the runs of earlier studies keep their keys.)
@@ -193,7 +193,8 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2, 3, 4), ite
     threads = max(1, (os.cpu_count() or 1) // workers)
     with concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-        initargs=(extractor.info["path"], num_samples, scorer.reference, threads)) as pool:
+        initargs=(extractor.info["path"], extractor.batch_size, num_samples, scorer.reference,
+                  threads)) as pool:
       futures = {pool.submit(_worker_run, c, heldout_count, eval_points, log_every, initial,
                              generator, final): (name, seed, key)
                  for name, seed, c, initial, key in jobs}
@@ -227,7 +228,7 @@ def run(config, extractor, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2, 3, 4), ite
   return {"quality": quality, "comparisons": comparisons(runs, metrics=metrics, level=level),
           "mechanism_comparisons": comparisons(runs, metrics=MECHANISM_METRICS),
           "exploratory": exploratory(quality, seeds),
-          "reference": {"heldout_niqe": scorer.reference["heldout_niqe"]},
+          "reference": {"heldout_niqe": scorer.heldout_niqe},
           "settings": settings, "measured_commit": measured}
 
 

@@ -24,9 +24,31 @@ class Scorer:
 
   def __init__(self, extractor, num_samples, heldout=None, reference=None):
     """Args: heldout: uint8 images to build the reference from, or reference: a dict made by
-    `reference_of` (mu, sigma, activations, heldout_niqe), e.g. sent to a worker process."""
+    `reference_of` (mu, sigma, activations, heldout_niqe), e.g. sent to a worker process.
+
+    The held-out images' Inception features are computed at the first score (`reference`), so
+    a rerun whose runs are all finished never passes them through Inception (1024 images: minutes
+    on a CPU); their NIQE alone (`heldout_niqe`) is cheap and always reported."""
+    if reference is None and heldout is None:
+      raise ValueError("Scorer needs the held-out images or their reference.")
     self.extractor, self.num_samples = extractor, num_samples
-    self.reference = reference if reference is not None else reference_of(extractor, heldout)
+    self._heldout, self._reference, self._heldout_niqe = heldout, reference, None
+
+  @property
+  def reference(self):
+    """`reference_of` the held-out images, computed once, when first asked for."""
+    if self._reference is None:
+      self._reference = reference_of(self.extractor, self._heldout, self.heldout_niqe)
+    return self._reference
+
+  @property
+  def heldout_niqe(self):
+    """The held-out images' mean NIQE (classic model), without Inception."""
+    if self._reference is not None:
+      return self._reference["heldout_niqe"]
+    if self._heldout_niqe is None:
+      self._heldout_niqe = _mean_niqe(self._heldout)
+    return self._heldout_niqe
 
   def __call__(self, generator, num_samples=None):
     """Scores of `num_samples` (default: the curves' count) samples of fixed latents.
@@ -58,13 +80,18 @@ class Scorer:
             "kid": kid}
 
 
-def reference_of(extractor, heldout):
-  """Inception statistics, activations and mean NIQE of the held-out images."""
-  from qagan_tf.iqa import niqe_metric
+def reference_of(extractor, heldout, heldout_niqe=None):
+  """Inception statistics, activations and mean NIQE of the held-out images (`heldout_niqe`
+  when already known)."""
   pool3 = extractor(heldout)["pool3"]
   mu, sigma = fid_lib.activation_statistics(pool3)
   return {"mu": mu, "sigma": sigma, "activations": pool3,
-          "heldout_niqe": float(np.mean(niqe_metric.niqe_of_images(heldout)))}
+          "heldout_niqe": _mean_niqe(heldout) if heldout_niqe is None else heldout_niqe}
+
+
+def _mean_niqe(images):
+  from qagan_tf.iqa import niqe_metric
+  return float(np.mean(niqe_metric.niqe_of_images(images)))
 
 
 class MechanismProbe:

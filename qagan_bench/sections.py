@@ -184,6 +184,9 @@ def _check_quality(opts):
   if not 0.5 <= opts.quality_level < 1:
     raise ValueError(f"--quality_level={opts.quality_level}: give a confidence level in "
                      "[0.5, 1), e.g. 0.95 or 0.975.")
+  if opts.quality_inception_batch < 1:
+    raise ValueError(f"--quality_inception_batch={opts.quality_inception_batch} must be at least "
+                     "1 (images per Inception call; 64 by default).")
   if opts.quality_final_samples < opts.quality_samples:
     raise ValueError(f"--quality_final_samples={opts.quality_final_samples} must be at least "
                      f"--quality_samples={opts.quality_samples} (the curve's last point is its "
@@ -205,7 +208,7 @@ def _run_quality(opts, ctx):
   from qagan_tf.utils import precision
   precision.set_tensor_float_32(False)
   extractor = features.InceptionFeatures(opts.bench_inception_weights or opts.inception_weights
-                                         or None)
+                                         or None, batch_size=opts.quality_inception_batch)
   quality = quality_runner.run(
       ctx.config(), extractor,
       tuple(opts.quality_variants or quality_study.DEFAULT_VARIANTS),

@@ -221,3 +221,31 @@ def test_a_run_records_the_commit_of_the_checkout_it_runs_from():
     assert quality_bench.code_commit().split("-")[0] == subprocess.run(
         ["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True,
         check=True).stdout.strip()
+
+
+def test_the_scorer_passes_the_held_out_images_through_inception_at_its_first_score_only():
+  """A rerun whose runs are all finished reports the held-out NIQE without Inception (on a CPU
+  the 1024 held-out images take minutes); the first score builds the reference once, with the
+  same held-out NIQE, and scores against it."""
+  from qagan_bench import quality_scoring
+  from qagan_tf.iqa import niqe_metric
+  rng = np.random.default_rng(0)
+  heldout = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+  calls = []
+
+  def extractor(images):
+    calls.append(len(images))
+    flat = np.asarray(images, np.float64).reshape(len(images), -1)[:, :2048]
+    return {"pool3": flat / 255.0}
+
+  scorer = quality_scoring.Scorer(extractor, 4, heldout=heldout)
+  expected = float(np.mean(niqe_metric.niqe_of_images(heldout)))
+  assert scorer.heldout_niqe == expected and calls == []
+  reference = scorer.reference
+  assert calls == [6] and reference["heldout_niqe"] == expected
+  np.testing.assert_array_equal(reference["activations"], extractor(heldout)["pool3"])
+  assert scorer.reference is reference and calls == [6, 6]  # Built once.
+  sent = quality_scoring.Scorer(extractor, 4, reference=reference)  # As a worker gets it.
+  assert sent.heldout_niqe == expected and sent.reference is reference and calls == [6, 6]
+  with pytest.raises(ValueError, match="held-out images or their reference"):
+    quality_scoring.Scorer(extractor, 4)
