@@ -9,7 +9,9 @@ from qagan_tf.utils import cli
 flags.DEFINE_string("inception_weights", None,
                     "Inception weights: the .npz export or classify_image_graph_def.pb (default: "
                     "$QAGAN_INCEPTION_WEIGHTS, then the cache filled by bin/fetch_inception).")
-flags.DEFINE_integer("inception_batch_size", 64, "Images per Inception call.")
+flags.DEFINE_integer("inception_batch_size", 64,
+                     "Images per Inception call (fewer when the images are fewer: a call is "
+                     "padded to it).")
 flags.DEFINE_bool("jit_compile", False, "Compile the Inception network with XLA.")
 flags.DEFINE_bool("progress", True, "Print progress with rate and ETA to stderr.")
 FLAGS = flags.FLAGS
@@ -24,14 +26,18 @@ def user_errors():
   return (DataError, ImageInputError, StatisticsError, WeightsError, ValueError, OSError)
 
 
-def make_extractor(with_logits=None):
+def make_extractor(with_logits=None, num_images=None):
+  """The Inception of the flags, in calls of --inception_batch_size images, or of `num_images`
+  when that is fewer."""
   from qagan_tf.metrics import features
   from qagan_tf.utils import precision
   precision.set_tensor_float_32(False)  # Generators and Inception in true float32 (no TF32).
   if FLAGS.inception_batch_size < 1:
     cli.fail(f"--inception_batch_size={FLAGS.inception_batch_size} must be positive.")
   return features.InceptionFeatures(FLAGS.inception_weights, with_logits=with_logits,
-                                    batch_size=FLAGS.inception_batch_size,
+                                    batch_size=features.batch_size_for(
+                                        num_images or FLAGS.inception_batch_size,
+                                        FLAGS.inception_batch_size),
                                     jit_compile=FLAGS.jit_compile)
 
 

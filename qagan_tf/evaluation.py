@@ -218,7 +218,9 @@ class TrainingEvaluator:
     either is missing or invalid)."""
     if self.extractor is None:
       self.reference = stats_io.load_statistics(self.config.eval_stats, dim=2048)
-      self.extractor = features.InceptionFeatures(self.config.inception_weights or None)
+      self.extractor = features.InceptionFeatures(
+          self.config.inception_weights or None,
+          batch_size=features.batch_size_for(self.config.eval_num_samples))
 
   def __call__(self, generator, step):
     n = self.config.eval_num_samples

@@ -75,7 +75,9 @@ class EvaluationCallback(keras.callbacks.Callback):
       missing = [m for m in self.metrics if "activations" in m.needs]
       raise ValueError(f"{missing[0].key}: {missing[0].unavailable} (these statistics have "
                        "mu and sigma only).")
-    self.extractor = features.InceptionFeatures(weights, with_logits="logits" in needs)
+    self.extractor = features.InceptionFeatures(
+        weights, with_logits="logits" in needs,
+        batch_size=features.batch_size_for(self.num_samples))
     self.kid_samples = (self.num_samples if "activations" in needs or self.num_samples <= 2048
                         else 0)  # Few samples: their activations give FID's exact route.
     self.niqe_samples = min(int(niqe_samples), self.num_samples) if "samples" in needs else 0

@@ -71,6 +71,13 @@ def _network(weights, with_logits, verify, jit_compile):
   return _NETWORKS[key]
 
 
+def batch_size_for(num_images, batch_size=64):
+  """Images per network call for sets of `num_images`: `batch_size`, or `num_images` when fewer.
+  A call is padded to the batch size, so 20 images in calls of 64 would cost 64; the features do
+  not depend on the batch size (tests/metrics/test_inception.py)."""
+  return max(1, min(int(batch_size), int(num_images)))
+
+
 class InceptionFeatures:
   """pool_3 features and logits of numpy images through the official network.
 

@@ -43,6 +43,20 @@ def test_pool3_matches_the_golden_features(extractor, golden, size):
   assert "logits" not in out  # The reference weights have no softmax layer.
 
 
+def test_the_features_do_not_depend_on_the_batch_size(extractor, golden):
+  """So a set smaller than the batch is scored in calls of its own size, not padded to 64
+  (`features.batch_size_for`: the in-training evaluation, the evaluation callback, bin/evaluate
+  and bin/compute_stats)."""
+  images = golden["images_32"]  # 18 images: calls of 10 (the fixture's) against calls of 5.
+  small = features_lib.InceptionFeatures(model=extractor.model, info=extractor.info,
+                                         batch_size=features_lib.batch_size_for(5, 64))
+  assert small.batch_size == 5
+  np.testing.assert_allclose(small(images)["pool3"], extractor(images)["pool3"], rtol=0,
+                             atol=1e-5)
+  assert [features_lib.batch_size_for(n) for n in (1, 20, 64, 5000)] == [1, 20, 64, 64]
+  assert features_lib.batch_size_for(30, 16) == 16
+
+
 def _legacy_bilinear(image, size):
   """NumPy TF1 bilinear (align_corners=False, half_pixel_centers=False): src = dst * in / out."""
   h, w = image.shape[:2]
