@@ -372,7 +372,7 @@ def _finite(value):  # As bin/benchmark writes a JSON: NaN and Inf as null.
 
 
 @pytest.mark.parametrize("study", ["quality_cpu", "regularisers_cpu", "precision_cpu",
-                                   "ssim_confirm_cpu"])
+                                   "ssim_confirm_cpu", "ada_cpu"])
 def test_a_study_json_recomputes_from_its_run_files(study):
   """The report code gives a study's summaries, comparisons and exploratory looks again from its
   run files alone, equal to the file (every field the file has: those written before the

@@ -153,10 +153,14 @@ STUDIES = {
     # The pre-registered confirmation (docs/studies/ssim_confirm.md): two primary endpoints at
     # 97.5% (Bonferroni), on ten seeds.
     "ssim_confirm_cpu": (("wgan_gp_gp1", "ssim"), 10, (("ssim", "wgan_gp_gp1"),)),
+    # The limited-data study (docs/training.md): no augmentation, DiffAugment and ADA.
+    "ada_cpu": (("ns_r1", "ns_r1_da", "ns_r1_ada"), 3,
+                (("ns_r1_da", "ns_r1"), ("ns_r1_ada", "ns_r1"))),
 }
 # The metrics each study's required pairs must be compared on (the quality studies': final FID
 # and the gradients' NIQE; the confirmation's: its two primary endpoints).
-METRICS = {"ssim_confirm_cpu": ("fid_at_200", "final_fid")}
+METRICS = {"ssim_confirm_cpu": ("fid_at_200", "final_fid"),
+           "ada_cpu": ("final_fid", "final_kid", "real_sign")}
 LEVELS = {"ssim_confirm_cpu": 0.975}  # The level of each study's comparisons (else 95%).
 
 
