@@ -245,18 +245,30 @@ def test_fit_under_mirrored_strategy_equals_one_device():
 def test_backup_and_restore_resumes_a_fit_killed_by_sigkill_at_epoch_k(tmp_path):
   script = os.path.join(HERE, "fit_with_backup.py")
 
-  def run(directory, kill_at=None):
+  def start(directory, kill_at=None):
+    """A fit started in its own process, its output into a file (a pipe that nobody reads
+    while the other fit runs could fill and stall it)."""
     env = dict(os.environ, KILL_AT_EPOCH=str(kill_at) if kill_at is not None else "")
-    return subprocess.run([sys.executable, script, str(directory)], env=env,
-                          capture_output=True, text=True, timeout=900)
+    log = open(f"{directory}.{'killed' if kill_at else 'run'}.log", "w+")
+    return subprocess.Popen([sys.executable, script, str(directory)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT), log
 
-  straight = run(tmp_path / "straight")
-  assert straight.returncode == 0, straight.stderr[-3000:]
-  killed = run(tmp_path / "killed", kill_at=2)
-  assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL at the end of epoch 2.
+  def finish(started):
+    """(exit status, output) of a started fit, once it has ended."""
+    proc, log = started
+    with log:
+      proc.wait(timeout=900)
+      log.seek(0)
+      return proc.returncode, log.read()
+
+  # The straight fit and the one to be killed are independent: they run side by side.
+  straight, killed = start(tmp_path / "straight"), start(tmp_path / "killed", kill_at=2)
+  (status, stderr), (killed_status, killed_stderr) = finish(straight), finish(killed)
+  assert status == 0, stderr[-3000:]
+  assert killed_status == -9, killed_stderr[-3000:]  # SIGKILL at the end of epoch 2.
   assert not (tmp_path / "killed" / "result.json").exists()
-  resumed = run(tmp_path / "killed")
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  status, stderr = finish(start(tmp_path / "killed"))
+  assert status == 0, stderr[-3000:]
   with open(tmp_path / "straight" / "result.json") as f:
     a = json.load(f)
   with open(tmp_path / "killed" / "result.json") as f:
