@@ -12,7 +12,9 @@ from qagan_tf.metrics import fid
 
 @pytest.mark.slow
 def test_ctrl_c_is_answered_while_the_square_root_still_runs():
-  big = np.random.default_rng(0).normal(size=(1200, 1200))
+  # 8 calls of about 0.3 s each alone (2 idle cores): the interrupt at 0.3 s lands early in the
+  # work, and the work still goes on for seconds after it.
+  big = np.random.default_rng(0).normal(size=(600, 600))
   finished, finished_at = threading.Event(), []
 
   def long_lapack_work(_):
