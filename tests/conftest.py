@@ -66,9 +66,8 @@ def pytest_collection_modifyitems(items):
   items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(LONG_FIRST)))
 
 
-
 # CPU seconds per test (its setup, call and teardown: this process's threads and the processes
-# it waited for). Unlike a duration they hardly move with what the other worker runs beside the
+# it waited for). They move far less than a duration with what the other worker runs beside the
 # test, so they show where the suite's work is: the 25 largest are listed after every run.
 CPU_SECONDS = "cpu_s"
 _CPU_START = pytest.StashKey[float]()
