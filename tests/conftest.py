@@ -99,9 +99,8 @@ def pytest_terminal_summary(terminalreporter):
   spent = {}
   for reports in terminalreporter.stats.values():
     for report in reports:
-      for key, value in getattr(report, "user_properties", ()) or ():
-        if key == CPU_SECONDS and getattr(report, "when", None) == "teardown":
-          spent[report.nodeid] = value
+      if getattr(report, "when", None) == "teardown":  # A test's last report (not a collection).
+        spent.update((report.nodeid, v) for k, v in report.user_properties if k == CPU_SECONDS)
   if not spent:
     return
   terminalreporter.write_sep("=", f"{min(25, len(spent))} largest CPU times")
