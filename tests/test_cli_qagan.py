@@ -27,9 +27,11 @@ def test_headline_command_with_overrides_runs_from_a_fresh_directory(tmp_path, n
   # As written in the README, from a directory holding the configs, with the overrides that make
   # it fit this machine: the config's --model_dir (runs/NAME) is relative to it. One step: the
   # configs regularise every step, so later steps (7 s each at these widths) run the same graph.
+  # One D update: the config's 5 would trace the same D update 5 times (16 s more per config;
+  # the smoke run, tests/test_cli.py, trains with the paper's 5 unrolled updates).
   os.symlink(os.path.join(REPO, "configs"), tmp_path / "configs")
   _run([os.path.join(REPO, "bin", "train"), f"--flagfile=configs/{name}.cfg",
-        "--dataset=embedded", "--max_steps=1", "--batch_size=8"], cwd=tmp_path)
+        "--dataset=embedded", "--max_steps=1", "--batch_size=8", "--disc_iters=1"], cwd=tmp_path)
   run_dir = tmp_path / "runs" / name
   assert (run_dir / "ckpt-1.index").exists()
   with open(run_dir / "config.json") as f:
