@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests import scripts
 from tests.events import scalar_values
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,15 +47,17 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(tmp_path)
   multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
   # The reference runs first, alone: beside the two workers (and the suite's other xdist worker)
   # a third TF process starved worker 0's coordination heartbeat past its 10 s timeout in CI
-  # (2026-12-04: "Task /job:worker/replica:0/task:0 heartbeat timeout").
-  reference = _train(single, "default")
-  reference_log = reference.communicate(timeout=900)[0]
+  # (2026-12-04: "Task /job:worker/replica:0/task:0 heartbeat timeout"). It runs in this process
+  # (tests.scripts: bin/train's own main; one TF start-up fewer); the workers are processes.
+  reference = scripts.run("train", *RUN, f"--model_dir={single}", "--strategy=default")
+  assert reference.returncode == 0, reference.stderr[-4000:]
   cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
   workers = [_train(multi, "multi_worker", dict(os.environ, TF_CONFIG=json.dumps(
       {"cluster": cluster, "task": {"type": "worker", "index": i}}))) for i in range(2)]
-  logs = [p.communicate(timeout=900)[0] for p in workers] + [reference_log]
-  for p, log in zip(workers + [reference], logs):
+  logs = [p.communicate(timeout=900)[0] for p in workers]
+  for p, log in zip(workers, logs):
     assert p.returncode == 0, log[-4000:]
+  logs.append(reference.stdout + reference.stderr)
   # (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy.)
   roles = [[line.split("] ", 1)[-1] for line in log.splitlines() if "replica(s) in sync" in line]
            for log in logs]
