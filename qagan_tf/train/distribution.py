@@ -28,10 +28,14 @@ def mirrored_strategy(devices=None):
   process-wide collective executor remembers each (group, instance) key with the shapes it first
   saw. A second MirroredStrategy in one process (a benchmark training several variants, tests)
   would reuse those keys for different tensors and abort with "Shape mismatch in the collective
-  instance". Moving the base on for each new strategy gives it keys no earlier one used.
+  instance". Moving the base on for each new strategy gives it keys no earlier one used, and
+  moving it on again after gives a plain `tf.distribute.MirroredStrategy` made later in the
+  process (a user's, or the Keras example's) keys that this one does not use.
   """
   tf.distribute.MirroredStrategy._collective_key_base += _COLLECTIVE_KEY_STRIDE  # pylint: disable=protected-access
-  return tf.distribute.MirroredStrategy(devices)
+  strategy = tf.distribute.MirroredStrategy(devices)
+  tf.distribute.MirroredStrategy._collective_key_base += _COLLECTIVE_KEY_STRIDE  # pylint: disable=protected-access
+  return strategy
 
 
 def make_strategy(name="auto"):

@@ -199,18 +199,20 @@ def test_each_mirrored_strategy_gets_collective_keys_of_its_own():
   tf.distribute.MirroredStrategy would reuse the first one's collective keys and abort with "Shape
   mismatch in the collective instance" (and poison every later collective in the process, so that
   case is not run here); trainer.mirrored_strategy must not (a benchmark trains several runs in
-  one process)."""
+  one process). Nor may a plain one made after ours (a user's, or examples/keras_dcgan_qagan.py's
+  --mirrored, which ran after ours in one test worker and aborted)."""
   devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
   sums = []
-  for size in (37, 2):
-    strategy = distribution.mirrored_strategy(devices)
+  for size, make in ((37, distribution.mirrored_strategy), (2, distribution.mirrored_strategy),
+                     (5, tf.distribute.MirroredStrategy)):
+    strategy = make(devices)
 
     @tf.function
     def run(strategy=strategy, size=size):
       return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
           "SUM", tf.ones([size])))
     sums.append([t.numpy().tolist() for t in strategy.experimental_local_results(run())])
-  assert sums == [[[2.0] * 37] * 2, [[2.0] * 2] * 2]
+  assert sums == [[[2.0] * 37] * 2, [[2.0] * 2] * 2, [[2.0] * 5] * 2]
 
 
 def test_config_change_check():
