@@ -145,17 +145,19 @@ def _checkpoint_tensors(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [
-    (), ("--loss=rpgan", "--gp_weight=0", "--r1_weight=0.1", "--r2_weight=0.1",
+    ("--d_norm=spectral", "--penalty=niqe"), ("--loss=rpgan", "--gp_weight=0", "--r1_weight=0.1", "--r2_weight=0.1",
          "--lecam_weight=0.1", "--augment=ada", "--ada_p=0.2", "--ada_interval=1",
          "--ada_kimg=0.5", "--r1_every=2",
          "--disc_iters=2")],  # Lazy R1 across the kill too; 2 D updates keep it cheap.
-    ids=["wgan_gp", "r1_lecam_ada"])
+    ids=["wgan_gp_niqe_spectral", "r1_lecam_ada"])
 def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp_path, extra):
   """A run killed at a random moment and resumed logs and saves the same bits as an
-  uninterrupted one: with the paper's WGAN-GP, and with RpGAN, lazy R1, R2, LeCam's anchors and
-  ADA, whose p is state that moves after every D update here (p and r_t logged at every step;
-  DiffAugment's random choices come from the same stateless streams as ADA's,
-  tests/data/test_pipeline.py)."""
+  uninterrupted one: with the paper's WGAN-GP and NIQE penalty under spectral norm, whose
+  power-iteration vectors are state (all 11 in the checkpoint; this case took over the fixed-moment
+  SIGKILL test of hinge + spectral norm + NIQE, whose hinge loss keeps no state), and with RpGAN,
+  lazy R1, R2, LeCam's anchors and ADA, whose p is state that moves after every D update here (p
+  and r_t logged at every step; DiffAugment's random choices come from the same stateless streams
+  as ADA's, tests/data/test_pipeline.py)."""
   import random
   import signal
   import time
@@ -204,6 +206,9 @@ def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp
     assert len(set(expected["train/ada_p"].values())) > 3 and "train/ada_rt" in expected, why
   a = _checkpoint_tensors(os.path.join(straight, f"ckpt-{max_steps}"))
   b = _checkpoint_tensors(os.path.join(killed, f"ckpt-{max_steps}"))
+  if "--d_norm=spectral" in extra:  # Every power-iteration vector is saved (compared below).
+    assert len([name for name in a if "sn_u" in name]) == 11, (sorted(a), why)
+    assert "train/niqe_penalty" in expected and "train/wasserstein" in expected, why
   assert sorted(a) == sorted(b), why
   for name in a:
     if name != "_CHECKPOINTABLE_OBJECT_GRAPH":
