@@ -145,10 +145,11 @@ def _checkpoint_tensors(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [
-    ("--d_norm=spectral", "--penalty=niqe"), ("--loss=rpgan", "--gp_weight=0", "--r1_weight=0.1", "--r2_weight=0.1",
-         "--lecam_weight=0.1", "--augment=ada", "--ada_p=0.2", "--ada_interval=1",
-         "--ada_kimg=0.5", "--r1_every=2",
-         "--disc_iters=2")],  # Lazy R1 across the kill too; 2 D updates keep it cheap.
+    ("--d_norm=spectral", "--penalty=niqe"),
+    ("--loss=rpgan", "--gp_weight=0", "--r1_weight=0.1", "--r2_weight=0.1",
+     "--lecam_weight=0.1", "--augment=ada", "--ada_p=0.2", "--ada_interval=1",
+     "--ada_kimg=0.5", "--r1_every=2",
+     "--disc_iters=2")],  # Lazy R1 across the kill too; 2 D updates keep it cheap.
     ids=["wgan_gp_niqe_spectral", "r1_lecam_ada"])
 def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp_path, extra):
   """A run killed at a random moment and resumed logs and saves the same bits as an
