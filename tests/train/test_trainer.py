@@ -236,19 +236,21 @@ def test_config_json_round_trip_and_validation(tmp_path):
     config_lib.load_config(str(tmp_path / "nothing"))
 
 
-def _poisonable_penalty():
-  """A test penalty that is 0, or NaN while `poison` holds NaN (tf.function reads it live)."""
+def _poisonable_penalty(monkeypatch):
+  """A test penalty that is 0, or NaN while `poison` holds NaN (tf.function reads it live). It is
+  registered for this test only: left in the registry, bin/train's --penalty lists it to every
+  later test in the worker (the bad-input catalogue's expected line)."""
   from qagan_tf.objectives import penalties, penalty_api
   poison = tf.Variable(0.0, trainable=False)
-  penalties.PENALTIES["test_poison"] = penalty_api.PenaltyEntry(
+  monkeypatch.setitem(penalties.PENALTIES, "test_poison", penalty_api.PenaltyEntry(
       build=lambda settings, resolution, xla=False: penalty_api.QualityPenalty(
-          "test_poison", "test_poison", lambda inputs: (0.0 * inputs.d_real + poison, {})))
+          "test_poison", "test_poison", lambda inputs: (0.0 * inputs.d_real + poison, {}))))
   return poison
 
 
 @pytest.mark.slow
-def test_on_nonfinite_skip_drops_the_updates_counts_them_and_goes_on(tmp_path):
-  poison = _poisonable_penalty()
+def test_on_nonfinite_skip_drops_the_updates_counts_them_and_goes_on(tmp_path, monkeypatch):
+  poison = _poisonable_penalty(monkeypatch)
   config = _config(max_steps=6, penalty="test_poison", on_nonfinite="skip", save_every=100,
                    sample_every=100, histogram_every=100)
   make = lambda: trainer_lib.Trainer(config, str(tmp_path), images=_images())
@@ -274,8 +276,8 @@ def test_on_nonfinite_skip_drops_the_updates_counts_them_and_goes_on(tmp_path):
 
 
 @pytest.mark.slow
-def test_on_nonfinite_stop_keeps_the_last_good_checkpoint(tmp_path):
-  poison = _poisonable_penalty()
+def test_on_nonfinite_stop_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  poison = _poisonable_penalty(monkeypatch)
   config = _config(max_steps=6, penalty="test_poison", on_nonfinite="stop")
   assert trainer_lib.Trainer(config, str(tmp_path), images=_images()).train(stop_at=2) == 2
   latest = tf.train.latest_checkpoint(str(tmp_path))
@@ -290,7 +292,7 @@ def test_on_nonfinite_stop_keeps_the_last_good_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_on_nonfinite_skip_gives_up_after_many_steps_in_a_row(tmp_path, monkeypatch):
-  poison = _poisonable_penalty()
+  poison = _poisonable_penalty(monkeypatch)
   poison.assign(float("nan"))
   monkeypatch.setattr(run_control.NonFiniteWatch, "MAX_CONSECUTIVE_SKIPS", 3)
   config = _config(max_steps=6, penalty="test_poison", on_nonfinite="skip")
