@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 
 # The scripts' own default (qagan_tf/utils/cli.py), inherited by the scripts the tests run: with
 # 2, grappler's ERROR lines (e.g. "remapper failed" on AVX-512 CPUs) reach their stderr, which a
@@ -90,7 +91,6 @@ def _cpu_seconds():
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-  import time
   item.stash[_CPU_START] = _cpu_seconds()
   item.stash[_WALL_START] = time.time()
   yield
@@ -100,7 +100,6 @@ def pytest_runtest_protocol(item, nextitem):
 def pytest_runtest_makereport(item, call):
   outcome = yield
   if call.when == "teardown" and _CPU_START in item.stash:
-    import time
     spent = _cpu_seconds() - item.stash[_CPU_START]
     outcome.get_result().user_properties.extend([
         (CPU_SECONDS, round(spent, 2)),
